@@ -1,0 +1,52 @@
+# blockd — the two commands a newcomer needs are `make run` and `make test`.
+# Every target sets up what it needs: the virtualenv, pinned dependencies, test servers.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint typecheck unit demo-feeds bench bench-compile fuzz clean help
+
+help:
+	@echo "make run          start blockd on the embedded demo policy"
+	@echo "make test         lint, type-check and run the whole test suite"
+	@echo "make demo-feeds   re-sign the demo authority's lists in feeds/demo"
+	@echo "make bench        run the benchmarks in bench/ (slow)"
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "blockd needs Python >= 3.11 (found $$($(PYTHON) --version))"; exit 1; }
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || tools/ensure-deb python3-venv
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/blockd demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check blockd tests bench
+	$(BIN)/ruff format --check blockd tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q
+
+test: lint typecheck unit
+
+demo-feeds: $(STAMP)
+	$(BIN)/python -m blockd.demo feeds/demo
+
+bench: bench-compile
+
+bench-compile: $(STAMP)
+	$(BIN)/python bench/policy_bench.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,461 @@
+"""The `blockd` command: tools for authorities, regulators and operators.
+
+User mistakes print one line, `blockd: error: ...`, and exit 2; a rejected document exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from blockd import __version__, urls
+from blockd.config import Config, ConfigError, json_schema
+from blockd.config import load as load_config
+from blockd.events import Event, EventBus, FeedAccepted, FeedRejected, GuardIntervention
+from blockd.feeds.authoring import hashed_entry, list_payload, sign_list, sign_trust
+from blockd.feeds.keys import KeyFileError, SigningKey, load_private, public_pem, save_private
+from blockd.feeds.model import FORMATS, PayloadError, TestEntry, parse_trust, rfc3339
+from blockd.feeds.sync import FeedSync, TrustError
+from blockd.feeds.verify import Rejected, check_body, verify_list, verify_trust
+from blockd.policy import entries as entry_rules
+from blockd.policy.guards import GuardConfigError
+
+REPO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "blockd.toml"
+DEFAULT_CONFIG = Path(os.environ.get("BLOCKD_CONFIG", "/etc/blockd/blockd.toml"))
+
+
+class UsageError(Exception):
+    """A mistake on the command line or in a file the user named."""
+
+
+def _time(text: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time like 2026-01-01T00:00:00Z"
+        ) from None
+    if t.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs a UTC offset, e.g. ...Z")
+    return t.astimezone(UTC)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise UsageError(f"{path}: {e.strerror}") from None
+
+
+def _keys(paths: Sequence[Path]) -> list[SigningKey]:
+    return [load_private(p) for p in paths]
+
+
+# -- authority and regulator tools ---------------------------------------------------------
+
+
+def cmd_keygen(a: argparse.Namespace) -> int:
+    """Generate an Ed25519 key pair: PREFIX.key (0600) and PREFIX.pub."""
+    key = SigningKey.generate()
+    priv, pub = Path(f"{a.out}.key"), Path(f"{a.out}.pub")
+    if priv.exists() or pub.exists():
+        raise UsageError(f"{priv} or {pub} exists; refusing to overwrite a key")
+    save_private(key, priv)
+    pub.write_bytes(public_pem(key.public))
+    print(f"private key  {priv} (mode 0600; keep it offline)")
+    print(f"public key   {pub}")
+    print(f"keyid        {key.keyid}")
+    print(f"base64       {key.public.b64}   (put this in the trust policy)")
+    return 0
+
+
+def cmd_sign_list(a: argparse.Namespace) -> int:
+    """Sign a list of entries (one per line) into a DSSE envelope."""
+    lines = _read(a.entries).decode("utf-8", "strict").splitlines()
+    entries = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    if a.hash_from:
+        if a.format != "sha256":
+            raise UsageError("--hash-from needs --format sha256")
+        entries = _hash_entries(entries, a.hash_from)
+    now = datetime.now(UTC).replace(microsecond=0)
+    issued = a.issued_at or now
+    expires = a.expires or issued + timedelta(days=a.expires_in)
+    tests = [TestEntry(host=h) for h in a.test_host] + [TestEntry(url=u) for u in a.test_url]
+    out: Path = a.output
+    body_name = f"{out.stem}-{a.version}.txt" if a.body else None
+    payload, body = list_payload(
+        a.authority,
+        a.list,
+        a.version,
+        a.format,
+        entries,
+        issued_at=issued,
+        expires=expires,
+        body_name=body_name,
+        test_entries=tests,
+    )
+    envelope = sign_list(payload, _keys(a.key))
+    if body is not None and body_name:
+        (out.parent / body_name).write_bytes(body)
+        print(f"body         {out.parent / body_name} ({len(body)} bytes)")
+    out.write_bytes(envelope)
+    print(
+        f"envelope     {out}: {a.authority}/{a.list} v{a.version}, {len(entries)} entries, "
+        f"expires {rfc3339(expires)}"
+    )
+    return 0
+
+
+def _hash_entries(entries: list[str], kind: str) -> list[str]:
+    """Turn plaintext hosts or URLs into sha256 lines, adding route lines for URL hosts."""
+    out: list[str] = []
+    routes: set[str] = set()
+    for e in entries:
+        try:
+            if kind == "hosts":
+                out.append(hashed_entry("host", entry_rules.host_key(e)))
+            else:
+                expression = entry_rules.url_key(e)
+                routes.add(expression.partition("/")[0])
+                out.append(hashed_entry("url", expression))
+        except ValueError as err:
+            raise UsageError(f"entry {e!r}: {err}") from None
+    return out + [hashed_entry("route", r) for r in sorted(routes)]
+
+
+def cmd_sign_trust(a: argparse.Namespace) -> int:
+    """Sign a trust policy (JSON, as in feeds/FORMAT.md)."""
+    try:
+        policy = parse_trust(_read(a.policy))
+    except PayloadError as e:
+        raise UsageError(f"{a.policy}: {e}") from None
+    keys = _keys(a.key)
+    own = {k.keyid for k in policy.regulator.public_keys()}
+    stranger = [k.keyid[:16] for k in keys if k.keyid not in own]
+    if stranger and not a.previous_regulator:
+        raise UsageError(
+            f"keys {stranger} are not regulator keys of this policy; pass "
+            "--previous-regulator when signing a rotation with the old keys"
+        )
+    a.output.write_bytes(sign_trust(policy, keys))
+    print(
+        f"trust policy {a.output}: version {policy.version}, {len(policy.authorities)} "
+        f"authorities, signed by {len(keys)} key(s)"
+    )
+    return 0
+
+
+def cmd_verify(a: argparse.Namespace) -> int:
+    """Verify a list envelope against a trust policy; print ACCEPT or REJECT and why."""
+    now = a.at or datetime.now(UTC)
+    try:
+        trust = verify_trust(_read(a.trust), None, datetime.min.replace(tzinfo=UTC)).policy
+        v = verify_list(_read(a.envelope), trust, now, last_version=a.last_version)
+        if v is None:
+            print(f"UNCHANGED  version equals --last-version {a.last_version}")
+            return 0
+        p = v.payload
+        if p.body is not None:
+            body_path = a.body or a.envelope.parent / p.body.name
+            check_body(v, _read(body_path))
+    except Rejected as e:
+        print(f"REJECT  {e.reason}: {e}")
+        return 1
+    print(f"ACCEPT  {p.ref} version {p.version} ({p.format}, {p.entry_count} entries)")
+    print(f"        issued {rfc3339(p.issued_at)}, expires {rfc3339(p.expires)}")
+    print(
+        f"        signed by {', '.join(k[:16] for k in v.keyids)} "
+        f"({v.authority.threshold} of {len(v.authority.keys)} required)"
+    )
+    print(f"        envelope sha256 {v.envelope_sha256}")
+    return 0
+
+
+# -- operator tools ---------------------------------------------------------------------
+
+
+def _feed_sync(a: argparse.Namespace, bus: EventBus | None = None) -> FeedSync:
+    config: Config = load_config(a.config)
+    sync = FeedSync(config, bus or EventBus())
+    sync.load()
+    return sync
+
+
+def _print_event(e: Event) -> None:
+    if isinstance(e, FeedAccepted):
+        bad = (
+            f", {sum(e.rejected_entries.values())} entries rejected {e.rejected_entries}"
+            if e.rejected_entries
+            else ""
+        )
+        print(f"accepted     {e.authority}/{e.list} v{e.version}: {e.entries} entries{bad}")
+    elif isinstance(e, FeedRejected):
+        print(f"rejected     {e.authority}/{e.list}: {e.reason}: {e.message}")
+    elif isinstance(e, GuardIntervention):
+        print(f"guard        {e.kind} {e.authority}/{e.list} v{e.version}: {e.detail}")
+
+
+def cmd_sync(a: argparse.Namespace) -> int:
+    """Sync lists now, once."""
+    bus = EventBus()
+    bus.subscribe(Event, _print_event)
+    sync = _feed_sync(a, bus)
+
+    async def go() -> list[str]:
+        try:
+            await sync.sync_trust()
+            chosen = [c for c in sync.config.lists if not a.lists or c.ref in a.lists]
+            unknown = set(a.lists) - {c.ref for c in chosen}
+            if unknown:
+                raise UsageError(f"no configured list {sorted(unknown)}")
+            return [await sync.sync_list(c) for c in chosen]
+        finally:
+            await sync.close()
+
+    outcomes = asyncio.run(go())
+    return 1 if "rejected" in outcomes else 0
+
+
+def cmd_status(a: argparse.Namespace) -> int:
+    """Show every list: version, age, expiry, entries, last error."""
+    sync = _feed_sync(a)
+    now = datetime.now(UTC)
+    rows = sync.status()
+    if a.json:
+        print(json.dumps([_status_json(r, now) for r in rows], indent=1))
+        return 0
+    print(f"{'list':32} {'version':>8} {'entries':>9} {'age':>8} {'expires':>20}  state")
+    for r in rows:
+        age = _ago(now - r.issued_at) if r.issued_at else "-"
+        expires = rfc3339(r.expires) if r.expires else "-"
+        notes = []
+        if r.version is None:
+            notes.append("NOT ENFORCED")
+        elif not r.fresh(now):
+            notes.append("EXPIRED")
+        if r.state.quarantined:
+            notes.append(f"v{r.state.quarantined} quarantined")
+        if r.state.held_at_or_below:
+            notes.append(f"held at or below v{r.state.held_at_or_below}")
+        if r.state.last_error:
+            notes.append(f"last error: {r.state.last_error}")
+        print(
+            f"{r.ref:32} {r.version or '-':>8} {r.entries:>9} {age:>8} {expires:>20}  "
+            f"{'; '.join(notes) or 'ok'}"
+        )
+    return 0
+
+
+def _status_json(r: object, now: datetime) -> dict[str, object]:
+    from blockd.feeds.sync import ListStatus
+
+    assert isinstance(r, ListStatus)
+    return {
+        "list": r.ref,
+        "version": r.version,
+        "entries": r.entries,
+        "issued_at": rfc3339(r.issued_at) if r.issued_at else None,
+        "expires": rfc3339(r.expires) if r.expires else None,
+        "fresh": r.fresh(now),
+        "quarantined": r.state.quarantined,
+        "held_at_or_below": r.state.held_at_or_below,
+        "last_error": r.state.last_error,
+        "last_error_reason": r.state.last_error_reason,
+    }
+
+
+def _ago(d: timedelta) -> str:
+    s = int(d.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
+def cmd_check(a: argparse.Namespace) -> int:
+    """Show the verdict for hosts or URLs against the accepted state (offline)."""
+    snap = _feed_sync(a).snapshot
+    for target in a.targets:
+        try:
+            if "/" in target or ":" in target:
+                verdict = snap.url_verdict(target)
+                shown = urls.canonicalize(target)
+            else:
+                shown = urls.canonical_host(target)
+                verdict = snap.host_verdict(shown)
+        except ValueError as e:
+            print(f"{target}: invalid: {e}")
+            continue
+        if verdict is None:
+            print(f"{shown}: not blocked")
+        else:
+            print(
+                f"{shown}: {verdict.action} ({verdict.authority}/{verdict.list} "
+                f"v{verdict.version}, ref {verdict.entry_ref})"
+            )
+    return 0
+
+
+def cmd_approve(a: argparse.Namespace) -> int:
+    """Apply a quarantined update."""
+    sync = _feed_sync(a)
+    asyncio.run(sync.approve(a.list, a.version))
+    print(f"approved     {a.list} v{a.version} is now enforced")
+    return 0
+
+
+def cmd_rollback(a: argparse.Namespace) -> int:
+    """Return one list to its previous accepted version."""
+    sync = _feed_sync(a)
+    target = asyncio.run(sync.rollback(a.list))
+    print(f"rolled back  {a.list} to v{target}; newer versions up to the undone one are held")
+    return 0
+
+
+def cmd_check_config(a: argparse.Namespace) -> int:
+    """Validate a configuration file without starting."""
+    config = load_config(a.file)
+    print(f"{a.file}: ok ({len(config.lists)} lists, trust {config.trust.pinned})")
+    return 0
+
+
+def cmd_config_schema(a: argparse.Namespace) -> int:
+    """Print the configuration's JSON schema."""
+    print(json.dumps(json_schema(), indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    """Sync the demo authority's lists and show what they block (the offline demo)."""
+    a.config, a.lists = REPO_CONFIG, []
+    print(f"blockd {__version__}: offline demo with {REPO_CONFIG}")
+    cmd_sync(a)
+    print()
+    cmd_status(argparse.Namespace(config=REPO_CONFIG, json=False))
+    print()
+    a.targets = [
+        "blocked.demo.test",
+        "www.blocked.demo.test",
+        "partial.demo.test",
+        "selftest.demo.test",
+        "hashed.demo.test",
+        "example.com",
+        "http://partial.demo.test/listed/page.html",
+        "http://partial.demo.test/other",
+        "http://partial.demo.test/hashed/page.html",
+    ]
+    return cmd_check(a)
+
+
+def parser() -> argparse.ArgumentParser:
+    """Build the argument parser."""
+    p = argparse.ArgumentParser(prog="blockd", description=__doc__)
+    p.add_argument("--version", action="version", version=f"blockd {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(
+        name: str, fn: Callable[[argparse.Namespace], int], config: bool = False
+    ) -> argparse.ArgumentParser:
+        sp = sub.add_parser(
+            name, help=(fn.__doc__ or "").strip().splitlines()[0], description=fn.__doc__
+        )
+        sp.set_defaults(fn=fn)
+        if config:
+            sp.add_argument(
+                "--config",
+                "-c",
+                type=Path,
+                default=DEFAULT_CONFIG,
+                help=f"configuration file (default {DEFAULT_CONFIG}; env BLOCKD_CONFIG)",
+            )
+        return sp
+
+    sp = add("keygen", cmd_keygen)
+    sp.add_argument("--out", required=True, help="path prefix for PREFIX.key and PREFIX.pub")
+
+    sp = add("sign-list", cmd_sign_list)
+    sp.add_argument("entries", type=Path, help="file with one entry per line (# comments)")
+    sp.add_argument(
+        "--key", type=Path, action="append", required=True, help="signing key (repeat for t of n)"
+    )
+    sp.add_argument("--authority", required=True)
+    sp.add_argument("--list", required=True)
+    sp.add_argument("--version", type=int, required=True, help="must exceed the last published")
+    sp.add_argument("--format", choices=FORMATS, required=True)
+    sp.add_argument("--issued-at", type=_time)
+    sp.add_argument("--expires", type=_time)
+    sp.add_argument("--expires-in", type=float, default=7, help="days (default 7)")
+    sp.add_argument(
+        "--body", action="store_true", help="deliver entries in a file beside the envelope"
+    )
+    sp.add_argument("--hash-from", choices=("hosts", "urls"), help="hash plaintext hosts or URLs")
+    sp.add_argument("--test-host", action="append", default=[], help="self-test probe host")
+    sp.add_argument("--test-url", action="append", default=[], help="self-test probe URL")
+    sp.add_argument("-o", "--output", type=Path, required=True)
+
+    sp = add("sign-trust", cmd_sign_trust)
+    sp.add_argument("policy", type=Path, help="trust policy JSON")
+    sp.add_argument("--key", type=Path, action="append", required=True)
+    sp.add_argument(
+        "--previous-regulator",
+        action="store_true",
+        help="allow keys that are not in this policy (the outgoing regulator keys)",
+    )
+    sp.add_argument("-o", "--output", type=Path, required=True)
+
+    sp = add("verify", cmd_verify)
+    sp.add_argument("envelope", type=Path)
+    sp.add_argument("--trust", type=Path, required=True, help="trust policy envelope")
+    sp.add_argument("--body", type=Path, help="body file (default: beside the envelope)")
+    sp.add_argument("--last-version", type=int, help="last accepted version (rollback check)")
+    sp.add_argument("--at", type=_time, help="judge freshness at this time instead of now")
+
+    sp = add("sync", cmd_sync, config=True)
+    sp.add_argument("lists", nargs="*", metavar="AUTHORITY/LIST", help="default: all")
+    sp = add("status", cmd_status, config=True)
+    sp.add_argument("--json", action="store_true")
+    sp = add("check", cmd_check, config=True)
+    sp.add_argument("targets", nargs="+", metavar="HOST|URL")
+    sp = add("approve", cmd_approve, config=True)
+    sp.add_argument("list", metavar="AUTHORITY/LIST")
+    sp.add_argument("version", type=int)
+    sp = add("rollback", cmd_rollback, config=True)
+    sp.add_argument("list", metavar="AUTHORITY/LIST")
+    sp = add("check-config", cmd_check_config)
+    sp.add_argument("file", type=Path)
+    add("config-schema", cmd_config_schema)
+    add("demo", cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except (
+        UsageError,
+        ConfigError,
+        KeyFileError,
+        TrustError,
+        GuardConfigError,
+        KeyError,
+        PayloadError,
+        UnicodeDecodeError,
+        ValueError,
+    ) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"blockd: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Configuration: TOML, validated strictly, every error reported at once with its path.
+
+Relative paths are resolved against the configuration file's directory. The JSON schema
+in config/blockd.schema.json is generated from these models (`blockd config-schema`).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from blockd.feeds.model import Ident
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message lists every problem."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrustConfig(_Section):
+    """The root of trust."""
+
+    pinned: Path = Field(description="Read-only trust policy envelope pinned by the operator.")
+    updates: str | None = Field(
+        default=None,
+        description="Directory URL (https:// or file://) where newer trust policy versions "
+        "are published as <version>.trust.dsse; each must be signed by the current regulator.",
+    )
+
+
+class StateConfig(_Section):
+    """Where blockd keeps its last-known-good state."""
+
+    dir: Path = Field(default=Path("state"), description="Writable state directory.")
+
+
+Seconds = Annotated[float, Field(gt=0, le=7 * 86400)]
+
+
+class ListConfig(_Section):
+    """One authority list to enforce."""
+
+    authority: Ident
+    list: Ident
+    source: str = Field(
+        pattern=r"^(https|file)://", description="https:// or file:// URL of the envelope."
+    )
+    action: Literal["notice", "nxdomain"] = Field(
+        default="notice", description="DNS answer for wholly blocked hosts."
+    )
+    interval: Seconds = Field(default=3600, description="Seconds between syncs.")
+    deadline: Seconds = Field(default=120, description="Whole-retrieval deadline, seconds.")
+    ca_file: Path | None = Field(default=None, description="CA bundle instead of the system's.")
+
+    @property
+    def ref(self) -> str:
+        """Return 'authority/list'."""
+        return f"{self.authority}/{self.list}"
+
+
+class GuardsConfig(_Section):
+    """Guard-rails: they can only reduce blocking, and every use is an event."""
+
+    never_block: list[str] = Field(
+        default_factory=list,
+        description="Hosts never blocked: 'name' protects the name, '*.name' also subdomains.",
+    )
+    max_change_fraction: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Quarantine an update that adds or removes more than this fraction.",
+    )
+    min_change_entries: int = Field(
+        default=100,
+        ge=0,
+        description="Never quarantine an update that changes fewer entries than this.",
+    )
+    clock_skew: Seconds = Field(default=300, description="Tolerated clock skew, seconds.")
+
+
+class Config(_Section):
+    """The whole configuration."""
+
+    trust: TrustConfig
+    state: StateConfig = StateConfig()
+    lists: list[ListConfig] = Field(default_factory=list)
+    guards: GuardsConfig = GuardsConfig()
+
+    @model_validator(mode="after")
+    def _unique_lists(self) -> Self:
+        refs = [c.ref for c in self.lists]
+        dupes = sorted({r for r in refs if refs.count(r) > 1})
+        if dupes:
+            raise ValueError(f"lists configured twice: {', '.join(dupes)}")
+        return self
+
+    def resolved(self, base: Path) -> Config:
+        """Return a copy with relative paths made absolute against base."""
+
+        def fix(p: Path) -> Path:
+            return p if p.is_absolute() else (base / p).resolve()
+
+        def fix_url(u: str) -> str:
+            if u.startswith("file://") and not u.startswith("file:///"):
+                return "file://" + str(fix(Path(u[len("file://") :])))
+            return u
+
+        return self.model_copy(
+            update={
+                "trust": self.trust.model_copy(
+                    update={
+                        "pinned": fix(self.trust.pinned),
+                        "updates": fix_url(self.trust.updates) if self.trust.updates else None,
+                    }
+                ),
+                "state": StateConfig(dir=fix(self.state.dir)),
+                "lists": [
+                    c.model_copy(
+                        update={
+                            "source": fix_url(c.source),
+                            "ca_file": fix(c.ca_file) if c.ca_file else None,
+                        }
+                    )
+                    for c in self.lists
+                ],
+            }
+        )
+
+
+def parse(text: str, base: Path, origin: str = "config") -> Config:
+    """Parse TOML text; paths resolve against base."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{origin}: not valid TOML: {e}") from None
+    try:
+        return Config.model_validate(doc).resolved(base)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors(include_url=False):
+            path = ".".join(str(p) for p in err["loc"]) or "(top)"
+            got = f" (got {err['input']!r})" if err["type"] != "missing" else ""
+            problems.append(f"  {path}: {err['msg']}{got}")
+        raise ConfigError(f"{origin}: {len(problems)} problem(s)\n" + "\n".join(problems)) from None
+
+
+def load(path: Path) -> Config:
+    """Read and validate a configuration file."""
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {e}") from None
+    return parse(text, path.parent.resolve(), str(path))
+
+
+def json_schema() -> dict[str, object]:
+    """Return the JSON schema of the configuration."""
+    return Config.model_json_schema()

@@ -1,0 +1,137 @@
+"""The in-process event bus and the events enforcement and feeds emit.
+
+Producers publish; metrics and audit subscribe. Handlers run synchronously in the
+publisher's thread and must be quick and must not raise (a raising handler is logged and
+skipped, so one bad subscriber cannot break enforcement).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base of all events."""
+
+
+@dataclass(frozen=True)
+class FeedAccepted(Event):
+    """A signed list version passed every acceptance rule."""
+
+    authority: str
+    list: str
+    version: int
+    envelope_sha256: str
+    keyids: tuple[str, ...]
+    entries: int
+    rejected_entries: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FeedRejected(Event):
+    """A list version, or a fetch, failed; the previous version stays in force."""
+
+    authority: str
+    list: str
+    version: int | None
+    envelope_sha256: str | None
+    keyids: tuple[str, ...]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class FeedUnchanged(Event):
+    """A sync found nothing new (same version, or not modified)."""
+
+    authority: str
+    list: str
+    version: int | None
+
+
+@dataclass(frozen=True)
+class TrustAccepted(Event):
+    """A trust policy version became the root of trust."""
+
+    version: int
+    envelope_sha256: str
+    keyids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TrustRejected(Event):
+    """A trust policy update was refused."""
+
+    version: int | None
+    envelope_sha256: str | None
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class GuardIntervention(Event):
+    """A guard-rail reduced blocking or held an update back.
+
+    kind: `never-block` (entries dropped), `quarantine` (update held for approval),
+    `approve`, `rollback`, `release` (operator actions).
+    """
+
+    kind: str
+    authority: str
+    list: str
+    version: int
+    detail: str
+    count: int = 0
+
+
+@dataclass(frozen=True)
+class PolicyActivated(Event):
+    """A new snapshot is in force."""
+
+    generation: int
+    versions: dict[str, int]
+    entries: int
+
+
+E = TypeVar("E", bound=Event)
+
+
+class EventBus:
+    """Deliver events to the handlers subscribed to their type (or to Event for all)."""
+
+    def __init__(self) -> None:
+        """Start with no subscribers."""
+        self._handlers: dict[type[Event], list[Callable[[Any], None]]] = defaultdict(list)
+
+    def subscribe(self, kind: type[E], handler: Callable[[E], None]) -> None:
+        """Call handler for every event of kind (and its subclasses)."""
+        self._handlers[kind].append(handler)
+
+    def publish(self, event: Event) -> None:
+        """Hand event to its subscribers."""
+        for kind in type(event).__mro__:
+            for handler in self._handlers.get(kind, ()):
+                try:
+                    handler(event)
+                except Exception:
+                    log.exception("event handler %r failed on %s", handler, type(event).__name__)
+
+
+class Recorder:
+    """Collect events (for tests and for the CLI's verdict output)."""
+
+    def __init__(self, bus: EventBus) -> None:
+        """Subscribe to everything on bus."""
+        self.events: list[Event] = []
+        bus.subscribe(Event, self.events.append)
+
+    def of(self, kind: type[E]) -> list[E]:
+        """Return the recorded events of one kind."""
+        return [e for e in self.events if isinstance(e, kind)]

@@ -1,0 +1,490 @@
+"""Keep the enforced policy in step with the authorities' signed lists.
+
+For each configured list: fetch (conditional), verify against the trust policy, fetch and
+check the body, validate entries, apply guard-rails, store as last-known-good, index, and
+swap in a new PolicySnapshot. Any failure keeps the previous version in force and is an
+event with its reason. On start, `load` rebuilds the policy from the state directory,
+verifying every stored envelope again against the pinned trust policy, before anything is
+fetched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from blockd.config import Config, ListConfig
+from blockd.events import (
+    EventBus,
+    FeedAccepted,
+    FeedRejected,
+    FeedUnchanged,
+    GuardIntervention,
+    PolicyActivated,
+    TrustAccepted,
+    TrustRejected,
+)
+from blockd.feeds.fetch import Fetcher, FetchError, FetchPolicy, resolve_beside
+from blockd.feeds.model import ListPayload, TrustPolicy
+from blockd.feeds.store import HISTORY, ListState, ListStore
+from blockd.feeds.verify import (
+    Rejected,
+    VerifiedList,
+    check_body,
+    verify_list,
+    verify_trust,
+)
+from blockd.policy import entries as entry_rules
+from blockd.policy.compile import IndexedList, compile_snapshot, index_list
+from blockd.policy.guards import NeverBlock, change
+from blockd.policy.snapshot import ListInfo, PolicySnapshot
+from blockd.policy.verdict import ListSource
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], datetime]
+
+
+class TrustError(Exception):
+    """The pinned trust policy cannot be used; blockd cannot enforce anything."""
+
+
+@dataclass(frozen=True)
+class ListStatus:
+    """What an operator sees for one configured list."""
+
+    ref: str
+    version: int | None
+    entries: int
+    issued_at: datetime | None
+    expires: datetime | None
+    state: ListState
+
+    def fresh(self, now: datetime) -> bool:
+        """Say whether the enforced version has not expired."""
+        return self.expires is not None and now < self.expires
+
+
+def load_trust(pinned: Path, updates: list[bytes], now: datetime) -> TrustPolicy:
+    """Verify the pinned trust policy, then each stored update in turn from it."""
+    try:
+        raw = pinned.read_bytes()
+    except OSError as e:
+        raise TrustError(f"{pinned}: cannot read pinned trust policy: {e.strerror}") from None
+    try:
+        # The pinned policy's own expiry is reported, not fatal: fail safe, never empty.
+        trust = verify_trust(raw, None, datetime.min.replace(tzinfo=UTC)).policy
+    except Rejected as e:
+        raise TrustError(f"{pinned}: pinned trust policy rejected: {e}") from None
+    for update in updates:
+        try:
+            trust = verify_trust(update, trust, datetime.min.replace(tzinfo=UTC)).policy
+        except Rejected as e:
+            log.warning("stored trust update ignored: %s", e)
+    return trust
+
+
+class FeedSync:
+    """Owns the trust policy, the stored lists and the current PolicySnapshot."""
+
+    def __init__(
+        self,
+        config: Config,
+        bus: EventBus,
+        *,
+        fetcher: Fetcher | None = None,
+        clock: Clock = lambda: datetime.now(UTC),
+        rng: random.Random | None = None,
+    ) -> None:
+        """Prepare; call `load` before reading `snapshot`."""
+        self.config = config
+        self.bus = bus
+        self.store = ListStore(config.state.dir)
+        self.fetcher = fetcher or Fetcher()
+        self.clock = clock
+        self.never_block = NeverBlock(config.guards.never_block)
+        self._rng = rng or random.Random()
+        self._indexed: dict[str, IndexedList] = {}
+        self._ref_key = b""
+        self.trust: TrustPolicy | None = None
+        self.snapshot: PolicySnapshot = compile_snapshot([])
+        self._lock = asyncio.Lock()
+
+    # -- start-up ---------------------------------------------------------------------
+
+    def load(self) -> PolicySnapshot:
+        """Load trust and every stored active list; build the first snapshot."""
+        self.trust = load_trust(self.config.trust.pinned, self.store.trust_updates(), self.clock())
+        self._ref_key = self.store.ref_key()
+        for cfg in self.config.lists:
+            state = self.store.state(cfg.authority, cfg.list)
+            if state.active is None:
+                continue
+            try:
+                indexed = self._load_stored(cfg, state.active)
+            except (Rejected, OSError, entry_rules.EntriesError) as e:
+                log.error("%s: stored version %s unusable: %s", cfg.ref, state.active, e)
+                continue
+            self._indexed[cfg.ref] = indexed
+        return self._activate()
+
+    def _load_stored(self, cfg: ListConfig, version: int) -> IndexedList:
+        envelope, body = self.store.load_version(cfg.authority, cfg.list, version)
+        verified = self._verify(cfg, envelope, None, freshness=False)
+        assert verified is not None
+        return self._prepare(cfg, verified, body)[0]
+
+    # -- one sync ----------------------------------------------------------------------
+
+    async def sync_all(self) -> None:
+        """Sync every configured list once (trust updates first)."""
+        await self.sync_trust()
+        for cfg in self.config.lists:
+            await self.sync_list(cfg)
+
+    async def sync_list(self, cfg: ListConfig) -> str:
+        """Sync one list; return the outcome: accepted, unchanged, quarantined or rejected."""
+        async with self._lock:
+            state = self.store.state(cfg.authority, cfg.list)
+            state.last_attempt = time.time()
+            try:
+                outcome = await self._sync(cfg, state)
+            except Rejected as e:
+                state.last_error, state.last_error_reason = str(e), e.reason
+                self.bus.publish(
+                    FeedRejected(
+                        cfg.authority,
+                        cfg.list,
+                        e.version,
+                        e.envelope_sha256,
+                        e.keyids,
+                        e.reason,
+                        str(e),
+                    )
+                )
+                outcome = "rejected"
+            else:
+                state.last_success = time.time()
+                state.last_error = state.last_error_reason = None
+            self.store.save_state(cfg.authority, cfg.list, state)
+            return outcome
+
+    async def _sync(self, cfg: ListConfig, state: ListState) -> str:
+        trust = self._trust()
+        authority = trust.authority(cfg.authority)
+        cap = authority.max_bytes if authority else 1 << 20
+        deadline = time.monotonic() + cfg.deadline
+        policy = self._fetch_policy(cfg, cap)
+        result = await self._fetch(cfg, cfg.source, policy, state)
+        if result is None:
+            self.bus.publish(FeedUnchanged(cfg.authority, cfg.list, state.active))
+            return "unchanged"
+        envelope, etag, last_modified = result
+        verified = self._verify(cfg, envelope, state.highest, freshness=True)
+        if verified is None or (
+            state.held_at_or_below is not None
+            and verified.payload.version <= state.held_at_or_below
+        ):
+            state.etag, state.last_modified = etag, last_modified
+            self.bus.publish(FeedUnchanged(cfg.authority, cfg.list, state.active))
+            return "unchanged"
+        body = None
+        if verified.payload.body is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._reject(verified, "deadline", "no time left to fetch the body")
+            body_url = resolve_beside(cfg.source, verified.payload.body.name)
+            body_policy = self._fetch_policy(cfg, verified.payload.body.size, deadline=left)
+            body = (await self._fetch(cfg, body_url, body_policy, None))[0]  # type: ignore[index]
+            check_body(verified, body)
+        indexed, accepted = self._prepare(cfg, verified, body)
+        version = verified.payload.version
+        self.store.save_version(cfg.authority, cfg.list, version, envelope, body)
+        state.etag, state.last_modified = etag, last_modified
+        state.highest = version
+        previous = self._indexed.get(cfg.ref)
+        if previous is not None and self._too_big(previous, indexed):
+            delta = change([previous.hosts, previous.urls], [indexed.hosts, indexed.urls])
+            state.quarantined = version
+            self.bus.publish(
+                GuardIntervention(
+                    "quarantine",
+                    cfg.authority,
+                    cfg.list,
+                    version,
+                    f"update adds {delta.added} and removes {delta.removed} of "
+                    f"{delta.before} entries ({delta.fraction:.0%}); approval needed",
+                    delta.added + delta.removed,
+                )
+            )
+            self.store.prune(cfg.authority, cfg.list, state)
+            return "quarantined"
+        self.bus.publish(accepted)
+        self._make_active(cfg, state, indexed, version)
+        return "accepted"
+
+    def _too_big(self, old: IndexedList, new: IndexedList) -> bool:
+        delta = change([old.hosts, old.urls], [new.hosts, new.urls])
+        guards = self.config.guards
+        return (
+            delta.added + delta.removed >= guards.min_change_entries
+            and delta.fraction > guards.max_change_fraction
+        )
+
+    def _make_active(
+        self, cfg: ListConfig, state: ListState, indexed: IndexedList, version: int
+    ) -> None:
+        if state.active is not None and state.active != version:
+            state.previous = [*state.previous, state.active][-HISTORY:]
+        state.active = version
+        if state.quarantined is not None and state.quarantined <= version:
+            state.quarantined = None
+        self.store.save_state(cfg.authority, cfg.list, state)
+        self.store.prune(cfg.authority, cfg.list, state)
+        self._indexed[cfg.ref] = indexed
+        self._activate()
+
+    # -- pieces ------------------------------------------------------------------------
+
+    def _trust(self) -> TrustPolicy:
+        if self.trust is None:
+            raise RuntimeError("FeedSync.load() must run first")
+        return self.trust
+
+    def _fetch_policy(
+        self, cfg: ListConfig, cap: int, deadline: float | None = None
+    ) -> FetchPolicy:
+        return FetchPolicy(
+            max_bytes=cap,
+            deadline=deadline if deadline is not None else cfg.deadline,
+            attempt_timeout=min(30.0, cfg.deadline),
+            ca_file=str(cfg.ca_file) if cfg.ca_file else None,
+        )
+
+    async def _fetch(
+        self, cfg: ListConfig, url: str, policy: FetchPolicy, state: ListState | None
+    ) -> tuple[bytes, str | None, str | None] | None:
+        try:
+            res = await self.fetcher.fetch(
+                url,
+                policy,
+                etag=state.etag if state and state.active is not None else None,
+                last_modified=state.last_modified if state and state.active is not None else None,
+            )
+        except FetchError as e:
+            reason = {"too-large": "too-large", "deadline": "deadline"}.get(e.reason, "fetch")
+            raise Rejected(
+                reason, f"{cfg.ref}: {e}", authority=cfg.authority, list_id=cfg.list
+            ) from None
+        if res.status == "not-modified" or res.data is None:
+            return None
+        return res.data, res.etag, res.last_modified
+
+    def _verify(
+        self, cfg: ListConfig, envelope: bytes, last: int | None, *, freshness: bool
+    ) -> VerifiedList | None:
+        return verify_list(
+            envelope,
+            self._trust(),
+            self.clock(),
+            expect=(cfg.authority, cfg.list),
+            last_version=last,
+            skew=timedelta(seconds=self.config.guards.clock_skew),
+            freshness=freshness,
+        )
+
+    def _reject(self, v: VerifiedList, reason: str, message: str) -> Rejected:
+        p = v.payload
+        return Rejected(
+            reason,
+            f"{p.ref} v{p.version}: {message}",
+            authority=p.authority,
+            list_id=p.list,
+            version=p.version,
+            envelope_sha256=v.envelope_sha256,
+            keyids=v.keyids,
+        )
+
+    def _prepare(
+        self, cfg: ListConfig, v: VerifiedList, body: bytes | None
+    ) -> tuple[IndexedList, FeedAccepted]:
+        """Validate entries, apply never-block, and index; no state changes."""
+        p: ListPayload = v.payload
+        try:
+            lines = (
+                p.entries
+                if p.entries is not None
+                else entry_rules.split_body(body or b"", p.entry_count)
+            )
+        except entry_rules.EntriesError as e:
+            raise self._reject(v, "entries", str(e)) from None
+        entries = entry_rules.build(p.format, lines, p)
+        dropped = self.never_block.apply(entries)
+        if dropped:
+            self.bus.publish(
+                GuardIntervention(
+                    "never-block",
+                    p.authority,
+                    p.list,
+                    p.version,
+                    f"{dropped} entries touch never-block names",
+                    dropped,
+                )
+            )
+        info = ListInfo(
+            ListSource(p.authority, p.list, p.version, cfg.action),
+            p.issued_at,
+            p.expires,
+            entries.count,
+            tuple(entries.probes),
+        )
+        accepted = FeedAccepted(
+            p.authority,
+            p.list,
+            p.version,
+            v.envelope_sha256,
+            v.keyids,
+            entries.count,
+            dict(entries.rejected),
+        )
+        return index_list(info, entries), accepted
+
+    def _activate(self) -> PolicySnapshot:
+        ordered = [self._indexed[c.ref] for c in self.config.lists if c.ref in self._indexed]
+        self.snapshot = compile_snapshot(ordered, ref_key=self._ref_key, now=self.clock())
+        self.bus.publish(
+            PolicyActivated(
+                self.snapshot.generation,
+                dict(self.snapshot.versions),
+                sum(x.info.entries for x in ordered),
+            )
+        )
+        return self.snapshot
+
+    # -- trust updates -------------------------------------------------------------------
+
+    async def sync_trust(self) -> None:
+        """Fetch and apply newer trust policy versions, one version step at a time."""
+        base = self.config.trust.updates
+        if base is None:
+            return
+        while True:
+            current = self._trust()
+            url = base.rstrip("/") + f"/{current.version + 1}.trust.dsse"
+            try:
+                res = await self.fetcher.fetch(
+                    url, FetchPolicy(max_bytes=1 << 20, deadline=60, attempt_timeout=30)
+                )
+            except FetchError as e:
+                if e.reason != "not-found":
+                    self.bus.publish(TrustRejected(None, None, "fetch", str(e)))
+                return
+            if res.data is None:
+                return
+            try:
+                v = verify_trust(res.data, current, self.clock())
+            except Rejected as e:
+                self.bus.publish(TrustRejected(e.version, e.envelope_sha256, e.reason, str(e)))
+                return
+            self.store.save_trust(v.policy.version, v.envelope)
+            self.trust = v.policy
+            self.bus.publish(TrustAccepted(v.policy.version, v.envelope_sha256, v.keyids))
+
+    # -- operator actions ----------------------------------------------------------------
+
+    def _cfg(self, ref: str) -> ListConfig:
+        for cfg in self.config.lists:
+            if cfg.ref == ref:
+                return cfg
+        known = ", ".join(c.ref for c in self.config.lists) or "none"
+        raise KeyError(f"no configured list {ref!r} (configured: {known})")
+
+    async def approve(self, ref: str, version: int) -> None:
+        """Apply a quarantined version the operator has reviewed."""
+        cfg = self._cfg(ref)
+        async with self._lock:
+            state = self.store.state(cfg.authority, cfg.list)
+            if state.quarantined != version:
+                raise KeyError(
+                    f"{ref}: version {version} is not quarantined "
+                    f"(quarantined: {state.quarantined})"
+                )
+            indexed = self._load_stored(cfg, version)
+            self.bus.publish(
+                GuardIntervention(
+                    "approve",
+                    cfg.authority,
+                    cfg.list,
+                    version,
+                    "operator approved a quarantined update",
+                )
+            )
+            self._make_active(cfg, state, indexed, version)
+
+    async def rollback(self, ref: str) -> int:
+        """Return one list to its previous accepted version and hold newer ones back."""
+        cfg = self._cfg(ref)
+        async with self._lock:
+            state = self.store.state(cfg.authority, cfg.list)
+            if not state.previous or state.active is None:
+                raise KeyError(f"{ref}: no previous version to roll back to")
+            target, undone = state.previous[-1], state.active
+            indexed = self._load_stored(cfg, target)
+            state.previous = state.previous[:-1]
+            state.held_at_or_below = max(undone, state.held_at_or_below or 0)
+            state.active = None
+            self.bus.publish(
+                GuardIntervention(
+                    "rollback",
+                    cfg.authority,
+                    cfg.list,
+                    target,
+                    f"operator rolled back from version {undone}",
+                )
+            )
+            self._make_active(cfg, state, indexed, target)
+            return target
+
+    # -- status and schedule -------------------------------------------------------------
+
+    def status(self) -> list[ListStatus]:
+        """Return the status of every configured list."""
+        infos = {i.source.ref: i for i in self.snapshot.lists}
+        out = []
+        for cfg in self.config.lists:
+            info = infos.get(cfg.ref)
+            out.append(
+                ListStatus(
+                    cfg.ref,
+                    info.source.version if info else None,
+                    info.entries if info else 0,
+                    info.issued_at if info else None,
+                    info.expires if info else None,
+                    self.store.state(cfg.authority, cfg.list),
+                )
+            )
+        return out
+
+    async def run(self) -> None:
+        """Sync each list on its own schedule, with jitter, until cancelled."""
+
+        async def loop(cfg: ListConfig) -> None:
+            while True:
+                try:
+                    await self.sync_list(cfg)
+                except Exception:
+                    log.exception("%s: sync failed unexpectedly", cfg.ref)
+                await asyncio.sleep(cfg.interval * self._rng.uniform(0.9, 1.1))
+
+        async with asyncio.TaskGroup() as tg:
+            for cfg in self.config.lists:
+                tg.create_task(loop(cfg))
+
+    async def close(self) -> None:
+        """Release the fetcher's connections."""
+        await self.fetcher.close()

@@ -1,0 +1,109 @@
+"""Hashed key sets: the compact, fast structure behind every policy question.
+
+Each key is an expression (a host name, or a Safe Browsing `host/path` expression). A set
+holds, for every key, the first 8 bytes of SHA-256(key) in a sorted array (the identity,
+shared with lists that arrive pre-hashed) and, for keys known in plaintext, a bit in a
+filter addressed by Python's per-process keyed string hash. A lookup first tests the filter
+(one string hash and one byte read, ~0.1 µs) and confirms the rare hits against the sorted
+digests, so negative answers, which are nearly all of them, never pay for SHA-256. Lists
+that arrive pre-hashed have no plaintext: when a set holds any, lookups hash every
+candidate with SHA-256 instead.
+
+Memory is about 8 filter bits + 10 bytes per key; plaintext is never kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+FILTER_BITS_PER_KEY = 64  # false-positive rate about 1.5 %; each costs one SHA-256
+_EMPTY_U64 = np.zeros(0, dtype=np.uint64)
+
+
+def digest64(key: str) -> int:
+    """Return the first 8 bytes of SHA-256(key) as an integer."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+
+
+@dataclass(frozen=True)
+class KeyColumn:
+    """The keys of one list for one question, before merging."""
+
+    digests: npt.NDArray[np.uint64]  # SHA-256 prefixes of every key
+    pyhashes: npt.NDArray[np.int64]  # Python string hashes of the plaintext keys only
+
+    @classmethod
+    def from_plain(cls, keys: Sequence[str]) -> KeyColumn:
+        """Index plaintext keys."""
+        sha = hashlib.sha256
+        blob = b"".join([sha(k.encode()).digest()[:8] for k in keys])
+        digests = np.frombuffer(blob, dtype=">u8").astype(np.uint64)
+        pyhashes = np.fromiter((hash(k) for k in keys), dtype=np.int64, count=len(keys))
+        return cls(digests, pyhashes)
+
+    @classmethod
+    def from_sha256(cls, digests: Iterable[bytes]) -> KeyColumn:
+        """Index keys that arrive as SHA-256 digests."""
+        blob = b"".join(d[:8] for d in digests)
+        return cls(np.frombuffer(blob, dtype=">u8").astype(np.uint64), np.zeros(0, dtype=np.int64))
+
+    @property
+    def hashed_only(self) -> int:
+        """Return how many keys have no plaintext."""
+        return len(self.digests) - len(self.pyhashes)
+
+
+class KeySet:
+    """Merged keys of all lists for one question; answers `which list holds key`."""
+
+    __slots__ = ("_digests", "_filter", "_mask", "_owners", "needs_sha", "size")
+
+    def __init__(self, columns: Sequence[KeyColumn]) -> None:
+        """Merge columns; where lists share a key, the earlier column owns it."""
+        digests = np.concatenate([c.digests for c in columns] or [_EMPTY_U64])
+        owners = np.concatenate(
+            [np.full(len(c.digests), i, dtype=np.uint16) for i, c in enumerate(columns)]
+            or [np.zeros(0, dtype=np.uint16)]
+        )
+        order = np.argsort(digests, kind="stable")
+        digests, owners = digests[order], owners[order]
+        first = np.ones(len(digests), dtype=bool)
+        first[1:] = digests[1:] != digests[:-1]
+        self._digests: npt.NDArray[np.uint64] = digests[first]
+        self._owners: npt.NDArray[np.uint16] = owners[first]
+        self.size = len(self._digests)
+        self.needs_sha = any(c.hashed_only for c in columns)
+        pyhashes = np.concatenate([c.pyhashes for c in columns] or [np.zeros(0, np.int64)])
+        nbits = 1 << max(16, int(max(len(pyhashes), 1) * FILTER_BITS_PER_KEY - 1).bit_length())
+        bits = pyhashes & np.int64(nbits - 1)
+        table = np.zeros(nbits // 8, dtype=np.uint8)
+        np.bitwise_or.at(table, bits >> 3, (1 << (bits & 7)).astype(np.uint8))
+        self._filter = table.tobytes()
+        self._mask = (nbits - 1) >> 3
+
+    def owner(self, key: str) -> tuple[int, int] | None:
+        """Return (column index, digest) of the list holding key, or None."""
+        if not self.size:
+            return None
+        if not self.needs_sha:
+            # Hot path: one keyed string hash and one byte; most lookups stop here.
+            h = hash(key)
+            if not (self._filter[(h >> 3) & self._mask] >> (h & 7)) & 1:
+                return None
+        return self.owner_of_digest(digest64(key))
+
+    def owner_of_digest(self, digest: int) -> tuple[int, int] | None:
+        """Return (column index, digest) for a SHA-256 prefix, or None."""
+        i = int(np.searchsorted(self._digests, np.uint64(digest)))
+        if i < self.size and int(self._digests[i]) == digest:
+            return int(self._owners[i]), digest
+        return None
+
+    def nbytes(self) -> int:
+        """Return the memory held, in bytes."""
+        return len(self._filter) + self._digests.nbytes + self._owners.nbytes

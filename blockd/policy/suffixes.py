@@ -1,0 +1,48 @@
+"""Public suffixes (the Public Suffix List, as shipped by the maintained `publicsuffixlist`).
+
+A list entry that is a public suffix or a bare TLD would block a whole registry's worth of
+legal sites, so such entries are rejected. The check runs once per entry at compile time and
+is written as set lookups for speed.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+import idna
+
+
+@cache
+def _rules() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """Return (exact, wildcard parents, exceptions), all in ASCII (punycode)."""
+    exact: set[str] = set()
+    wild: set[str] = set()
+    exceptions: set[str] = set()
+    text = resources.files("publicsuffixlist").joinpath("public_suffix_list.dat").read_text("utf-8")
+    for line in text.splitlines():
+        rule = line.strip().split(" ", 1)[0]
+        if not rule or rule.startswith("//"):
+            continue
+        bucket = exact
+        if rule.startswith("!"):
+            bucket, rule = exceptions, rule[1:]
+        elif rule.startswith("*."):
+            bucket, rule = wild, rule[2:]
+        try:
+            ascii_rule = rule if rule.isascii() else idna.encode(rule, uts46=True).decode()
+        except idna.IDNAError:
+            continue
+        bucket.add(ascii_rule.lower())
+    return frozenset(exact), frozenset(wild), frozenset(exceptions)
+
+
+def is_public_suffix(name: str) -> bool:
+    """Say whether a canonical host name is a public suffix or a bare TLD."""
+    if "." not in name:
+        return True
+    exact, wild, exceptions = _rules()
+    if name in exact:
+        return True
+    parent = name.partition(".")[2]
+    return parent in wild and name not in exceptions

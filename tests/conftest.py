@@ -1,0 +1,3 @@
+"""Shared fixtures: the local HTTPS feed server."""
+
+pytest_plugins = ["tests.feedserver"]

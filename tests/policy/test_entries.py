@@ -1,0 +1,105 @@
+"""Entry validation and guard-rails: what is refused, counted, and never enforced."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from blockd.feeds.authoring import hashed_entry
+from blockd.policy import entries as entry_rules
+from blockd.policy.guards import GuardConfigError, NeverBlock, change
+from blockd.policy.index import KeyColumn
+from blockd.policy.suffixes import is_public_suffix
+
+
+@pytest.mark.parametrize(
+    ("name", "public"),
+    [
+        ("com", True),
+        ("co.uk", True),
+        ("github.io", True),
+        ("test", True),
+        ("xn--p1ai", True),
+        ("example.co.uk", False),
+        ("demo.test", False),
+        ("foo.ck", True),
+        ("www.ck", False),
+    ],
+)
+def test_public_suffixes(name: str, public: bool) -> None:
+    assert is_public_suffix(name) is public
+
+
+def test_host_entries_are_canonicalised_and_bad_ones_counted() -> None:
+    e = entry_rules.build(
+        "hosts",
+        ["Blocked.Example.", "bücher.example", "com", "", "a..b", "x" * 300, "blocked.example"],
+    )
+    assert e.hosts == ["blocked.example", "xn--bcher-kva.example"]
+    assert e.rejected == {
+        "public-suffix": 1,
+        "empty": 1,
+        "invalid-name": 1,
+        "too-long": 1,
+        "duplicate": 1,
+    }
+
+
+def test_url_entries_become_safe_browsing_expressions() -> None:
+    e = entry_rules.build(
+        "urls",
+        [
+            "http://Partial.Example/a/../listed/page.html?q=1#frag",
+            "http://co.uk/x",
+            "http://",
+            "not a url at all with spaces",
+        ],
+    )
+    assert e.urls == ["partial.example/listed/page.html?q=1"]
+    assert e.routed_hosts() == {"partial.example"}
+    assert e.rejected["public-suffix"] == 1
+    assert sum(e.rejected.values()) == 3
+
+
+def test_hash_lines_are_checked() -> None:
+    good = hashed_entry("host", "a.example")
+    e = entry_rules.build(
+        "sha256", [good, "host:" + "A" * 64, "nokind" + "0" * 64, "url:" + "0" * 63, good]
+    )
+    assert len(e.host_hashes) == 1
+    assert e.rejected == {"invalid-hash": 3, "duplicate": 1}
+
+
+def test_body_must_match_the_signed_count() -> None:
+    assert entry_rules.split_body(b"a.example\nb.example\n", 2) == ["a.example", "b.example"]
+    with pytest.raises(entry_rules.EntriesError, match="3 lines"):
+        entry_rules.split_body(b"a\nb\nc\n", 2)
+    with pytest.raises(entry_rules.EntriesError, match="not UTF-8"):
+        entry_rules.split_body(b"\xff\n", 1)
+
+
+def test_never_block_vetoes_parents_names_and_subtrees() -> None:
+    guard = NeverBlock(["www.bank.example", "*.gov.example"])
+    for host in ("www.bank.example", "bank.example", "gov.example", "a.b.gov.example"):
+        assert guard.vetoes(host), host
+    for host in ("evil.www.bank.example", "other.example", "notgov.example"):
+        assert not guard.vetoes(host), host
+    e = entry_rules.build("hosts", ["bank.example", "evil.example", "x.gov.example"])
+    e.urls = ["www.bank.example/x", "evil.example/y"]
+    e.host_hashes = [hashlib.sha256(b"gov.example").digest()]
+    assert guard.apply(e) == 4
+    assert e.hosts == ["evil.example"] and e.urls == ["evil.example/y"] and not e.host_hashes
+
+
+def test_never_block_refuses_bad_names() -> None:
+    with pytest.raises(GuardConfigError, match="never_block"):
+        NeverBlock(["bad name"])
+
+
+def test_change_fraction_compares_digests() -> None:
+    old = KeyColumn.from_plain([f"{i}.example" for i in range(100)])
+    new = KeyColumn.from_plain([f"{i}.example" for i in range(20, 130)])
+    c = change([old], [new])
+    assert (c.added, c.removed, c.before) == (30, 20, 100)
+    assert c.fraction == pytest.approx(0.5)
