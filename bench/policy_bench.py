@@ -14,6 +14,8 @@ Machines are noisy: read the ratios, not the absolute numbers.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import gc
 import json
 import os
@@ -25,11 +27,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
 
 from blockd.feeds.authoring import list_payload, sign_list, sign_trust  # noqa: E402
 from blockd.feeds.keys import SigningKey  # noqa: E402
@@ -46,6 +50,12 @@ def rss_mb(pid: int | None = None) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def trim_heap() -> None:
+    """Hand freed heap back to the OS (glibc), so RSS shows what is still alive."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def label(rng: random.Random, n: int) -> str:
@@ -139,31 +149,29 @@ def child_blockd(feeds: Path, queries: int) -> dict[str, float]:
     peak = rss_mb()
     del indexed
     gc.collect()
+    trim_heap()
     steady = rss_mb() - base
 
     rng = random.Random(3)
     hosts, urls = make_data(int(os.environ["BENCH_HOSTS"]), int(os.environ["BENCH_URLS"]))
-    blocked = [f"www.{h}" if i % 2 else h for i, h in enumerate(rng.sample(hosts, 10_000))]
+    blocked = [f"www.{h}" if i % 2 else h for i, h in enumerate(rng.choices(hosts, k=10_000))]
     clean = [f"{label(rng, 3)}.{label(rng, 9)}.example" for _ in range(90_000)]
     names = (blocked + clean) * max(1, queries // 100_000)
     rng.shuffle(names)
     del hosts
     gc.collect()
-    t = time.perf_counter()
     verdict = snap.host_verdict
-    hits = sum(1 for n in names if verdict(n) is not None)
-    host_rate = len(names) / (time.perf_counter() - t)
-    assert hits >= len(names) // 10, hits
+    host_rate = best_rate(names, verdict)
+    clean_rate = best_rate(clean, verdict)
+    assert sum(1 for n in names if verdict(n) is not None) >= len(names) // 10
 
-    listed = rng.sample(urls, 5_000)
-    same_host_other = [u.rsplit("/", 1)[0] + "/other.html" for u in rng.sample(urls, 20_000)]
+    listed = rng.sample(urls, min(5_000, len(urls)))
+    same_host_other = [u.rsplit("/", 1)[0] + "/other.html" for u in rng.choices(urls, k=20_000)]
     unrouted = [f"http://{label(rng, 10)}.example/{label(rng, 4)}/x.html" for _ in range(25_000)]
     checks = (listed + same_host_other + unrouted) * max(1, queries // 50_000)
     rng.shuffle(checks)
-    t = time.perf_counter()
-    url_hits = sum(1 for u in checks if snap.url_verdict(u) is not None)
-    url_rate = len(checks) / (time.perf_counter() - t)
-    assert url_hits >= len(checks) // 10, url_hits
+    url_rate = best_rate(checks, snap.url_verdict)
+    assert sum(1 for u in checks if snap.url_verdict(u) is not None) >= len(checks) // 10
     return {
         "compile_s": compile_s,
         "snapshot_rss_mb": steady,
@@ -171,8 +179,20 @@ def child_blockd(feeds: Path, queries: int) -> dict[str, float]:
         "snapshot_nbytes_mb": (snap.hosts.nbytes() + snap.urls.nbytes() + snap.routes.nbytes())
         / 1e6,
         "host_lookups_per_s": host_rate,
+        "clean_host_lookups_per_s": clean_rate,
         "url_checks_per_s": url_rate,
     }
+
+
+def best_rate(items: list[str], fn: Callable[[str], object], repeat: int = 3) -> float:
+    """Return the best of `repeat` runs, in calls per second (the machine is shared)."""
+    best = 0.0
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for item in items:
+            fn(item)
+        best = max(best, len(items) / (time.perf_counter() - t))
+    return best
 
 
 def free_port() -> int:
@@ -260,11 +280,12 @@ def main() -> None:
         env = {**os.environ, "BENCH_HOSTS": str(a.hosts), "BENCH_URLS": str(a.urls)}
         out = subprocess.run(
             [sys.executable, __file__, "--child", str(work), "--queries", str(a.queries)],
-            check=True,
             capture_output=True,
             text=True,
             env=env,
         )
+        if out.returncode:
+            sys.exit(f"blockd benchmark failed:\n{out.stderr}")
         blockd = json.loads(out.stdout)
         unbound = None if a.no_unbound else unbound_rpz(work, hosts)
     result = {"hosts": a.hosts, "urls": a.urls, "blockd": blockd, "unbound_rpz": unbound}
@@ -272,11 +293,15 @@ def main() -> None:
     (ROOT / "bench/out/policy.json").write_text(json.dumps(result, indent=1))
     print(f"lists: {a.hosts} hosts + {a.urls} URLs (reserved names)")
     print(f"blockd compile (verify+parse+validate+index): {blockd['compile_s']:.2f} s")
+    print(f"blockd snapshot data structures:              {blockd['snapshot_nbytes_mb']:.0f} MB")
     print(
         f"blockd snapshot resident memory:              {blockd['snapshot_rss_mb']:.0f} MB "
         f"(peak while compiling {blockd['peak_rss_mb']:.0f} MB)"
     )
-    print(f"blockd host lookups, one core:                {blockd['host_lookups_per_s']:,.0f}/s")
+    print(
+        f"blockd host lookups, one core:                {blockd['host_lookups_per_s']:,.0f}/s "
+        f"(10 % blocked; clean names only {blockd['clean_host_lookups_per_s']:,.0f}/s)"
+    )
     print(f"blockd URL checks, one core:                  {blockd['url_checks_per_s']:,.0f}/s")
     if unbound:
         print(f"unbound RPZ load until answering:             {unbound['load_s']:.2f} s")

@@ -200,7 +200,10 @@ class FeedSync:
                 raise self._reject(verified, "deadline", "no time left to fetch the body")
             body_url = resolve_beside(cfg.source, verified.payload.body.name)
             body_policy = self._fetch_policy(cfg, verified.payload.body.size, deadline=left)
-            body = (await self._fetch(cfg, body_url, body_policy, None))[0]  # type: ignore[index]
+            fetched = await self._fetch(cfg, body_url, body_policy, None)
+            if fetched is None:  # unconditional GET: only a misbehaving server says 304
+                raise self._reject(verified, "fetch", f"no body at {body_url}")
+            body = fetched[0]
             check_body(verified, body)
         indexed, accepted = self._prepare(cfg, verified, body)
         version = verified.payload.version

@@ -9,14 +9,15 @@ is never mutated, so readers need no lock.
 from __future__ import annotations
 
 import hashlib
-import hmac
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from blockd import urls
 from blockd.policy.index import KeySet, digest64
 from blockd.policy.verdict import ListSource, Verdict
+
+VERDICT_CACHE = 65536  # matched keys whose verdicts are kept ready
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class PolicySnapshot:
     routes: KeySet  # hosts carrying URL-level entries
     urls: KeySet  # Safe Browsing expressions
     ref_key: bytes = field(repr=False)
-    _refs: dict[tuple[str, int, int], str] = field(default_factory=dict, repr=False)
+    _verdicts: dict[tuple[str, int, int], Verdict] = field(default_factory=dict, repr=False)
 
     @property
     def versions(self) -> Mapping[str, int]:
@@ -49,16 +50,20 @@ class PolicySnapshot:
         return {info.source.ref: info.source.version for info in self.lists}
 
     def _verdict(self, owner: tuple[int, int], question: str) -> Verdict:
+        """Return the (cached) verdict for a matched key; its reference is a keyed MAC."""
         column, digest = owner
-        src = self.lists[column].source
         key = (question, column, digest)
-        ref = self._refs.get(key)
-        if ref is None:
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            src = self.lists[column].source
             msg = f"{src.ref}/{src.version}/{question}/{digest:016x}".encode()
-            ref = hmac.new(self.ref_key, msg, hashlib.sha256).hexdigest()[:20]
-            self._refs[key] = ref
-        action = src.action if question == "host" else "route" if question == "route" else "notice"
-        return Verdict(action, src.authority, src.list, src.version, ref)
+            ref = hashlib.blake2b(msg, key=self.ref_key, digest_size=10).hexdigest()
+            action = {"host": src.action, "route": "route"}.get(question, "notice")
+            verdict = Verdict(action, src.authority, src.list, src.version, ref)  # type: ignore[arg-type]
+            if len(self._verdicts) >= VERDICT_CACHE:
+                self._verdicts.clear()
+            self._verdicts[key] = verdict
+        return verdict
 
     def host_verdict(self, name: str) -> Verdict | None:
         """Decide a canonical host name: wholly blocked, routed to the proxy, or None.
@@ -66,27 +71,58 @@ class PolicySnapshot:
         A block on the name or any parent wins over a route; a route applies when the name
         or any parent carries URL-level entries.
         """
-        # Hot path (every DNS query): walk the suffixes without splitting into a list.
-        hosts, routes = self.hosts, self.routes
-        route = None
-        while True:
-            owner = hosts.owner(name)
-            if owner is not None:
-                return self._verdict(owner, "host")
-            if route is None and routes.size:
-                route = routes.owner(name)
-            dot = name.find(".")
-            if dot < 0:
-                break
-            name = name[dot + 1 :]
-            if "." not in name:  # a bare TLD is never an entry
-                break
+        block, route, _ = self._walk(name)
+        if block is not None:
+            return self._verdict(block, "host")
         return None if route is None else self._verdict(route, "route")
+
+    def _walk(self, name: str) -> tuple[tuple[int, int] | None, tuple[int, int] | None, list[str]]:
+        """Check every suffix of name: (block owner, first route owner, routed suffixes)."""
+        hosts, routes = self.hosts, self.routes
+        if hosts.needs_sha or routes.needs_sha:
+            return self._walk_sha(name)
+        # Hot path (every DNS query, every proxied request): one string hash per suffix
+        # serves both filters; only filter hits pay for SHA-256. A bare TLD is never an
+        # entry, so the walk stops at the last dot.
+        hf, hm, rf, rm = hosts.filter, hosts.mask, routes.filter, routes.mask
+        route = None
+        routed: list[str] = []
+        dot = name.find(".")
+        while dot >= 0:
+            h = hash(name)
+            i, bit = (h >> 3), h & 7
+            if (hf[i & hm] >> bit) & 1 and (owner := hosts.confirm(name)) is not None:
+                return owner, None, routed
+            if (rf[i & rm] >> bit) & 1 and (r := routes.confirm(name)) is not None:
+                route = route or r
+                routed.append(name)
+            name = name[dot + 1 :]
+            dot = name.find(".")
+        return None, route, routed
+
+    def _walk_sha(
+        self, name: str
+    ) -> tuple[tuple[int, int] | None, tuple[int, int] | None, list[str]]:
+        """Walk for snapshots holding pre-hashed entries: SHA-256 every suffix."""
+        route = None
+        routed: list[str] = []
+        dot = name.find(".")
+        while dot >= 0:
+            owner = self.hosts.owner(name)
+            if owner is not None:
+                return owner, None, routed
+            r = self.routes.owner(name) if self.routes.size else None
+            if r is not None:
+                route = route or r
+                routed.append(name)
+            name = name[dot + 1 :]
+            dot = name.find(".")
+        return None, route, routed
 
     def blocked_host(self, name: str) -> Verdict | None:
         """Return the verdict if the host or a parent is wholly blocked."""
-        verdict = self.host_verdict(name)
-        return verdict if verdict is not None and verdict.action != "route" else None
+        block, _, _ = self._walk(name)
+        return None if block is None else self._verdict(block, "host")
 
     def url_verdict(self, url: str) -> Verdict | None:
         """Decide a URL: blocked by a host entry or a URL entry, else None.
@@ -94,17 +130,19 @@ class PolicySnapshot:
         Raises blockd.urls.InvalidURL for a URL that cannot be parsed.
         """
         parts = urls.split(url)
-        verdict = self.blocked_host(parts.host)
-        if verdict is not None or not self.urls.size:
-            return verdict
-        hosts = urls.host_suffixes(parts.host)
-        paths: Sequence[str] = ()
+        block, _, routed = self._walk(parts.host)
+        if block is not None:
+            return self._verdict(block, "host")
         table = self.urls
-        for host in hosts:
-            # Plaintext lists say which hosts carry entries; skip the rest cheaply.
-            if not table.needs_sha and self.routes.owner(host) is None:
-                continue
-            paths = paths or urls.path_prefixes(parts.path, parts.query)
+        if not table.size or not (routed or table.needs_sha):
+            return None
+        # Safe Browsing matches URL entries on at most 5 host candidates; plaintext lists
+        # say which hosts carry entries, pre-hashed lists must be tried on every candidate.
+        candidates = urls.host_suffixes(parts.host)
+        if not table.needs_sha:
+            candidates = [c for c in candidates if c in routed]
+        paths = urls.path_prefixes(parts.path, parts.query)
+        for host in candidates:
             for path in paths:
                 owner = table.owner(host + path)
                 if owner is not None:

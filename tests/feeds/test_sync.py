@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,6 +14,7 @@ from blockd.events import (
     EventBus,
     FeedAccepted,
     FeedRejected,
+    FeedUnchanged,
     GuardIntervention,
     PolicyActivated,
     Recorder,
@@ -141,8 +144,6 @@ def test_tampered_state_is_not_enforced(tmp_path: Path) -> None:
     src.write_bytes(signed_list(["kept.example"]))
     lists = [{"authority": "auth", "list": "hosts", "source": f"file://{src}"}]
     sync, _ = make_sync(tmp_path, lists)
-    import asyncio
-
     assert asyncio.run(sync.sync_list(sync.config.lists[0])) == "accepted"
     stored = tmp_path / "state/lists/auth/hosts/1.dsse"
     stored.write_bytes(stored.read_bytes().replace(b'"sig": "', b'"sig": "AA'))
@@ -315,3 +316,32 @@ async def test_trust_update_rotates_an_authority_key(tmp_path: Path) -> None:
     again = FeedSync(cfg, EventBus(), clock=lambda: NOW)
     again.load()
     assert again.trust is not None and again.trust.version == 2
+
+
+async def test_each_list_syncs_on_its_own_schedule(tmp_path: Path) -> None:
+    fast, slow = tmp_path / "fast.dsse", tmp_path / "slow.dsse"
+    fast.write_bytes(signed_list(["fast.example"]))
+    slow.write_bytes(b"")
+    sync, rec = make_sync(
+        tmp_path,
+        [
+            {"authority": "auth", "list": "hosts", "source": f"file://{fast}", "interval": 0.2},
+            {"authority": "auth", "list": "urls", "source": f"file://{slow}", "interval": 600},
+        ],
+    )
+    task = asyncio.create_task(sync.run())
+    await asyncio.sleep(1.1)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    fast_syncs = [
+        e
+        for e in rec.events
+        if getattr(e, "list", None) == "hosts" and isinstance(e, FeedAccepted | FeedUnchanged)
+    ]
+    slow_syncs = [
+        e for e in rec.events if getattr(e, "list", None) == "urls" and isinstance(e, FeedRejected)
+    ]
+    assert len(fast_syncs) >= 4  # one accept, then "not modified" every ~0.2 s
+    assert len(slow_syncs) == 1  # the empty file was tried once, at start
+    assert sync.snapshot.blocked_host("fast.example") is not None
