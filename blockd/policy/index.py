@@ -63,7 +63,7 @@ class KeyColumn:
 class KeySet:
     """Merged keys of all lists for one question; answers `which list holds key`."""
 
-    __slots__ = ("_digests", "_owners", "filter", "mask", "needs_sha", "size")
+    __slots__ = ("_digests", "_owners", "_shift", "_starts", "filter", "mask", "needs_sha", "size")
 
     def __init__(self, columns: Sequence[KeyColumn]) -> None:
         """Merge columns; where lists share a key, the earlier column owns it."""
@@ -81,6 +81,13 @@ class KeySet:
         self._digests = array("Q", digests[first].astype("=u8").tobytes())
         self._owners = array("H", owners[first].astype("=u2").tobytes())
         self.size = len(self._digests)
+        # Bucket table on the top bits of the digest: a lookup bisects ~16 neighbours in one
+        # or two cache lines instead of the whole array.
+        bucket_bits = max(1, min(20, self.size.bit_length() - 4))
+        self._shift = 64 - bucket_bits
+        bounds = np.arange(1 << bucket_bits, dtype=np.uint64) << np.uint64(self._shift)
+        starts = np.searchsorted(digests[first], bounds).astype(np.uint32)
+        self._starts = array("I", starts.tobytes()) + array("I", [self.size])
         self.needs_sha = any(c.hashed_only for c in columns)
         pyhashes = np.concatenate([c.pyhashes for c in columns] or [np.zeros(0, np.int64)])
         nbits = 1 << max(16, int(max(len(pyhashes), 1) * FILTER_BITS_PER_KEY - 1).bit_length())
@@ -104,7 +111,8 @@ class KeySet:
 
     def owner_of_digest(self, digest: int) -> tuple[int, int] | None:
         """Return (column index, digest) for a SHA-256 prefix, or None."""
-        i = bisect_left(self._digests, digest)
+        b = digest >> self._shift
+        i = bisect_left(self._digests, digest, self._starts[b], self._starts[b + 1])
         if i < self.size and self._digests[i] == digest:
             return self._owners[i], digest
         return None

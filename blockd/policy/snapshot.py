@@ -136,16 +136,30 @@ class PolicySnapshot:
         table = self.urls
         if not table.size or not (routed or table.needs_sha):
             return None
-        # Safe Browsing matches URL entries on at most 5 host candidates; plaintext lists
-        # say which hosts carry entries, pre-hashed lists must be tried on every candidate.
-        candidates = urls.host_suffixes(parts.host)
-        if not table.needs_sha:
-            candidates = [c for c in candidates if c in routed]
+        # Safe Browsing matches URL entries on at most 5 host candidates: every suffix of a
+        # host of up to 6 labels, a subset for deeper ones. Plaintext lists say which hosts
+        # carry entries (routed); pre-hashed lists must be tried on every candidate.
+        if table.needs_sha:
+            candidates = urls.host_suffixes(parts.host)
+        elif parts.host.count(".") <= 5:
+            candidates = routed
+        else:
+            sb = urls.host_suffixes(parts.host)
+            candidates = [c for c in routed if c in sb]
         paths = urls.path_prefixes(parts.path, parts.query)
+        if table.needs_sha:
+            for expression in (host + path for host in candidates for path in paths):
+                if (owner := table.owner(expression)) is not None:
+                    return self._verdict(owner, "url")
+            return None
+        uf, um = table.filter, table.mask
         for host in candidates:
             for path in paths:
-                owner = table.owner(host + path)
-                if owner is not None:
+                expression = host + path
+                h = hash(expression)
+                if (uf[(h >> 3) & um] >> (h & 7)) & 1 and (
+                    owner := table.confirm(expression)
+                ) is not None:
                     return self._verdict(owner, "url")
         return None
 

@@ -150,3 +150,18 @@ _FUZZ = snapshot(
     indexed("hosts", "hosts", ["blocked.example"]),
     indexed("urls", "urls", ["http://partial.example/listed/page.html"]),
 )
+
+
+def test_keyset_finds_digests_at_the_edges_of_the_range() -> None:
+    edges = [
+        b"\x00" * 32,
+        b"\x00" * 7 + b"\x01" + b"\x00" * 24,
+        b"\xff" * 32,
+        b"\x80" + b"\x00" * 31,
+    ]
+    ks = KeySet([KeyColumn.from_sha256(edges[:2]), KeyColumn.from_sha256(edges[2:])])
+    for i, d in enumerate(edges):
+        found = ks.owner_of_digest(int.from_bytes(d[:8], "big"))
+        assert found is not None and found[0] == i // 2
+    assert ks.owner_of_digest(2**64 - 2) is None
+    assert ks.owner_of_digest(2) is None
