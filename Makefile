@@ -6,10 +6,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit demo-feeds bench bench-compile fuzz clean help
+.PHONY: run test lint typecheck unit demo demo-feeds bench bench-compile clean help venv
 
 help:
-	@echo "make run          start blockd on the embedded demo policy"
+	@echo "make run          start blockd (DNS on 127.0.0.1:5300) on the demo policy"
+	@echo "make demo         the offline demo: sync the demo lists and print verdicts"
 	@echo "make test         lint, type-check and run the whole test suite"
 	@echo "make demo-feeds   re-sign the demo authority's lists in feeds/demo"
 	@echo "make bench        run the benchmarks in bench/ (slow)"
@@ -26,7 +27,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/blockd demo
+	$(BIN)/blockd run --config config/blockd.toml
 
 lint: $(STAMP)
 	$(BIN)/ruff check blockd tests bench
@@ -39,6 +40,9 @@ unit: $(STAMP)
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
+
+demo: $(STAMP)
+	$(BIN)/blockd demo
 
 demo-feeds: $(STAMP)
 	$(BIN)/python -m blockd.demo feeds/demo

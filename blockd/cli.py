@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -318,6 +319,21 @@ def cmd_rollback(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(a: argparse.Namespace) -> int:
+    """Run the daemon: DNS enforcement with the configured lists."""
+    from blockd.app import serve
+
+    config = load_config(a.config)
+    logging.basicConfig(
+        level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        asyncio.run(serve(config, a.config))
+    except OSError as e:
+        raise UsageError(f"cannot start: {e}") from None
+    return 0
+
+
 def cmd_check_config(a: argparse.Namespace) -> int:
     """Validate a configuration file without starting."""
     config = load_config(a.file)
@@ -427,6 +443,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("version", type=int)
     sp = add("rollback", cmd_rollback, config=True)
     sp.add_argument("list", metavar="AUTHORITY/LIST")
+    sp = add("run", cmd_run, config=True)
+    sp.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     sp = add("check-config", cmd_check_config)
     sp.add_argument("file", type=Path)
     add("config-schema", cmd_config_schema)

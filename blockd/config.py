@@ -6,11 +6,19 @@ in config/blockd.schema.json is generated from these models (`blockd config-sche
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from blockd.feeds.model import Ident
 
@@ -85,6 +93,114 @@ class GuardsConfig(_Section):
     clock_skew: Seconds = Field(default=300, description="Tolerated clock skew, seconds.")
 
 
+def _endpoint(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+        ok = bool(sep) and 0 <= int(port) < 65536
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError("must be ADDRESS:PORT with a literal IP, e.g. 127.0.0.1:5300 or [::1]:53")
+    return value
+
+
+def _ipv4(value: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        raise ValueError("must be a literal IPv4 address") from None
+
+
+def _ipv6(value: str) -> str:
+    try:
+        return str(ipaddress.IPv6Address(value))
+    except ValueError:
+        raise ValueError("must be a literal IPv6 address") from None
+
+
+def _network(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise ValueError("must be a network like 192.0.2.0/24 or ::1/128") from None
+
+
+Endpoint = Annotated[str, AfterValidator(_endpoint)]
+IPv4 = Annotated[str, AfterValidator(_ipv4)]
+IPv6 = Annotated[str, AfterValidator(_ipv6)]
+Network = Annotated[str, AfterValidator(_network)]
+
+
+def split_endpoint(value: str) -> tuple[str, int]:
+    """Return (address, port) of a validated ADDRESS:PORT."""
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class DnsConfig(_Section):
+    """The DNS enforcement point."""
+
+    listen: list[Endpoint] = Field(
+        default_factory=lambda: ["127.0.0.1:5300"],
+        description="Addresses to serve DNS on, UDP and TCP.",
+    )
+    upstreams: list[Endpoint] = Field(
+        default_factory=list,
+        description="Recursive resolvers to forward to; empty means the nameservers in "
+        "/etc/resolv.conf.",
+    )
+    allow: list[Network] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        description="Client networks that may query; others get REFUSED.",
+    )
+    notice_v4: list[IPv4] = Field(
+        default_factory=lambda: ["127.0.0.1"],
+        description="Notice server addresses answered (A) for wholly blocked hosts.",
+    )
+    notice_v6: list[IPv6] = Field(
+        default_factory=lambda: ["::1"],
+        description="Notice server addresses answered (AAAA) for wholly blocked hosts.",
+    )
+    proxy_v4: list[IPv4] = Field(
+        default_factory=lambda: ["127.0.0.1"],
+        description="URL proxy addresses answered (A) for hosts with URL-level entries.",
+    )
+    proxy_v6: list[IPv6] = Field(
+        default_factory=lambda: ["::1"],
+        description="URL proxy addresses answered (AAAA) for hosts with URL-level entries.",
+    )
+    ttl: int = Field(default=60, ge=0, le=86400, description="TTL of blocked and routed answers.")
+    policy_zone: str = Field(
+        default="blocked.policy.invalid",
+        description="Owner of the SOA carried by negative blocked answers.",
+    )
+    keep_client_subnet: bool = Field(
+        default=False, description="Forward EDNS client subnet options (stripped by default)."
+    )
+    structured_error_option: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="EDNS option code by which clients ask for structured DNS errors, while "
+        "the draft has none assigned; an empty EDE option in the query also asks.",
+    )
+    operator: str = Field(
+        default="", max_length=200, description="Organisation named in structured DNS errors."
+    )
+    attempt_timeout: float = Field(default=1.0, gt=0, le=30, description="Upstream attempt, s.")
+    total_timeout: float = Field(
+        default=3.0, gt=0, le=60, description="Whole forwarding budget before SERVFAIL, s."
+    )
+    tcp_idle_timeout: float = Field(default=10.0, gt=0, le=300, description="TCP idle, s.")
+    max_tcp_connections: int = Field(default=512, ge=1, le=100_000)
+    max_inflight: int = Field(
+        default=4096, ge=16, le=1_000_000, description="Queries in progress before UDP drops."
+    )
+    cache_entries: int = Field(default=100_000, ge=0, le=10_000_000)
+
+
 class Config(_Section):
     """The whole configuration."""
 
@@ -92,6 +208,7 @@ class Config(_Section):
     state: StateConfig = StateConfig()
     lists: list[ListConfig] = Field(default_factory=list)
     guards: GuardsConfig = GuardsConfig()
+    dns: DnsConfig = DnsConfig()
 
     @model_validator(mode="after")
     def _unique_lists(self) -> Self:

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from blockd.policy.verdict import Verdict
+
 log = logging.getLogger(__name__)
 
 
@@ -98,6 +100,23 @@ class PolicyActivated(Event):
     generation: int
     versions: dict[str, int]
     entries: int
+
+
+@dataclass(frozen=True)
+class DnsDecision(Event):
+    """A DNS query was answered from the policy: blocked (notice/nxdomain) or routed."""
+
+    verdict: Verdict
+    transport: str
+
+
+@dataclass(frozen=True)
+class DnsProblem(Event):
+    """A DNS query was dropped or refused, or forwarding failed; `reason` is a slug."""
+
+    kind: str  # dropped, rejected, refused, upstream
+    reason: str
+    transport: str
 
 
 E = TypeVar("E", bound=Event)

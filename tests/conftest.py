@@ -1,3 +1,3 @@
-"""Shared fixtures: the local HTTPS feed server."""
+"""Shared fixtures: the local HTTPS feed server and the loopback DNS upstream."""
 
-pytest_plugins = ["tests.feedserver"]
+pytest_plugins = ["tests.feedserver", "tests.dnsupstream"]

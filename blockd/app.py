@@ -1,0 +1,163 @@
+"""The composition root: config, policy, DNS servers, events, signals.
+
+Start-up order matters: the last verified policy is loaded from disk before the first query
+is answered; listeners open next; only then do feeds sync over the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from blockd import __version__
+from blockd.config import Config, ConfigError, split_endpoint
+from blockd.config import load as load_config
+from blockd.dns.answers import AnswerPolicy
+from blockd.dns.cache import AnswerCache
+from blockd.dns.forward import Forwarder, resolv_conf_upstreams
+from blockd.dns.pipeline import AccessList, DnsPipeline
+from blockd.dns.server import DnsServer
+from blockd.events import Event, EventBus, PolicyActivated
+from blockd.feeds.sync import FeedSync
+
+log = logging.getLogger("blockd")
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Whether blockd enforces a current policy, and if not, why."""
+
+    ready: bool
+    reason: str
+
+
+class App:
+    """One running blockd."""
+
+    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+        """Build the parts; nothing runs until start()."""
+        self.config = config
+        self.config_path = config_path
+        self.bus = EventBus()
+        self.feeds = FeedSync(config, self.bus)
+        self.cache = AnswerCache(config.dns.cache_entries)
+        upstreams = [split_endpoint(u) for u in config.dns.upstreams] or resolv_conf_upstreams()
+        self.forwarder = Forwarder(
+            upstreams,
+            attempt_timeout=config.dns.attempt_timeout,
+            total_timeout=config.dns.total_timeout,
+        )
+        self.pipeline = DnsPipeline(
+            self.feeds,
+            AnswerPolicy.build(config.dns, None),
+            self.forwarder,
+            self.cache,
+            self.bus,
+            AccessList(config.dns.allow),
+            keep_client_subnet=config.dns.keep_client_subnet,
+        )
+        self.dns = DnsServer(config.dns, self.pipeline.handle, self.bus)
+        self.bus.subscribe(PolicyActivated, self._on_policy)
+        self._sync_task: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+
+    def _on_policy(self, event: Event) -> None:
+        # Authority names and contacts for EDE texts come from the trust policy in force.
+        self.pipeline.answers = AnswerPolicy.build(self.config.dns, self.feeds.trust)
+
+    def readiness(self) -> Readiness:
+        """Say whether a current policy is enforced."""
+        snap = self.feeds.snapshot
+        if not snap.lists:
+            return Readiness(False, "no verified list loaded yet (forwarding only)")
+        now = datetime.now(UTC)
+        expired = [i.source.ref for i in snap.lists if i.expires <= now]
+        if expired:
+            return Readiness(False, f"expired lists enforced: {', '.join(expired)}")
+        missing = {c.ref for c in self.config.lists} - set(snap.versions)
+        if missing:
+            return Readiness(False, f"lists not loaded yet: {', '.join(sorted(missing))}")
+        return Readiness(True, "policy loaded and current")
+
+    async def start(self) -> None:
+        """Load the last verified policy, open the listeners, start syncing."""
+        self.feeds.load()
+        self.pipeline.answers = AnswerPolicy.build(self.config.dns, self.feeds.trust)
+        await self.dns.start()
+        self._sync_task = asyncio.get_running_loop().create_task(self._sync_forever())
+
+    async def _sync_forever(self) -> None:
+        try:
+            await self.feeds.sync_trust()
+            await self.feeds.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("feed sync stopped")
+
+    def reload(self) -> str:
+        """Re-read the configuration file; keep the old one if the new one is bad."""
+        if self.config_path is None:
+            return "no configuration file to reload"
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as e:
+            log.error("reload refused, keeping the running configuration: %s", e)
+            return f"reload refused: {e}"
+        if new.dns.listen != self.config.dns.listen:
+            log.warning("listen addresses changed: they take effect on restart")
+        self.config = new
+        self.pipeline.access = AccessList(new.dns.allow)
+        self.pipeline.answers = AnswerPolicy.build(new.dns, self.feeds.trust)
+        self.pipeline.keep_client_subnet = new.dns.keep_client_subnet
+        self.feeds.config = new
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            self._sync_task = asyncio.get_running_loop().create_task(self._sync_forever())
+        log.info("configuration reloaded from %s", self.config_path)
+        return "reloaded"
+
+    async def stop(self) -> None:
+        """Drain the listeners, stop syncing, release everything."""
+        await self.dns.stop()
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            await asyncio.gather(self._sync_task, return_exceptions=True)
+        await self.feeds.close()
+        await self.forwarder.close()
+        self._stopped.set()
+
+    def describe(self) -> str:
+        """Return where everything listens and what is enforced, for the console."""
+        lines = [f"blockd {__version__}"]
+        lines += [f"  dns  {t:3} {a}:{p}" for t, a, p in self.dns.bound]
+        ups = ", ".join(f"{h}:{p}" for h, p in (s.address for s in self.forwarder.states()))
+        lines.append(f"  upstreams  {ups or 'none: clean names get SERVFAIL'}")
+        for ref, version in self.feeds.snapshot.versions.items():
+            lines.append(f"  enforcing  {ref} v{version}")
+        r = self.readiness()
+        lines.append(f"  {'ready' if r.ready else 'NOT READY'}: {r.reason}")
+        return "\n".join(lines)
+
+
+async def serve(config: Config, config_path: Path | None) -> None:
+    """Run until SIGTERM or SIGINT; SIGHUP reloads the configuration."""
+    app = App(config, config_path)
+    await app.start()
+    print(app.describe(), flush=True)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: print(app.reload(), flush=True))
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        print("blockd: draining and stopping", flush=True)
+        await app.stop()

@@ -1,0 +1,1 @@
+"""DNS: the server, answer building and forwarding to upstream resolvers."""

@@ -1,0 +1,152 @@
+"""The DNS request contract: a query's bytes in, the answer's bytes out (None: drop).
+
+Stages, in order (each may answer and stop):
+1. parse    our own bounded parser; hostile packets are dropped or get FORMERR/NOTIMP/...
+2. access   clients outside the allowed networks get REFUSED
+3. policy   wholly blocked host: blocked answer; host with URL entries: the proxy address
+4. cache    a cached upstream answer, re-decided: a CNAME to a blocked host is blocked
+5. forward  to the upstreams; the answer's CNAME chain is checked like the cache's
+The policy comes before the cache so that a new snapshot applies to the very next query.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+from blockd.dns import wire
+from blockd.dns.answers import AnswerPolicy
+from blockd.dns.cache import AnswerCache
+from blockd.dns.forward import Forwarder, ForwardError
+from blockd.events import DnsDecision, DnsProblem, EventBus
+from blockd.policy.snapshot import PolicySnapshot
+from blockd.policy.verdict import Verdict
+
+
+class SnapshotSource(Protocol):
+    """Anything holding the current snapshot (replaced whole, read without a lock)."""
+
+    snapshot: PolicySnapshot
+
+
+class AccessList:
+    """Client networks allowed to query."""
+
+    def __init__(self, networks: Iterable[str]) -> None:
+        """Parse the networks."""
+        self._nets = [ipaddress.ip_network(n) for n in networks]
+        self._allowed: dict[str, bool] = {}
+
+    def allows(self, ip: str) -> bool:
+        """Say whether a client address may query (memoised: clients repeat)."""
+        allowed = self._allowed.get(ip)
+        if allowed is None:
+            addr = ipaddress.ip_address(ip.partition("%")[0])
+            allowed = any(addr in net for net in self._nets)
+            if len(self._allowed) > 65536:
+                self._allowed.clear()
+            self._allowed[ip] = allowed
+        return allowed
+
+
+class DnsPipeline:
+    """Decide and answer one query at a time; shared by the UDP and TCP servers."""
+
+    def __init__(
+        self,
+        source: SnapshotSource,
+        answers: AnswerPolicy,
+        forwarder: Forwarder,
+        cache: AnswerCache,
+        bus: EventBus,
+        access: AccessList,
+        *,
+        keep_client_subnet: bool = False,
+    ) -> None:
+        """Wire the stages."""
+        self.source = source
+        self.answers = answers
+        self.forwarder = forwarder
+        self.cache = cache
+        self.bus = bus
+        self.access = access
+        self.keep_client_subnet = keep_client_subnet
+
+    async def handle(self, data: bytes, client: str, transport: str) -> bytes | None:
+        """Answer one query; None means drop it."""
+        try:
+            q = wire.parse_query(data)
+        except wire.Drop as e:
+            self.bus.publish(DnsProblem("dropped", e.reason, transport))
+            return None
+        except wire.Reject as e:
+            self.bus.publish(DnsProblem("rejected", e.reason, transport))
+            return e.response
+        if not self.access.allows(client):
+            self.bus.publish(DnsProblem("refused", "access-list", transport))
+            return wire.build_response(q, wire.REFUSED)
+        limit = None if transport == "tcp" else _udp_limit(q)
+        snapshot = self.source.snapshot
+        verdict = snapshot.host_verdict(q.qname) if q.qname else None
+        if verdict is not None:
+            answer = self._from_policy(q, verdict, transport)
+            if answer is not None:
+                return answer
+        key = self.cache.key(q)
+        cached = self.cache.get(key, q.id)
+        if cached is not None:
+            data, cnames = cached
+            return self._checked(q, data, cnames, snapshot, transport, limit)
+        try:
+            upstream = await self.forwarder.query(
+                wire.forward_query(q, qid=q.id, keep_ecs=self.keep_client_subnet)
+            )
+            info = wire.parse_response(upstream)
+        except (ForwardError, wire.Drop) as e:
+            reason = e.reason if isinstance(e, ForwardError) else "malformed-response"
+            self.bus.publish(DnsProblem("upstream", reason, transport))
+            code = (
+                wire.EDE_NO_REACHABLE_AUTHORITY if reason == "timeout" else wire.EDE_NETWORK_ERROR
+            )
+            return wire.build_response(
+                q, wire.SERVFAIL, ede=[(code, b"upstream " + reason.encode())]
+            )
+        self.cache.put(key, upstream, info)
+        return self._checked(q, upstream, info.cnames, snapshot, transport, limit)
+
+    def _from_policy(self, q: wire.Query, verdict: Verdict, transport: str) -> bytes | None:
+        if verdict.action == "route":
+            answer = self.answers.routed(q)
+            if answer is None:
+                return None  # a mail or text query for a routed host: forward it
+        else:
+            answer = self.answers.blocked(q, verdict)
+        self.bus.publish(DnsDecision(verdict, transport))
+        return answer
+
+    def _checked(
+        self,
+        q: wire.Query,
+        data: bytes,
+        cnames: Sequence[str],
+        snapshot: PolicySnapshot,
+        transport: str,
+        limit: int | None,
+    ) -> bytes:
+        """Block an upstream answer whose CNAME chain reaches a blocked host; fit it to UDP."""
+        for target in cnames:
+            verdict = snapshot.blocked_host(target)
+            if verdict is not None:
+                self.bus.publish(DnsDecision(verdict, transport))
+                return self.answers.blocked(q, verdict)
+        if limit is not None and len(data) > limit:
+            truncated = bytearray(wire.build_response(q, data[3] & 0x0F))
+            truncated[2] |= 0x02  # TC: ask the client to retry over TCP
+            return bytes(truncated)
+        return data
+
+
+def _udp_limit(q: wire.Query) -> int:
+    """Return the largest UDP answer the client takes (RFC 6891; 1232 is our ceiling)."""
+    return min(q.edns.udp_size, 1232) if q.edns is not None else 512

@@ -1,0 +1,351 @@
+"""blockd as a DNS daemon: real UDP and TCP on loopback, a real upstream, the demo lists."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import struct
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import dnslib
+import pytest
+
+from blockd.app import App
+from blockd.config import parse
+
+if TYPE_CHECKING:
+    from tests.dnsupstream import Upstream
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def demo_config(tmp: Path, upstream: tuple[str, int] | None, **dns: Any) -> str:
+    """A config enforcing copies of the demo lists, DNS on an OS-picked loopback port."""
+    feeds = tmp / "feeds"
+    shutil.copytree(ROOT / "feeds/demo", feeds, ignore=shutil.ignore_patterns("keys"))
+    settings = {
+        "listen": ["127.0.0.1:0"],
+        "upstreams": [f"{upstream[0]}:{upstream[1]}"] if upstream else [],
+        "attempt_timeout": 0.5,
+        "total_timeout": 1.5,
+        "operator": "Test ISP",
+        **dns,
+    }
+    lines = [f'[trust]\npinned = "{feeds}/trust.dsse"', f'[state]\ndir = "{tmp}/state"', "[dns]"]
+    for k, v in settings.items():
+        lines.append(f"{k} = {_toml(v)}")
+    for name, action in (
+        ("demo-hosts", "notice"),
+        ("demo-urls", "notice"),
+        ("demo-hashed", "nxdomain"),
+    ):
+        lines.append(
+            f'[[lists]]\nauthority = "demo-authority"\nlist = "{name}"\n'
+            f'source = "file://{feeds}/{name}.dsse"\naction = "{action}"'
+        )
+    return "\n".join(lines)
+
+
+def _toml(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    return str(v)
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path, upstream: Upstream) -> AsyncIterator[App]:
+    app = App(parse(demo_config(tmp_path, upstream.addr), tmp_path))
+    await app.start()
+    await app.feeds.sync_all()  # the demo lists, from file://
+    yield app
+    await app.stop()
+
+
+def port(app: App, transport: str = "udp") -> int:
+    return next(p for t, _, p in app.dns.bound if t == transport)
+
+
+async def ask(
+    app: App, name: str, qtype: str = "A", *, edns: list[Any] | None = None, tcp: bool = False
+) -> dnslib.DNSRecord:
+    q = dnslib.DNSRecord.question(name, qtype)
+    if edns is not None:
+        q.add_ar(dnslib.EDNS0(udp_len=1232, opts=edns))
+    raw = await send(app, q.pack(), tcp=tcp)
+    assert raw is not None
+    reply = dnslib.DNSRecord.parse(raw)
+    assert reply.header.id == q.header.id
+    return reply
+
+
+async def send(app: App, data: bytes, *, tcp: bool = False, wait: float = 3.0) -> bytes | None:
+    loop = asyncio.get_running_loop()
+    if tcp:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port(app, "tcp"))
+        writer.write(struct.pack("!H", len(data)) + data)
+        await writer.drain()
+        try:
+            async with asyncio.timeout(wait):
+                (size,) = struct.unpack("!H", await reader.readexactly(2))
+                return await reader.readexactly(size)
+        finally:
+            writer.close()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    try:
+        await loop.sock_connect(sock, ("127.0.0.1", port(app)))
+        await loop.sock_sendall(sock, data)
+        async with asyncio.timeout(wait):
+            return await loop.sock_recv(sock, 65535)
+    except TimeoutError:
+        return None
+    finally:
+        sock.close()
+
+
+def ede(reply: dnslib.DNSRecord) -> list[tuple[int, bytes]]:
+    out = []
+    for rr in reply.ar:
+        if rr.rtype == dnslib.QTYPE.OPT:
+            for opt in rr.rdata:
+                if opt.code == 15:
+                    out.append((struct.unpack("!H", opt.data[:2])[0], bytes(opt.data[2:])))
+    return out
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_blocked_host_and_subdomains_get_the_notice_address_and_ede(
+    daemon: App, transport: str
+) -> None:
+    for name in ("blocked.demo.test", "www.blocked.demo.test", "a.b.blocked.demo.test"):
+        reply = await ask(daemon, name, edns=[], tcp=transport == "tcp")
+        assert reply.header.rcode == dnslib.RCODE.NOERROR
+        assert [str(rr.rdata) for rr in reply.rr] == ["127.0.0.1"]
+        assert reply.rr[0].ttl == 60
+        [(code, text)] = ede(reply)
+        assert code == 16
+        assert b"Demo Child-Protection Authority" in text
+        assert b"blocked.demo.test" not in text
+    reply = await ask(daemon, "blocked.demo.test", "AAAA")
+    assert [str(rr.rdata) for rr in reply.rr] == ["::1"]
+
+
+@pytest.mark.parametrize("qtype", ["MX", "TXT", "HTTPS", "SVCB"])
+async def test_other_types_of_a_blocked_host_get_nodata_with_soa(daemon: App, qtype: str) -> None:
+    reply = await ask(daemon, "blocked.demo.test", qtype, edns=[])
+    assert reply.header.rcode == dnslib.RCODE.NOERROR and not reply.rr
+    assert reply.auth[0].rtype == dnslib.QTYPE.SOA
+    assert ede(reply)[0][0] == 16
+
+
+async def test_nxdomain_action_and_shape_is_the_same_for_every_entry(daemon: App) -> None:
+    a = await ask(daemon, "hashed.demo.test", edns=[])
+    b = await ask(daemon, "deep.sub.hashed.demo.test", edns=[])
+    for reply in (a, b):
+        assert reply.header.rcode == dnslib.RCODE.NXDOMAIN
+        assert reply.auth[0].rtype == dnslib.QTYPE.SOA and reply.auth[0].ttl == 60
+    assert ede(a) == ede(b)
+    assert str(a.auth[0]).split(None, 1)[1] == str(b.auth[0]).split(None, 1)[1]
+
+
+async def test_structured_error_when_the_client_asks(daemon: App) -> None:
+    reply = await ask(daemon, "blocked.demo.test", edns=[dnslib.EDNSOption(15, b"")])
+    [(code, text)] = ede(reply)
+    doc = json.loads(text)
+    assert (
+        code == 16 and doc["o"] == "Test ISP" and doc["c"] == ["https://authority.example/appeals"]
+    )
+    assert "blocked.demo.test" not in text.decode()
+
+
+async def test_routed_host_gets_the_proxy_address_other_types_are_forwarded(
+    daemon: App, upstream: Upstream
+) -> None:
+    upstream.add("partial.demo.test", "MX", "10 mail.partial.demo.test")
+    reply = await ask(daemon, "partial.demo.test")
+    assert [str(rr.rdata) for rr in reply.rr] == ["127.0.0.1"] and not ede(reply)
+    https = await ask(daemon, "partial.demo.test", "HTTPS")
+    assert not https.rr
+    mx = await ask(daemon, "partial.demo.test", "MX")
+    assert "mail.partial.demo.test" in str(mx.rr[0].rdata)
+
+
+async def test_clean_names_are_forwarded_cached_and_ttls_count_down(
+    daemon: App, upstream: Upstream
+) -> None:
+    upstream.add("www.example.com", "A", "192.0.2.10", ttl=300)
+    first = await ask(daemon, "www.example.com", edns=[])
+    assert [str(rr.rdata) for rr in first.rr] == ["192.0.2.10"] and first.rr[0].ttl == 300
+    seen = len(upstream.queries)
+    await asyncio.sleep(1.2)
+    second = await ask(daemon, "www.example.com", edns=[])
+    assert len(upstream.queries) == seen  # served from the cache
+    assert second.rr[0].ttl in (298, 299)
+    nx = await ask(daemon, "missing.example.com")
+    assert nx.header.rcode == dnslib.RCODE.NXDOMAIN
+
+
+async def test_cname_to_a_blocked_host_is_blocked(daemon: App, upstream: Upstream) -> None:
+    upstream.add("alias.example.com", "CNAME", "hop.example.net")
+    upstream.add("hop.example.net", "CNAME", "www.blocked.demo.test")
+    reply = await ask(daemon, "alias.example.com", edns=[])
+    assert [str(rr.rdata) for rr in reply.rr] == ["127.0.0.1"]
+    assert ede(reply)[0][0] == 16
+    again = await ask(daemon, "alias.example.com", edns=[])  # from the cache: still blocked
+    assert [str(rr.rdata) for rr in again.rr] == ["127.0.0.1"]
+
+
+async def test_unreachable_upstream_gives_servfail_in_bounded_time(
+    daemon: App, upstream: Upstream
+) -> None:
+    upstream.behave("dead.example.com", "silent")
+    start = time.monotonic()
+    reply = await ask(daemon, "dead.example.com", edns=[])
+    assert reply.header.rcode == dnslib.RCODE.SERVFAIL
+    assert time.monotonic() - start < 1.5 + 1.0
+    assert ede(reply)[0][0] in (22, 23)
+
+
+async def test_client_subnet_is_stripped_before_forwarding(daemon: App, upstream: Upstream) -> None:
+    upstream.add("ecs.example.com", "A", "192.0.2.20")
+    ecs = dnslib.EDNSOption(8, bytes.fromhex("0001180000c00002"))
+    await ask(daemon, "ecs.example.com", edns=[ecs])
+    raw = upstream.queries[-1][-1]
+    forwarded = dnslib.DNSRecord.parse(raw)
+    codes = [o.code for rr in forwarded.ar if rr.rtype == dnslib.QTYPE.OPT for o in rr.rdata]
+    assert 8 not in codes
+
+
+async def test_tcp_pipelined_queries_are_all_answered(daemon: App, upstream: Upstream) -> None:
+    upstream.add("slow.example.com", "A", "192.0.2.30")
+    upstream.behave("slow.example.com", "delay", 0.5)
+    names = ["slow.example.com", "blocked.demo.test", "partial.demo.test"]
+    queries = [dnslib.DNSRecord.question(n, "A") for n in names]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port(daemon, "tcp"))
+    writer.write(b"".join(struct.pack("!H", len(q.pack())) + q.pack() for q in queries))
+    await writer.drain()
+    answers = {}
+    async with asyncio.timeout(5):
+        for _ in queries:
+            (size,) = struct.unpack("!H", await reader.readexactly(2))
+            reply = dnslib.DNSRecord.parse(await reader.readexactly(size))
+            answers[reply.header.id] = (str(reply.q.qname), reply)
+    writer.close()
+    assert {q.header.id for q in queries} == set(answers)
+    first_name = next(iter(answers.values()))[0]
+    assert first_name != "slow.example.com."  # out of order: the slow one came last
+
+
+async def test_access_list_refuses_other_networks(tmp_path: Path, upstream: Upstream) -> None:
+    app = App(parse(demo_config(tmp_path, upstream.addr, allow=["192.0.2.0/24"]), tmp_path))
+    await app.start()
+    try:
+        reply = await ask(app, "blocked.demo.test")
+        assert reply.header.rcode == dnslib.RCODE.REFUSED and not reply.rr
+    finally:
+        await app.stop()
+
+
+async def test_policy_loads_from_disk_before_the_first_query(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    config = parse(demo_config(tmp_path, upstream.addr), tmp_path)
+    first = App(config)
+    await first.start()
+    await first.feeds.sync_all()
+    await first.stop()
+    (tmp_path / "feeds/demo-hosts.dsse").unlink()  # the source is gone: disk must suffice
+    second = App(config)
+    await second.start()
+    try:
+        assert second.readiness().ready
+        reply = await ask(second, "blocked.demo.test")
+        assert [str(rr.rdata) for rr in reply.rr] == ["127.0.0.1"]
+    finally:
+        await second.stop()
+
+
+async def test_without_any_list_it_forwards_and_says_not_ready(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    app = App(parse(demo_config(tmp_path, upstream.addr), tmp_path))
+    await app.start()
+    try:
+        r = app.readiness()
+        assert not r.ready and "no verified list" in r.reason
+        upstream.add("blocked.demo.test", "A", "192.0.2.99")
+        reply = await ask(app, "blocked.demo.test")
+        assert [str(rr.rdata) for rr in reply.rr] == ["192.0.2.99"]
+    finally:
+        await app.stop()
+
+
+async def test_hostile_packets_do_not_stop_the_server(daemon: App) -> None:
+    good = dnslib.DNSRecord.question("blocked.demo.test", "A")
+    two = dnslib.DNSRecord(q=dnslib.DNSQuestion("a.example"))
+    two.add_question(dnslib.DNSQuestion("b.example"))
+    loop_ptr = bytes.fromhex("abcd01000001000000000000") + b"\xc0\x0c\x00\x01\x00\x01"
+    for junk in (
+        b"",
+        b"\x00",
+        b"\xff" * 11,
+        b"\x12\x34\x81\x80" + b"\x00" * 8,
+        loop_ptr,
+        two.pack(),
+        good.pack()[:20],
+        bytes(range(256)) * 3,
+    ):
+        answer = await send(daemon, junk, wait=0.3)
+        if answer is not None:
+            assert dnslib.DNSRecord.parse(answer).header.rcode in (1, 4, 5)
+    formerr = await send(daemon, two.pack())
+    assert formerr is not None and dnslib.DNSRecord.parse(formerr).header.rcode == 1
+    reply = await ask(daemon, "blocked.demo.test")
+    assert [str(rr.rdata) for rr in reply.rr] == ["127.0.0.1"]
+
+
+async def test_big_answers_are_truncated_for_udp_and_whole_over_tcp(
+    daemon: App, upstream: Upstream
+) -> None:
+    for i in range(60):
+        upstream.add("big.example.com", "A", f"192.0.2.{i + 1}")
+    udp = await ask(daemon, "big.example.com")
+    assert udp.header.tc and not udp.rr
+    tcp = await ask(daemon, "big.example.com", tcp=True)
+    assert len(tcp.rr) == 60
+
+
+async def test_policy_swap_under_load_loses_no_query(daemon: App, upstream: Upstream) -> None:
+    upstream.add("clean.example.com", "A", "192.0.2.40")
+    names = ["blocked.demo.test", "clean.example.com", "partial.demo.test"] * 200
+
+    async def one(name: str) -> dnslib.DNSRecord:
+        return await ask(daemon, name)
+
+    swaps = 0
+
+    async def swapper() -> None:
+        nonlocal swaps
+        for _ in range(10):
+            daemon.feeds._activate()  # recompile and swap the same lists
+            swaps += 1
+            await asyncio.sleep(0.01)
+
+    results, _ = await asyncio.gather(asyncio.gather(*(one(n) for n in names)), swapper())
+    assert swaps == 10
+    for name, reply in zip(names, results, strict=True):
+        want = {
+            "blocked.demo.test": "127.0.0.1",
+            "clean.example.com": "192.0.2.40",
+            "partial.demo.test": "127.0.0.1",
+        }[name]
+        assert [str(rr.rdata) for rr in reply.rr] == [want]
