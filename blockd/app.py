@@ -60,7 +60,7 @@ class App:
             AccessList(config.dns.allow),
             keep_client_subnet=config.dns.keep_client_subnet,
         )
-        self.dns = DnsServer(config.dns, self.pipeline.handle, self.bus)
+        self.dns = DnsServer(config.dns, self.pipeline, self.bus)
         self.bus.subscribe(PolicyActivated, self._on_policy)
         self._sync_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()

@@ -75,6 +75,14 @@ class DnsPipeline:
 
     async def handle(self, data: bytes, client: str, transport: str) -> bytes | None:
         """Answer one query; None means drop it."""
+        decided = self.decide(data, client, transport)
+        if isinstance(decided, wire.Query):
+            return await self.forward(decided, transport)
+        return decided
+
+    def decide(self, data: bytes, client: str, transport: str) -> bytes | wire.Query | None:
+        """Run every stage that needs no network: an answer, None (drop), or the Query to
+        forward. The UDP server answers from here without creating a task."""
         try:
             q = wire.parse_query(data)
         except wire.Drop as e:
@@ -86,18 +94,20 @@ class DnsPipeline:
         if not self.access.allows(client):
             self.bus.publish(DnsProblem("refused", "access-list", transport))
             return wire.build_response(q, wire.REFUSED)
-        limit = None if transport == "tcp" else _udp_limit(q)
         snapshot = self.source.snapshot
         verdict = snapshot.host_verdict(q.qname) if q.qname else None
         if verdict is not None:
             answer = self._from_policy(q, verdict, transport)
             if answer is not None:
                 return answer
-        key = self.cache.key(q)
-        cached = self.cache.get(key, q.id)
+        cached = self.cache.get(self.cache.key(q), q.id)
         if cached is not None:
             data, cnames = cached
-            return self._checked(q, data, cnames, snapshot, transport, limit)
+            return self._checked(q, data, cnames, snapshot, transport)
+        return q
+
+    async def forward(self, q: wire.Query, transport: str) -> bytes:
+        """Ask the upstreams, cache the answer, and check its CNAME chain."""
         try:
             upstream = await self.forwarder.query(
                 wire.forward_query(q, qid=q.id, keep_ecs=self.keep_client_subnet)
@@ -112,8 +122,9 @@ class DnsPipeline:
             return wire.build_response(
                 q, wire.SERVFAIL, ede=[(code, b"upstream " + reason.encode())]
             )
-        self.cache.put(key, upstream, info)
-        return self._checked(q, upstream, info.cnames, snapshot, transport, limit)
+        self.cache.put(self.cache.key(q), upstream, info)
+        # The policy may have changed while we waited: check against the one in force now.
+        return self._checked(q, upstream, info.cnames, self.source.snapshot, transport)
 
     def _from_policy(self, q: wire.Query, verdict: Verdict, transport: str) -> bytes | None:
         if verdict.action == "route":
@@ -132,7 +143,6 @@ class DnsPipeline:
         cnames: Sequence[str],
         snapshot: PolicySnapshot,
         transport: str,
-        limit: int | None,
     ) -> bytes:
         """Block an upstream answer whose CNAME chain reaches a blocked host; fit it to UDP."""
         for target in cnames:
@@ -140,7 +150,7 @@ class DnsPipeline:
             if verdict is not None:
                 self.bus.publish(DnsDecision(verdict, transport))
                 return self.answers.blocked(q, verdict)
-        if limit is not None and len(data) > limit:
+        if transport == "udp" and len(data) > _udp_limit(q):
             truncated = bytearray(wire.build_response(q, data[3] & 0x0F))
             truncated[2] |= 0x02  # TC: ask the client to retry over TCP
             return bytes(truncated)

@@ -1,7 +1,8 @@
 """DNS over UDP and TCP (RFC 7766): the sockets around DnsPipeline, nothing else.
 
-UDP: one task per datagram, bounded by max_inflight (beyond it, datagrams are dropped and
-counted, so a flood cannot grow memory). TCP: length-framed, pipelined queries answered as
+UDP: answered in the datagram callback when no upstream is needed; a forwarded query is a
+task, bounded by max_inflight (beyond it, datagrams are dropped and counted, so a flood
+cannot grow memory). TCP: length-framed, pipelined queries answered as
 they complete (out of order), an idle timeout, and a cap on connections.
 """
 
@@ -11,14 +12,14 @@ import asyncio
 import logging
 import socket
 import struct
-from collections.abc import Awaitable, Callable
 from typing import cast
 
 from blockd.config import DnsConfig, split_endpoint
+from blockd.dns import wire
+from blockd.dns.pipeline import DnsPipeline
 from blockd.events import DnsProblem, EventBus
 
 log = logging.getLogger(__name__)
-Handler = Callable[[bytes, str, str], Awaitable[bytes | None]]
 MAX_TCP_PIPELINE = 64  # queries in progress per TCP connection
 UDP_BUFFER = 4 * 1024 * 1024  # socket buffers for query bursts
 
@@ -35,18 +36,31 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         server = self.server
         if not server.accepting:
             return
+        # Hot path: blocked, routed, cached and malformed queries are answered right here;
+        # only a query that must go upstream becomes a task.
+        try:
+            decided = server.pipeline.decide(data, str(addr[0]), "udp")
+        except Exception:
+            log.exception("udp query failed")
+            return
+        if decided is None:
+            return
+        if isinstance(decided, bytes):
+            if self.transport is not None:
+                self.transport.sendto(decided, addr)
+            return
         if server.inflight >= server.max_inflight:
             server.bus.publish(DnsProblem("dropped", "overload", "udp"))
             return
         server.inflight += 1
-        task = asyncio.get_running_loop().create_task(self._answer(data, addr))
+        task = asyncio.get_running_loop().create_task(self._forward(decided, addr))
         server.tasks.add(task)
         task.add_done_callback(server.tasks.discard)
 
-    async def _answer(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+    async def _forward(self, q: wire.Query, addr: tuple[str | int, ...]) -> None:
         try:
-            answer = await self.server.handler(data, str(addr[0]), "udp")
-            if answer is not None and self.transport is not None:
+            answer = await self.server.pipeline.forward(q, "udp")
+            if self.transport is not None:
                 self.transport.sendto(answer, addr)
         except Exception:
             log.exception("udp query failed")
@@ -76,10 +90,10 @@ def _grow_buffers(sock: socket.socket | None) -> None:
 class DnsServer:
     """Listeners on every configured address; start, drain, stop."""
 
-    def __init__(self, cfg: DnsConfig, handler: Handler, bus: EventBus) -> None:
+    def __init__(self, cfg: DnsConfig, pipeline: DnsPipeline, bus: EventBus) -> None:
         """Prepare; nothing listens until start()."""
         self.cfg = cfg
-        self.handler = handler
+        self.pipeline = pipeline
         self.bus = bus
         self.max_inflight = cfg.max_inflight
         self.inflight = 0
@@ -119,7 +133,7 @@ class DnsServer:
 
         async def answer(data: bytes) -> None:
             try:
-                reply = await self.handler(data, client, "tcp")
+                reply = await self.pipeline.handle(data, client, "tcp")
                 if reply is not None:
                     async with lock:
                         writer.write(struct.pack("!H", len(reply)) + reply)
