@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit demo demo-feeds bench bench-compile clean help venv
+.PHONY: run test lint typecheck unit demo demo-feeds bench bench-compile bench-dns clean help venv
 
 help:
 	@echo "make run          start blockd (DNS on 127.0.0.1:5300) on the demo policy"
@@ -47,10 +47,13 @@ demo: $(STAMP)
 demo-feeds: $(STAMP)
 	$(BIN)/python -m blockd.demo feeds/demo
 
-bench: bench-compile
+bench: bench-compile bench-dns
 
 bench-compile: $(STAMP)
 	$(BIN)/python bench/policy_bench.py
+
+bench-dns: $(STAMP)
+	$(BIN)/python bench/dns_bench.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -11,9 +11,10 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from blockd import __version__, urls
 from blockd.config import Config, ConfigError, json_schema
@@ -328,10 +329,19 @@ def cmd_run(a: argparse.Namespace) -> int:
         level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        asyncio.run(serve(config, a.config))
+        _event_loop_runner()(serve(config, a.config))
     except OSError as e:
         raise UsageError(f"cannot start: {e}") from None
     return 0
+
+
+def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
+    """Return uvloop.run when uvloop is installed (several times faster I/O), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
 
 
 def cmd_check_config(a: argparse.Namespace) -> int:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import random
 import shutil
 import socket
 import struct
@@ -17,6 +19,7 @@ import pytest
 
 from blockd.app import App
 from blockd.config import parse
+from blockd.policy.compile import compile_snapshot
 
 if TYPE_CHECKING:
     from tests.dnsupstream import Upstream
@@ -349,3 +352,56 @@ async def test_policy_swap_under_load_loses_no_query(daemon: App, upstream: Upst
             "partial.demo.test": "127.0.0.1",
         }[name]
         assert [str(rr.rdata) for rr in reply.rr] == [want]
+
+
+async def test_a_new_policy_applies_to_the_next_query(daemon: App, upstream: Upstream) -> None:
+    upstream.add("blocked.demo.test", "A", "192.0.2.77")
+    for _ in range(3):  # answered from the policy, then from remembered answers
+        reply = await ask(daemon, "blocked.demo.test")
+        assert [str(rr.rdata) for rr in reply.rr] == ["127.0.0.1"]
+    daemon.feeds.snapshot = compile_snapshot([])  # as after a list is withdrawn
+    reply = await ask(daemon, "blocked.demo.test")
+    assert [str(rr.rdata) for rr in reply.rr] == ["192.0.2.77"]
+
+
+async def test_mutated_packets_and_a_flood_leave_the_server_answering(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    app = App(parse(demo_config(tmp_path, upstream.addr, max_inflight=16), tmp_path))
+    await app.start()
+    await app.feeds.sync_all()
+    try:
+        rng = random.Random(7)
+        base = dnslib.DNSRecord.question("www.blocked.demo.test", "A")
+        base.add_ar(dnslib.EDNS0(udp_len=1232))
+        good = bytearray(base.pack())
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        target = ("127.0.0.1", port(app))
+        for _ in range(2000):  # mutations of a valid query: flips, cuts, insertions
+            packet = bytearray(good)
+            for _ in range(rng.randint(1, 4)):
+                i = rng.randrange(max(1, len(packet)))
+                choice = rng.random()
+                if choice < 0.5 and packet:
+                    packet[i] = rng.randrange(256)
+                elif choice < 0.75:
+                    del packet[i:]
+                    packet += rng.randbytes(rng.randint(0, 8))
+                else:
+                    packet[i:i] = rng.randbytes(rng.randint(1, 30))
+            with contextlib.suppress(BlockingIOError):
+                sock.sendto(bytes(packet), target)
+        upstream.behave(None, "delay", 1.0)  # every forwarded query now waits
+        for i in range(300):  # one client floods names that must go upstream
+            with contextlib.suppress(BlockingIOError):
+                sock.sendto(dnslib.DNSRecord.question(f"f{i}.example.com").pack(), target)
+        sock.close()
+        await asyncio.sleep(0.1)
+        start = time.monotonic()
+        reply = await ask(app, "blocked.demo.test")
+        assert [str(rr.rdata) for rr in reply.rr] == ["127.0.0.1"]
+        assert time.monotonic() - start < 0.5  # the flood did not queue in front of it
+        assert app.dns.inflight <= 16
+    finally:
+        await app.stop()

@@ -46,8 +46,8 @@ def dns_query(
     options: list[tuple[int, bytes]] | None = None,
 ) -> bytes:
     """Return a query built by dnslib."""
-    header = dnslib.DNSHeader(id=0x5EED, rd=1)  # DNSRecord.question would draw a random ID
-    q = dnslib.DNSRecord(header, q=dnslib.DNSQuestion(name, getattr(dnslib.QTYPE, qtype)))
+    head = dnslib.DNSHeader(id=0x5EED, rd=1)  # DNSRecord.question would draw a random ID
+    q = dnslib.DNSRecord(head, q=dnslib.DNSQuestion(name, getattr(dnslib.QTYPE, qtype)))
     if edns:
         opts = [dnslib.EDNSOption(c, v) for c, v in options or []]
         q.add_ar(dnslib.EDNS0(udp_len=udp, flags="do" if do else "", opts=opts))

@@ -1,0 +1,272 @@
+"""Benchmark blockd's DNS path against Unbound on the same list, machine and run.
+
+    make bench-dns      (or: .venv/bin/python bench/dns_bench.py --hosts 1000000)
+
+Installs Unbound and dnsperf when missing. Starts, on loopback:
+- an upstream Unbound that answers every name under bench.example (local-zone redirect);
+- Unbound under test: the list as an RPZ zone (host and *.host), forwarding to the upstream;
+- blockd under test: the same list as a signed list, forwarding to the same upstream.
+Both get one thread/process. dnsperf then measures blocked answers/s and cache-hit answers/s
+against each; resident memory is read from /proc; the latency blockd adds to a forwarded
+cache miss is measured query by query against asking the upstream directly.
+Report ratios, not absolute figures: machines are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from policy_bench import free_port, make_data, rss_mb, write_feeds  # noqa: E402
+
+UNBOUND = "/usr/sbin/unbound"
+
+
+def ensure_tools() -> None:
+    """Install unbound and dnsperf with apt-get when they are missing."""
+    subprocess.run(
+        [str(ROOT / "tools/ensure-deb"), "unbound:unbound", "dnsperf:dnsperf"], check=True
+    )
+
+
+def query(port: int, name: str, qtype: int = 1, timeout: float = 2.0) -> bytes | None:
+    """Send one query over UDP; return the raw answer or None."""
+    qid = random.randrange(65536)
+    labels = b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split("."))
+    packet = qid.to_bytes(2, "big") + b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+    packet += labels + b"\x00" + qtype.to_bytes(2, "big") + b"\x00\x01"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(packet, ("127.0.0.1", port))
+        try:
+            return s.recv(4096)
+        except TimeoutError:
+            return None
+
+
+def wait_answer(port: int, name: str, check: object, limit: float) -> None:
+    """Poll until the answer for name satisfies check(raw)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        raw = query(port, name, timeout=0.5)
+        if raw is not None and check(raw):  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"no suitable answer for {name} on port {port} within {limit}s")
+
+
+def unbound_conf(work: Path, name: str, port: int, body: str) -> Path:
+    conf = work / f"{name}.conf"
+    conf.write_text(f"""server:
+  interface: 127.0.0.1
+  port: {port}
+  do-daemonize: no
+  username: ""
+  chroot: ""
+  directory: "{work}"
+  pidfile: ""
+  use-syslog: no
+  logfile: ""
+  verbosity: 0
+  num-threads: 1
+  do-not-query-localhost: no
+  access-control: 127.0.0.0/8 allow
+  so-rcvbuf: 4m
+  msg-cache-size: 64m
+  rrset-cache-size: 64m
+{body}""")
+    return conf
+
+
+def dnsperf(port: int, queries: Path, seconds: int) -> float:
+    """Run dnsperf at full speed; return queries per second."""
+    out = subprocess.run(
+        [
+            "dnsperf",
+            "-s",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-d",
+            str(queries),
+            "-l",
+            str(seconds),
+            "-c",
+            "4",
+            "-q",
+            "200",
+            "-t",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    match = re.search(r"Queries per second:\s+([\d.]+)", out)
+    if not match:
+        raise SystemExit(f"dnsperf said:\n{out}")
+    return float(match[1])
+
+
+def latencies(port: int, names: list[str]) -> list[float]:
+    """Time each query (sequentially), in milliseconds."""
+    out = []
+    for name in names:
+        t = time.perf_counter()
+        if query(port, name) is None:
+            continue
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def pct(values: list[float], p: float) -> float:
+    return statistics.quantiles(values, n=100)[int(p) - 1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hosts", type=int, default=1_000_000)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--latency-queries", type=int, default=3000)
+    a = ap.parse_args()
+    ensure_tools()
+    hosts, urls = make_data(a.hosts, 1000)
+    procs: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        try:
+            write_feeds(work, hosts, urls)
+            up_port, ub_port, bd_port = free_port(), free_port(), free_port()
+            up = unbound_conf(
+                work,
+                "upstream",
+                up_port,
+                '  local-zone: "bench.example." redirect\n'
+                '  local-data: "bench.example. 3600 IN A 192.0.2.1"\n',
+            )
+            procs.append(subprocess.Popen([UNBOUND, "-c", str(up)]))
+            zone = work / "rpz.zone"
+            with zone.open("w") as f:
+                f.write(
+                    "$TTL 60\n@ SOA localhost. root.localhost. 1 3600 600 86400 60\n"
+                    "@ NS localhost.\n"
+                )
+                for h in hosts:
+                    f.write(f"{h} A 127.0.0.1\n*.{h} A 127.0.0.1\n")
+            ub = unbound_conf(
+                work,
+                "under-test",
+                ub_port,
+                '  module-config: "respip iterator"\n'
+                f'forward-zone:\n  name: "."\n  forward-addr: 127.0.0.1@{up_port}\n'
+                f'rpz:\n  name: rpz.bench\n  zonefile: "{zone}"\n',
+            )
+            t0 = time.monotonic()
+            procs.append(subprocess.Popen([UNBOUND, "-c", str(ub)]))
+            cfg = work / "blockd.toml"
+            cfg.write_text(f"""[trust]
+pinned = "{work}/trust.dsse"
+[state]
+dir = "{work}/state"
+[dns]
+listen = ["127.0.0.1:{bd_port}"]
+upstreams = ["127.0.0.1:{up_port}"]
+[[lists]]
+authority = "bench"
+list = "hosts"
+source = "file://{work}/hosts.dsse"
+""")
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "blockd.cli",
+                        "run",
+                        "--config",
+                        str(cfg),
+                        "--log-level",
+                        "warning",
+                    ],
+                    cwd=ROOT,
+                    stdout=subprocess.DEVNULL,
+                )
+            )
+            probe = hosts[12345 % len(hosts)]
+
+            def blocked(raw: bytes) -> bool:
+                return raw[3] & 0x0F == 0 and raw[6:8] != b"\x00\x00" and b"\x7f\x00\x00\x01" in raw
+
+            wait_answer(bd_port, probe, blocked, 120)
+            blockd_ready = time.monotonic() - t0
+            wait_answer(ub_port, probe, blocked, 300)
+            unbound_ready = time.monotonic() - t0
+            rng = random.Random(5)
+            blocked_file = work / "blocked.txt"
+            blocked_file.write_text("".join(f"{h} A\n" for h in rng.sample(hosts, 50_000)))
+            cached_file = work / "cached.txt"
+            cached_names = [f"c{i}.bench.example" for i in range(2000)]
+            cached_file.write_text("".join(f"{n} A\n" for n in cached_names))
+            for port in (bd_port, ub_port):  # warm both caches
+                for n in cached_names:
+                    query(port, n)
+            results = {}
+            for label, port in (("blockd", bd_port), ("unbound", ub_port)):
+                results[label] = {
+                    "blocked_qps": dnsperf(port, blocked_file, a.seconds),
+                    "cache_hit_qps": dnsperf(port, cached_file, a.seconds),
+                }
+            results["blockd"]["rss_mb"] = rss_mb(procs[2].pid)
+            results["unbound"]["rss_mb"] = rss_mb(procs[1].pid)
+            n = a.latency_queries
+            via = latencies(bd_port, [f"m{i}.bench.example" for i in range(n)])
+            direct = latencies(up_port, [f"d{i}.bench.example" for i in range(n)])
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait(timeout=30)
+    added = {f"p{q}": pct(via, q) - pct(direct, q) for q in (50, 99)}
+    report = {
+        "hosts": a.hosts,
+        "results": results,
+        "ready_s": {"blockd": blockd_ready, "unbound": unbound_ready},
+        "added_latency_ms": added,
+        "ratios": {
+            "blocked_qps": results["blockd"]["blocked_qps"] / results["unbound"]["blocked_qps"],
+            "cache_hit_qps": results["blockd"]["cache_hit_qps"]
+            / results["unbound"]["cache_hit_qps"],
+            "rss": results["blockd"]["rss_mb"] / results["unbound"]["rss_mb"],
+        },
+    }
+    (ROOT / "bench/out").mkdir(exist_ok=True)
+    (ROOT / "bench/out/dns.json").write_text(json.dumps(report, indent=1))
+    r, q = report["ratios"], results
+    print(f"list: {a.hosts} hosts; one process/thread each; dnsperf -c 4 -q 200, {a.seconds}s")
+    print(f"ready after start:   blockd {blockd_ready:.1f} s   unbound {unbound_ready:.1f} s")
+    for key, name in (("blocked_qps", "blocked answers/s"), ("cache_hit_qps", "cache hits/s")):
+        print(
+            f"{name:20} blockd {q['blockd'][key]:>9,.0f}   unbound {q['unbound'][key]:>9,.0f}"
+            f"   ratio {r[key]:.2f}"
+        )
+    print(
+        f"{'resident memory':20} blockd {q['blockd']['rss_mb']:>7,.0f} MB   unbound "
+        f"{q['unbound']['rss_mb']:>7,.0f} MB   ratio {r['rss']:.2f}"
+    )
+    print(f"added latency, forwarded miss: p50 {added['p50']:.3f} ms, p99 {added['p99']:.3f} ms")
+
+
+if __name__ == "__main__":
+    main()
