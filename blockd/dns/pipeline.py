@@ -13,15 +13,23 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
-from blockd.dns import wire
+from blockd.dns import cache, wire
 from blockd.dns.answers import AnswerPolicy
 from blockd.dns.cache import AnswerCache
 from blockd.dns.forward import Forwarder, ForwardError
 from blockd.events import DnsDecision, DnsProblem, EventBus
 from blockd.policy.snapshot import PolicySnapshot
 from blockd.policy.verdict import Verdict
+
+
+class CacheKey(NamedTuple):
+    """A remembered query that goes to the cache: its key and the client's UDP limit."""
+
+    key: cache.CacheKey
+    udp_limit: int
+
 
 MEMO_ENTRIES = 65536  # remembered policy answers; cleared when full or when policy changes
 MEMO_QUERY_BYTES = 512
@@ -76,7 +84,7 @@ class DnsPipeline:
         self.access = access
         self.keep_client_subnet = keep_client_subnet
         # Policy answers by query bytes (after the ID); valid for one snapshot only.
-        self._memo: dict[bytes, tuple[bytes, Verdict]] = {}
+        self._memo: dict[bytes, CacheKey | tuple[bytes, DnsDecision]] = {}
         self._memo_snapshot: PolicySnapshot | None = None
 
     async def handle(self, data: bytes, client: str, transport: str) -> bytes | None:
@@ -98,8 +106,13 @@ class DnsPipeline:
             # answered gets the same answer with its own ID, without parsing.
             memo = self._memo.get(data[2:])
             if memo is not None:
-                self.bus.publish(DnsDecision(memo[1], transport))
-                return data[:2] + memo[0]
+                if isinstance(memo, CacheKey):
+                    hit = self._cache_hit(memo, data, snapshot)
+                    if hit is not None:
+                        return hit
+                else:
+                    self.bus.publish(memo[1])
+                    return data[:2] + memo[0]
         try:
             q = wire.parse_query(data)
         except wire.Drop as e:
@@ -115,15 +128,35 @@ class DnsPipeline:
         if verdict is not None:
             answer = self._from_policy(q, verdict, transport)
             if answer is not None:
-                if transport == "udp" and len(data) <= MEMO_QUERY_BYTES:
-                    if len(self._memo) >= MEMO_ENTRIES:
-                        self._memo.clear()
-                    self._memo[data[2:]] = (answer[2:], verdict)
+                if transport == "udp":
+                    self._remember(data, (answer[2:], DnsDecision(verdict, transport)))
                 return answer
-        cached = self.cache.get(self.cache.key(q), q.id)
+        key = self.cache.key(q)
+        cached = self.cache.get(key, q.id)
+        if transport == "udp":
+            self._remember(data, CacheKey(key, _udp_limit(q)))
         if cached is not None:
             return self._checked(q, cached[0], cached[1], snapshot, transport)
         return q
+
+    def _cache_hit(self, memo: CacheKey, data: bytes, snapshot: PolicySnapshot) -> bytes | None:
+        """Serve a repeated query from the cache without parsing it, when nothing needs q."""
+        cached = self.cache.get(memo.key, int.from_bytes(data[:2], "big"))
+        if cached is None:
+            return None
+        answer, cnames = cached
+        if len(answer) > memo.udp_limit:
+            return None  # needs truncating: the full path does it
+        for target in cnames:
+            if snapshot.blocked_host(target) is not None:
+                return None  # blocked by its CNAME chain: the full path builds the answer
+        return answer
+
+    def _remember(self, data: bytes, value: CacheKey | tuple[bytes, DnsDecision]) -> None:
+        if len(data) <= MEMO_QUERY_BYTES:
+            if len(self._memo) >= MEMO_ENTRIES:
+                self._memo.clear()
+            self._memo[data[2:]] = value
 
     async def forward(self, q: wire.Query, transport: str) -> bytes:
         """Ask the upstreams, cache the answer, and check its CNAME chain."""

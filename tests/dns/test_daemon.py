@@ -405,3 +405,47 @@ async def test_mutated_packets_and_a_flood_leave_the_server_answering(
         assert app.dns.inflight <= 16
     finally:
         await app.stop()
+
+
+async def test_dnssec_records_and_bits_are_relayed_untouched(
+    daemon: App, upstream: Upstream
+) -> None:
+    upstream.add("signed.example.com", "A", "192.0.2.50")
+    rrsig = bytes.fromhex("0001 0d03 0000012c 7fffffff 60000000 1234") + b"\x07example\x03com\x00"
+    upstream.add("signed.example.com", "RRSIG", rrsig + b"\x00" * 64)
+    upstream.behave("signed.example.com", "ad")
+    q = dnslib.DNSRecord.question("signed.example.com", "A")
+    q.add_ar(dnslib.EDNS0(udp_len=1232, flags="do"))
+    q.header.cd = 1
+    raw = await send(daemon, q.pack())
+    assert raw is not None
+    reply = dnslib.DNSRecord.parse(raw)
+    assert reply.header.ad == 1 and reply.header.cd == 1
+    assert {dnslib.QTYPE[rr.rtype] for rr in reply.rr} == {"A", "RRSIG"}
+    forwarded = dnslib.DNSRecord.parse(upstream.seen("signed.example.com")[-1].raw)
+    opt = next(rr for rr in forwarded.ar if rr.rtype == dnslib.QTYPE.OPT)
+    assert opt.edns_do and forwarded.header.cd == 1
+
+
+async def test_tcp_idle_connections_are_closed_and_connections_capped(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    config = demo_config(tmp_path, upstream.addr, tcp_idle_timeout=0.3, max_tcp_connections=2)
+    app = App(parse(config, tmp_path))
+    await app.start()
+    try:
+        tcp = port(app, "tcp")
+        idle_r, idle_w = await asyncio.open_connection("127.0.0.1", tcp)
+        async with asyncio.timeout(3):
+            assert await idle_r.read(10) == b""  # closed by the server after 0.3 s idle
+        idle_w.close()
+        held = [await asyncio.open_connection("127.0.0.1", tcp) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        extra_r, extra_w = await asyncio.open_connection("127.0.0.1", tcp)
+        async with asyncio.timeout(3):
+            assert await extra_r.read(10) == b""  # over the cap: closed at once
+        extra_w.close()
+        for _, w in held:
+            w.close()
+    finally:
+        await app.stop()
