@@ -171,7 +171,10 @@ def child_blockd(feeds: Path, queries: int) -> dict[str, float]:
     checks = (listed + same_host_other + unrouted) * max(1, queries // 50_000)
     rng.shuffle(checks)
     url_rate = best_rate(checks, snap.url_verdict)
-    assert sum(1 for u in checks if snap.url_verdict(u) is not None) >= len(checks) // 10
+    # Every listed URL must be found; a same-host URL must not be (its path is not listed).
+    assert sum(1 for u in checks if snap.url_verdict(u) is not None) == len(listed) * (
+        len(checks) // (len(listed) + len(same_host_other) + len(unrouted))
+    )
     return {
         "compile_s": compile_s,
         "snapshot_rss_mb": steady,
@@ -201,33 +204,43 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def dns_answers(port: int) -> bool:
-    """Send one query for a bench name; true once the server answers."""
-    q = bytes.fromhex("abcd01000001000000000000") + b"\x05probe\x07example\x00\x00\x01\x00\x01"
+def query(port: int, name: str, qtype: int = 1, timeout: float = 2.0) -> bytes | None:
+    """Send one query over UDP to 127.0.0.1:port; return the raw answer or None."""
+    qid = random.randrange(65536)
+    labels = b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split("."))
+    packet = qid.to_bytes(2, "big") + b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+    packet += labels + b"\x00" + qtype.to_bytes(2, "big") + b"\x00\x01"
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(0.2)
+        s.settimeout(timeout)
+        s.sendto(packet, ("127.0.0.1", port))
         try:
-            s.sendto(q, ("127.0.0.1", port))
-            return len(s.recv(512)) > 12
-        except OSError:
-            return False
+            return s.recv(4096)
+        except TimeoutError:
+            return None
 
 
-def unbound_rpz(work: Path, hosts: list[str]) -> dict[str, float] | None:
-    """Load the hosts into Unbound as an RPZ zone; return load time and RSS."""
-    exe = shutil.which("unbound") or "/usr/sbin/unbound"
-    if not Path(exe).exists():
-        subprocess.run([str(ROOT / "tools/ensure-deb"), "unbound:unbound"], check=False)
-    if not Path(exe).exists():
-        print("unbound not available: skipping the comparison", file=sys.stderr)
-        return None
-    zone = work / "rpz.zone"
-    with zone.open("w") as f:
+def dns_answers(port: int, name: str) -> bool:
+    """Say whether the server enforces on name: NXDOMAIN, or at least one record."""
+    raw = query(port, name, timeout=0.2)
+    return raw is not None and (raw[3] & 0x0F == 3 or raw[6:8] != b"\x00\x00")
+
+
+def write_rpz(path: Path, hosts: list[str], rdata: str) -> Path:
+    """Write hosts as an RPZ zone: each host and its subdomains (*.host) get rdata."""
+    with path.open("w") as f:
         f.write("$TTL 60\n@ SOA localhost. root.localhost. 1 3600 600 86400 60\n@ NS localhost.\n")
         for h in hosts:
-            f.write(f"{h} CNAME .\n*.{h} CNAME .\n")
-    port = free_port()
-    conf = work / "unbound.conf"
+            f.write(f"{h} {rdata}\n*.{h} {rdata}\n")
+    return path
+
+
+def unbound_conf(work: Path, name: str, port: int, body: str, forward: str = "127.0.0.1@1") -> Path:
+    """Write a one-thread Unbound config on 127.0.0.1:port with extra lines in body.
+
+    Everything Unbound cannot answer itself is forwarded to `forward`, on loopback (by
+    default a closed port): a benchmark must never send a packet off this machine.
+    """
+    conf = work / f"{name}.conf"
     conf.write_text(f"""server:
   interface: 127.0.0.1
   port: {port}
@@ -238,19 +251,46 @@ def unbound_rpz(work: Path, hosts: list[str]) -> dict[str, float] | None:
   pidfile: ""
   use-syslog: no
   logfile: ""
-  module-config: "respip iterator"
-  do-not-query-localhost: no
+  verbosity: 0
   num-threads: 1
-rpz:
-  name: rpz.bench
-  zonefile: "{zone}"
+  do-not-query-localhost: no
+  access-control: 127.0.0.0/8 allow
+  so-rcvbuf: 4m
+  msg-cache-size: 64m
+  rrset-cache-size: 64m
+{body}
+forward-zone:
+  name: "."
+  forward-addr: {forward}
 """)
+    return conf
+
+
+def unbound_rpz(work: Path, hosts: list[str]) -> dict[str, float] | None:
+    """Load the hosts into Unbound as an RPZ zone; return load time and RSS."""
+    exe = shutil.which("unbound") or "/usr/sbin/unbound"
+    if not Path(exe).exists():
+        subprocess.run([str(ROOT / "tools/ensure-deb"), "unbound:unbound"], check=False)
+    if not Path(exe).exists():
+        print("unbound not available: skipping the comparison", file=sys.stderr)
+        return None
+    zone = write_rpz(work / "rpz.zone", hosts, "CNAME .")
+    port = free_port()
+    conf = unbound_conf(
+        work,
+        "rpz",
+        port,
+        f'  module-config: "respip iterator"\nrpz:\n  name: rpz.bench\n  zonefile: "{zone}"\n',
+    )
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        while not dns_answers(port):
+        while not dns_answers(port, hosts[0]):
+            if time.perf_counter() - t0 > 900:
+                print("unbound did not answer within 900 s", file=sys.stderr)
+                return None
             if proc.poll() is not None:
                 print("unbound exited", file=sys.stderr)
                 return None

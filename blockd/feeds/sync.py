@@ -206,12 +206,12 @@ class FeedSync:
         if verified.payload.body is not None:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise self._reject(verified, "deadline", "no time left to fetch the body")
+                raise verified.reject("deadline", "no time left to fetch the body")
             body_url = resolve_beside(cfg.source, verified.payload.body.name)
             body_policy = self._fetch_policy(cfg, verified.payload.body.size, deadline=left)
             fetched = await self._fetch(cfg, body_url, body_policy, None)
             if fetched is None:  # unconditional GET: only a misbehaving server says 304
-                raise self._reject(verified, "fetch", f"no body at {body_url}")
+                raise verified.reject("fetch", f"no body at {body_url}")
             body = fetched[0]
             check_body(verified, body)
         indexed, accepted = self._prepare(cfg, verified, body)
@@ -310,18 +310,6 @@ class FeedSync:
             freshness=freshness,
         )
 
-    def _reject(self, v: VerifiedList, reason: str, message: str) -> Rejected:
-        p = v.payload
-        return Rejected(
-            reason,
-            f"{p.ref} v{p.version}: {message}",
-            authority=p.authority,
-            list_id=p.list,
-            version=p.version,
-            envelope_sha256=v.envelope_sha256,
-            keyids=v.keyids,
-        )
-
     def _prepare(
         self, cfg: ListConfig, v: VerifiedList, body: bytes | None
     ) -> tuple[IndexedList, FeedAccepted]:
@@ -334,7 +322,7 @@ class FeedSync:
                 else entry_rules.split_body(body or b"", p.entry_count)
             )
         except entry_rules.EntriesError as e:
-            raise self._reject(v, "entries", str(e)) from None
+            raise v.reject("entries", str(e)) from None
         entries = entry_rules.build(p.format, lines, p)
         dropped = self.never_block.apply(entries)
         if dropped:

@@ -80,6 +80,10 @@ class VerifiedList:
     envelope_sha256: str
     keyids: tuple[str, ...]
 
+    def reject(self, reason: str, message: str) -> Rejected:
+        """Return a rejection of this version (for rules checked after the envelope)."""
+        return list_rejection(self.payload, self.envelope_sha256, self.keyids, reason, message)
+
 
 @dataclass(frozen=True)
 class VerifiedTrust:
@@ -175,15 +179,7 @@ def verify_list(
         raise early("malformed", str(e), keyids) from None
 
     def reject(reason: str, message: str) -> Rejected:
-        return Rejected(
-            reason,
-            f"{p.ref} v{p.version}: {message}",
-            authority=p.authority,
-            list_id=p.list,
-            version=p.version,
-            envelope_sha256=sha,
-            keyids=keyids,
-        )
+        return list_rejection(p, sha, keyids, reason, message)
 
     if p.authority != authority.id:
         raise reject(
@@ -227,21 +223,29 @@ def verify_list(
     return VerifiedList(p, authority, raw, sha, keyids)
 
 
+def list_rejection(
+    p: ListPayload, envelope_sha256: str, keyids: tuple[str, ...], reason: str, message: str
+) -> Rejected:
+    """Return the rejection of a signed list version, carrying its evidence."""
+    return Rejected(
+        reason,
+        f"{p.ref} v{p.version}: {message}",
+        authority=p.authority,
+        list_id=p.list,
+        version=p.version,
+        envelope_sha256=envelope_sha256,
+        keyids=keyids,
+    )
+
+
 def check_body(verified: VerifiedList, body: bytes) -> None:
     """Check a body file against the digest and size its envelope signs."""
     spec = verified.payload.body
     if spec is None:
         return
-    p = verified.payload
     if len(body) != spec.size or hashlib.sha256(body).hexdigest() != spec.sha256:
-        raise Rejected(
-            "digest-mismatch",
-            f"{p.ref} v{p.version}: body {spec.name} does not match the signed digest",
-            authority=p.authority,
-            list_id=p.list,
-            version=p.version,
-            envelope_sha256=verified.envelope_sha256,
-            keyids=verified.keyids,
+        raise verified.reject(
+            "digest-mismatch", f"body {spec.name} does not match the signed digest"
         )
 
 
