@@ -22,7 +22,8 @@ from blockd.dns.forward import Forwarder, resolv_conf_upstreams
 from blockd.dns.pipeline import AccessList, DnsPipeline
 from blockd.dns.server import DnsServer
 from blockd.events import Event, EventBus, PolicyActivated
-from blockd.feeds.sync import FeedSync
+from blockd.feeds.sync import FeedSync, TrustError
+from blockd.policy.guards import GuardConfigError
 
 log = logging.getLogger("blockd")
 
@@ -108,13 +109,17 @@ class App:
         except ConfigError as e:
             log.error("reload refused, keeping the running configuration: %s", e)
             return f"reload refused: {e}"
+        try:
+            self.feeds.reconfigure(new)
+        except (GuardConfigError, TrustError, OSError) as e:
+            log.error("reload refused, keeping the running configuration: %s", e)
+            return f"reload refused: {e}"
         if new.dns.listen != self.config.dns.listen:
             log.warning("listen addresses changed: they take effect on restart")
         self.config = new
         self.pipeline.access = AccessList(new.dns.allow)
         self.pipeline.answers = AnswerPolicy.build(new.dns, self.feeds.trust)
         self.pipeline.keep_client_subnet = new.dns.keep_client_subnet
-        self.feeds.config = new
         if self._sync_task is not None:
             self._sync_task.cancel()
             self._sync_task = asyncio.get_running_loop().create_task(self._sync_forever())

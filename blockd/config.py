@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from blockd.feeds.model import Ident
+from blockd.urls import canonical_host
 
 
 class ConfigError(ValueError):
@@ -75,7 +76,7 @@ class ListConfig(_Section):
 class GuardsConfig(_Section):
     """Guard-rails: they can only reduce blocking, and every use is an event."""
 
-    never_block: list[str] = Field(
+    never_block: list[ProtectedName] = Field(
         default_factory=list,
         description="Hosts never blocked: 'name' protects the name, '*.name' also subdomains.",
     )
@@ -91,6 +92,17 @@ class GuardsConfig(_Section):
         description="Never quarantine an update that changes fewer entries than this.",
     )
     clock_skew: Seconds = Field(default=300, description="Tolerated clock skew, seconds.")
+
+
+def _protected_name(value: str) -> str:
+    try:
+        canonical_host(value[2:] if value.startswith("*.") else value)
+    except ValueError as e:
+        raise ValueError(f"must be a host name or *.name: {e}") from None
+    return value
+
+
+ProtectedName = Annotated[str, AfterValidator(_protected_name)]
 
 
 def _endpoint(value: str) -> str:

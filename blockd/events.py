@@ -149,16 +149,3 @@ class EventBus:
                 handler(event)
             except Exception:
                 log.exception("event handler %r failed on %s", handler, kind.__name__)
-
-
-class Recorder:
-    """Collect events (for tests and for the CLI's verdict output)."""
-
-    def __init__(self, bus: EventBus) -> None:
-        """Subscribe to everything on bus."""
-        self.events: list[Event] = []
-        bus.subscribe(Event, self.events.append)
-
-    def of(self, kind: type[E]) -> list[E]:
-        """Return the recorded events of one kind."""
-        return [e for e in self.events if isinstance(e, kind)]

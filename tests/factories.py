@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from blockd.config import Config, parse
+from blockd.events import E, Event, EventBus
 from blockd.feeds.authoring import list_payload, sign_list, sign_trust
 from blockd.feeds.keys import SigningKey
 from blockd.feeds.model import Authority, Format, ListPayload, Regulator, TrustPolicy
@@ -123,3 +124,16 @@ def _toml(v: object) -> str:
     if isinstance(v, list):
         return "[" + ", ".join(_toml(x) for x in v) + "]"
     return str(v)
+
+
+class Recorder:
+    """Collect every event published on a bus."""
+
+    def __init__(self, bus: EventBus) -> None:
+        """Subscribe to everything on bus."""
+        self.events: list[Event] = []
+        bus.subscribe(Event, self.events.append)
+
+    def of(self, kind: type[E]) -> list[E]:
+        """Return the recorded events of one kind."""
+        return [e for e in self.events if isinstance(e, kind)]

@@ -142,6 +142,23 @@ class FeedSync:
             self._indexed[cfg.ref] = indexed
         return self._activate()
 
+    def reconfigure(self, config: Config) -> PolicySnapshot:
+        """Apply a new configuration: trust file, guard-rails, the set and order of lists.
+
+        The policy is rebuilt from the verified state on disk, so never-block changes
+        apply to lists already accepted. When the new configuration cannot be used (bad
+        never-block name, unusable trust file) it raises and the running one stays.
+        """
+        never_block = NeverBlock(config.guards.never_block)
+        previous = (self.config, self.never_block, self.store, self._indexed)
+        self.config, self.never_block = config, never_block
+        self.store, self._indexed = ListStore(config.state.dir), {}
+        try:
+            return self.load()
+        except Exception:
+            self.config, self.never_block, self.store, self._indexed = previous
+            raise
+
     def _load_stored(self, cfg: ListConfig, version: int) -> IndexedList:
         envelope, body = self.store.load_version(cfg.authority, cfg.list, version)
         verified = self._verify(cfg, envelope, None, freshness=False)

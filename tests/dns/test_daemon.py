@@ -449,3 +449,29 @@ async def test_tcp_idle_connections_are_closed_and_connections_capped(
             w.close()
     finally:
         await app.stop()
+
+
+async def test_sighup_reload_applies_guards_and_refuses_bad_files(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    text = demo_config(tmp_path, upstream.addr)
+    path = tmp_path / "blockd.toml"
+    path.write_text(text)
+    app = App(parse(text, tmp_path), path)
+    await app.start()
+    await app.feeds.sync_all()
+    try:
+        upstream.add("blocked.demo.test", "A", "192.0.2.88")
+        path.write_text(text.replace("[dns]", '[guards]\nnever_block = ["bad name!"]\n[dns]'))
+        assert app.reload().startswith("reload refused")
+        reply = await ask(app, "blocked.demo.test")
+        assert [str(rr.rdata) for rr in reply.rr] == ["127.0.0.1"]
+        path.write_text(
+            text.replace("[dns]", '[guards]\nnever_block = ["blocked.demo.test"]\n[dns]')
+        )
+        assert app.reload() == "reloaded"
+        reply = await ask(app, "blocked.demo.test")
+        assert [str(rr.rdata) for rr in reply.rr] == ["192.0.2.88"]
+        assert app.readiness().ready
+    finally:
+        await app.stop()

@@ -17,12 +17,21 @@ from blockd.events import (
     FeedUnchanged,
     GuardIntervention,
     PolicyActivated,
-    Recorder,
     TrustAccepted,
 )
 from blockd.feeds.authoring import hashed_entry, sign_list, sign_trust
 from blockd.feeds.sync import FeedSync
-from tests.factories import NOW, authority, config, key, payload, signed_list, signed_trust, trust
+from tests.factories import (
+    NOW,
+    Recorder,
+    authority,
+    config,
+    key,
+    payload,
+    signed_list,
+    signed_trust,
+    trust,
+)
 
 if TYPE_CHECKING:
     from tests.feedserver import FeedServer

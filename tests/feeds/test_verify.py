@@ -10,7 +10,7 @@ import pytest
 from blockd.feeds import dsse
 from blockd.feeds.authoring import sign_list, sign_trust
 from blockd.feeds.model import LIST_PAYLOAD_TYPE
-from blockd.feeds.verify import Rejected, check_body, verify_list, verify_trust
+from blockd.feeds.verify import REASONS, Rejected, check_body, verify_list, verify_trust
 from tests.factories import NOW, authority, key, payload, signed_list, signed_trust, trust
 
 TRUST = trust()
@@ -20,6 +20,7 @@ def reason(raw: bytes, policy: object = TRUST, **kw: object) -> str:
     with pytest.raises(Rejected) as e:
         verify_list(raw, policy, NOW, **kw)  # type: ignore[arg-type]
     assert "\n" not in str(e.value)
+    assert e.value.reason in REASONS
     return e.value.reason
 
 
