@@ -69,6 +69,15 @@ class App:
     def _on_policy(self, event: Event) -> None:
         # Authority names and contacts for EDE texts come from the trust policy in force.
         self.pipeline.answers = AnswerPolicy.build(self.config.dns, self.feeds.trust)
+        if isinstance(event, PolicyActivated):
+            lists = ", ".join(f"{ref} v{v}" for ref, v in event.versions.items()) or "none"
+            r = self.readiness()
+            log.info(
+                "policy %d active: %s; %s",
+                event.generation,
+                lists,
+                "ready" if r.ready else f"NOT READY: {r.reason}",
+            )
 
     def readiness(self) -> Readiness:
         """Say whether a current policy is enforced."""

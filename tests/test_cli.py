@@ -317,4 +317,4 @@ def test_demo_runs_as_a_real_command(tmp_path: Path) -> None:
     assert "http://partial.demo.test/listed/page.html: notice" in out
     assert "http://partial.demo.test/other: not blocked" in out
     assert "example.com: not blocked" in out
-    assert "hashed.demo.test: notice (demo-authority/demo-hashed" in out
+    assert "hashed.demo.test: nxdomain (demo-authority/demo-hashed" in out
