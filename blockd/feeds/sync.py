@@ -160,10 +160,14 @@ class FeedSync:
             raise
 
     def _load_stored(self, cfg: ListConfig, version: int) -> IndexedList:
+        """Verify and index a stored version again (it is not trusted for being on disk)."""
         envelope, body = self.store.load_version(cfg.authority, cfg.list, version)
         verified = self._verify(cfg, envelope, None, freshness=False)
         assert verified is not None
-        return self._prepare(cfg, verified, body)[0]
+        indexed, _, guard = self._prepare(cfg, verified, body)
+        if guard is not None:
+            self.bus.publish(guard)
+        return indexed
 
     # -- one sync ----------------------------------------------------------------------
 
@@ -231,7 +235,9 @@ class FeedSync:
                 raise verified.reject("fetch", f"no body at {body_url}")
             body = fetched[0]
             check_body(verified, body)
-        indexed, accepted = self._prepare(cfg, verified, body)
+        indexed, accepted, guard = await asyncio.to_thread(self._prepare, cfg, verified, body)
+        if guard is not None:
+            self.bus.publish(guard)
         version = verified.payload.version
         self.store.save_version(cfg.authority, cfg.list, version, envelope, body)
         state.etag, state.last_modified = etag, last_modified
@@ -254,7 +260,7 @@ class FeedSync:
             self.store.prune(cfg.authority, cfg.list, state)
             return "quarantined"
         self.bus.publish(accepted)
-        self._make_active(cfg, state, indexed, version)
+        await self._make_active(cfg, state, indexed, version)
         return "accepted"
 
     def _too_big(self, old: IndexedList, new: IndexedList) -> bool:
@@ -265,7 +271,7 @@ class FeedSync:
             and delta.fraction > guards.max_change_fraction
         )
 
-    def _make_active(
+    async def _make_active(
         self, cfg: ListConfig, state: ListState, indexed: IndexedList, version: int
     ) -> None:
         if state.active is not None and state.active != version:
@@ -276,7 +282,7 @@ class FeedSync:
         self.store.save_state(cfg.authority, cfg.list, state)
         self.store.prune(cfg.authority, cfg.list, state)
         self._indexed[cfg.ref] = indexed
-        self._activate()
+        await self._activate_async()
 
     # -- pieces ------------------------------------------------------------------------
 
@@ -329,8 +335,9 @@ class FeedSync:
 
     def _prepare(
         self, cfg: ListConfig, v: VerifiedList, body: bytes | None
-    ) -> tuple[IndexedList, FeedAccepted]:
-        """Validate entries, apply never-block, and index; no state changes."""
+    ) -> tuple[IndexedList, FeedAccepted, GuardIntervention | None]:
+        """Validate entries, apply never-block, and index: pure, so it may run in a worker
+        thread while DNS keeps answering. Returns the events for the caller to publish."""
         p: ListPayload = v.payload
         try:
             lines = (
@@ -342,16 +349,15 @@ class FeedSync:
             raise v.reject("entries", str(e)) from None
         entries = entry_rules.build(p.format, lines, p)
         dropped = self.never_block.apply(entries)
+        guard = None
         if dropped:
-            self.bus.publish(
-                GuardIntervention(
-                    "never-block",
-                    p.authority,
-                    p.list,
-                    p.version,
-                    f"{dropped} entries touch never-block names",
-                    dropped,
-                )
+            guard = GuardIntervention(
+                "never-block",
+                p.authority,
+                p.list,
+                p.version,
+                f"{dropped} entries touch never-block names",
+                dropped,
             )
         info = ListInfo(
             ListSource(p.authority, p.list, p.version, cfg.action),
@@ -369,12 +375,28 @@ class FeedSync:
             entries.count,
             dict(entries.rejected),
         )
-        return index_list(info, entries), accepted
+        return index_list(info, entries), accepted, guard
+
+    def _ordered(self) -> list[IndexedList]:
+        return [self._indexed[c.ref] for c in self.config.lists if c.ref in self._indexed]
 
     def _activate(self) -> PolicySnapshot:
-        ordered = [self._indexed[c.ref] for c in self.config.lists if c.ref in self._indexed]
-        self.snapshot = compile_snapshot(ordered, ref_key=self._ref_key, now=self.clock())
+        """Compile and swap in a new snapshot, here and now (start-up, tests)."""
+        ordered = self._ordered()
+        return self._swap(self._compile(ordered), ordered)
+
+    async def _activate_async(self) -> PolicySnapshot:
+        """Compile in a worker thread, so DNS keeps answering, then swap in the loop."""
+        ordered = self._ordered()
+        return self._swap(await asyncio.to_thread(self._compile, ordered), ordered)
+
+    def _compile(self, ordered: list[IndexedList]) -> PolicySnapshot:
+        snapshot = compile_snapshot(ordered, ref_key=self._ref_key, now=self.clock())
         release_memory()
+        return snapshot
+
+    def _swap(self, snapshot: PolicySnapshot, ordered: list[IndexedList]) -> PolicySnapshot:
+        self.snapshot = snapshot  # one reference assignment: readers never see half
         self.bus.publish(
             PolicyActivated(
                 self.snapshot.generation,
@@ -442,7 +464,7 @@ class FeedSync:
                     "operator approved a quarantined update",
                 )
             )
-            self._make_active(cfg, state, indexed, version)
+            await self._make_active(cfg, state, indexed, version)
 
     async def rollback(self, ref: str) -> int:
         """Return one list to its previous accepted version and hold newer ones back."""
@@ -465,7 +487,7 @@ class FeedSync:
                     f"operator rolled back from version {undone}",
                 )
             )
-            self._make_active(cfg, state, indexed, target)
+            await self._make_active(cfg, state, indexed, target)
             return target
 
     # -- status and schedule -------------------------------------------------------------
