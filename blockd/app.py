@@ -22,7 +22,8 @@ from blockd.dns.forward import Forwarder, resolv_conf_upstreams
 from blockd.dns.pipeline import AccessList, DnsPipeline
 from blockd.dns.server import DnsServer
 from blockd.events import Event, EventBus, PolicyActivated
-from blockd.feeds.sync import FeedSync, TrustError
+from blockd.feeds.sync import FeedSync
+from blockd.feeds.trust import TrustError
 from blockd.policy.guards import GuardConfigError
 
 log = logging.getLogger("blockd")

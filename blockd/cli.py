@@ -23,7 +23,8 @@ from blockd.events import Event, EventBus, FeedAccepted, FeedRejected, GuardInte
 from blockd.feeds.authoring import hashed_entry, list_payload, sign_list, sign_trust
 from blockd.feeds.keys import KeyFileError, SigningKey, load_private, public_pem, save_private
 from blockd.feeds.model import FORMATS, PayloadError, TestEntry, parse_trust, rfc3339
-from blockd.feeds.sync import FeedSync, ListStatus, TrustError
+from blockd.feeds.sync import FeedSync, ListStatus
+from blockd.feeds.trust import TrustError
 from blockd.feeds.verify import Rejected, check_body, verify_list, verify_trust
 from blockd.policy import entries as entry_rules
 from blockd.policy.guards import GuardConfigError

@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from blockd.config import Config, ListConfig
 from blockd.events import (
@@ -28,18 +27,16 @@ from blockd.events import (
     FeedUnchanged,
     GuardIntervention,
     PolicyActivated,
-    TrustAccepted,
-    TrustRejected,
 )
 from blockd.feeds.fetch import Fetcher, FetchError, FetchPolicy, resolve_beside
 from blockd.feeds.model import ListPayload, TrustPolicy
 from blockd.feeds.store import HISTORY, ListState, ListStore
+from blockd.feeds.trust import fetch_trust_updates, load_trust
 from blockd.feeds.verify import (
     Rejected,
     VerifiedList,
     check_body,
     verify_list,
-    verify_trust,
 )
 from blockd.policy import entries as entry_rules
 from blockd.policy.compile import IndexedList, compile_snapshot, index_list
@@ -49,10 +46,6 @@ from blockd.policy.verdict import ListSource
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
-
-
-class TrustError(Exception):
-    """The pinned trust policy cannot be used; blockd cannot enforce anything."""
 
 
 @dataclass(frozen=True)
@@ -77,25 +70,6 @@ def release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to do
         return
-
-
-def load_trust(pinned: Path, updates: list[bytes], now: datetime) -> TrustPolicy:
-    """Verify the pinned trust policy, then each stored update in turn from it."""
-    try:
-        raw = pinned.read_bytes()
-    except OSError as e:
-        raise TrustError(f"{pinned}: cannot read pinned trust policy: {e.strerror}") from None
-    try:
-        # The pinned policy's own expiry is reported, not fatal: fail safe, never empty.
-        trust = verify_trust(raw, None, datetime.min.replace(tzinfo=UTC)).policy
-    except Rejected as e:
-        raise TrustError(f"{pinned}: pinned trust policy rejected: {e}") from None
-    for update in updates:
-        try:
-            trust = verify_trust(update, trust, datetime.min.replace(tzinfo=UTC)).policy
-        except Rejected as e:
-            log.warning("stored trust update ignored: %s", e)
-    return trust
 
 
 class FeedSync:
@@ -411,29 +385,10 @@ class FeedSync:
     async def sync_trust(self) -> None:
         """Fetch and apply newer trust policy versions, one version step at a time."""
         base = self.config.trust.updates
-        if base is None:
-            return
-        while True:
-            current = self._trust()
-            url = base.rstrip("/") + f"/{current.version + 1}.trust.dsse"
-            try:
-                res = await self.fetcher.fetch(
-                    url, FetchPolicy(max_bytes=1 << 20, deadline=60, attempt_timeout=30)
-                )
-            except FetchError as e:
-                if e.reason != "not-found":
-                    self.bus.publish(TrustRejected(None, None, "fetch", str(e)))
-                return
-            if res.data is None:
-                return
-            try:
-                v = verify_trust(res.data, current, self.clock())
-            except Rejected as e:
-                self.bus.publish(TrustRejected(e.version, e.envelope_sha256, e.reason, str(e)))
-                return
-            self.store.save_trust(v.policy.version, v.envelope)
-            self.trust = v.policy
-            self.bus.publish(TrustAccepted(v.policy.version, v.envelope_sha256, v.keyids))
+        if base is not None:
+            self.trust = await fetch_trust_updates(
+                base, self._trust(), self.fetcher, self.store, self.bus, self.clock()
+            )
 
     # -- operator actions ----------------------------------------------------------------
 
