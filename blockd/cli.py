@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from blockd import __version__, urls
-from blockd.config import Config, ConfigError, json_schema
+from blockd.config import Config, ConfigError, StateConfig, json_schema
 from blockd.config import load as load_config
 from blockd.events import Event, EventBus, FeedAccepted, FeedRejected, GuardIntervention
 from blockd.feeds.authoring import hashed_entry, list_payload, sign_list, sign_trust
@@ -185,6 +185,8 @@ def cmd_verify(a: argparse.Namespace) -> int:
 
 def _feed_sync(a: argparse.Namespace, bus: EventBus | None = None) -> FeedSync:
     config: Config = load_config(a.config)
+    if getattr(a, "state", None):  # `blockd demo --state DIR`
+        config = config.model_copy(update={"state": StateConfig(dir=a.state.resolve())})
     sync = FeedSync(config, bus or EventBus())
     sync.load()
     return sync
@@ -361,7 +363,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     print(f"blockd {__version__}: offline demo with {REPO_CONFIG}")
     cmd_sync(a)
     print()
-    cmd_status(argparse.Namespace(config=REPO_CONFIG, json=False))
+    cmd_status(argparse.Namespace(config=REPO_CONFIG, json=False, state=a.state))
     print()
     a.targets = [
         "blocked.demo.test",
@@ -456,7 +458,8 @@ def parser() -> argparse.ArgumentParser:
     sp = add("check-config", cmd_check_config)
     sp.add_argument("file", type=Path)
     add("config-schema", cmd_config_schema)
-    add("demo", cmd_demo)
+    sp = add("demo", cmd_demo)
+    sp.add_argument("--state", type=Path, help="state directory (default: the example config's)")
     return p
 
 

@@ -309,7 +309,12 @@ def test_operator_commands_against_a_state_dir(
 
 def test_demo_runs_as_a_real_command(tmp_path: Path) -> None:
     out = subprocess.run(
-        [*BLOCKD, "demo"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
+        [*BLOCKD, "demo", "--state", str(tmp_path / "state")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     ).stdout
     assert "blocked.demo.test: notice (demo-authority/demo-hosts v1" in out
     assert "www.blocked.demo.test: notice" in out
