@@ -473,3 +473,23 @@ async def test_sighup_reload_applies_guards_and_refuses_bad_files(
         assert app.readiness().ready
     finally:
         await app.stop()
+
+
+async def test_serves_ipv6_loopback_too(tmp_path: Path, upstream: Upstream) -> None:
+    config = demo_config(tmp_path, upstream.addr, listen=["127.0.0.1:0", "[::1]:0"])
+    app = App(parse(config, tmp_path))
+    await app.start()
+    await app.feeds.sync_all()
+    try:
+        v6 = next(p for t, a, p in app.dns.bound if t == "udp" and a == "::1")
+        q = dnslib.DNSRecord.question("blocked.demo.test", "AAAA")
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("::1", v6))
+            await loop.sock_sendall(sock, q.pack())
+            async with asyncio.timeout(3):
+                reply = dnslib.DNSRecord.parse(await loop.sock_recv(sock, 4096))
+        assert [str(rr.rdata) for rr in reply.rr] == ["::1"]
+    finally:
+        await app.stop()
