@@ -110,7 +110,7 @@ class App:
         except Exception:
             log.exception("feed sync stopped")
 
-    def reload(self) -> str:
+    async def reload(self) -> str:
         """Re-read the configuration file; keep the old one if the new one is bad."""
         if self.config_path is None:
             return "no configuration file to reload"
@@ -120,7 +120,7 @@ class App:
             log.error("reload refused, keeping the running configuration: %s", e)
             return f"reload refused: {e}"
         try:
-            self.feeds.reconfigure(new)
+            await self.feeds.reconfigure(new)
         except (GuardConfigError, TrustError, OSError) as e:
             log.error("reload refused, keeping the running configuration: %s", e)
             return f"reload refused: {e}"
@@ -168,7 +168,17 @@ async def serve(config: Config, config_path: Path | None) -> None:
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: print(app.reload(), flush=True))
+    reloads: set[asyncio.Task[None]] = set()
+
+    async def reload() -> None:
+        print(await app.reload(), flush=True)
+
+    def on_sighup() -> None:
+        task = loop.create_task(reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
     try:
         await stop.wait()
     finally:

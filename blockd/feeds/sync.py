@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 from blockd.config import Config, ListConfig
 from blockd.events import (
+    Event,
     EventBus,
     FeedAccepted,
     FeedRejected,
@@ -116,22 +117,25 @@ class FeedSync:
             self._indexed[cfg.ref] = indexed
         return self._activate()
 
-    def reconfigure(self, config: Config) -> PolicySnapshot:
+    async def reconfigure(self, config: Config) -> PolicySnapshot:
         """Apply a new configuration: trust file, guard-rails, the set and order of lists.
 
-        The policy is rebuilt from the verified state on disk, so never-block changes
-        apply to lists already accepted. When the new configuration cannot be used (bad
-        never-block name, unusable trust file) it raises and the running one stays.
+        The policy is rebuilt from the verified state on disk (so never-block changes apply
+        to lists already accepted), in a worker thread while DNS keeps answering, and swapped
+        in whole. When the new configuration cannot be used (bad never-block name, unusable
+        trust file) it raises and the running one stays.
         """
-        never_block = NeverBlock(config.guards.never_block)
-        previous = (self.config, self.never_block, self.store, self._indexed)
-        self.config, self.never_block = config, never_block
-        self.store, self._indexed = ListStore(config.state.dir), {}
-        try:
-            return self.load()
-        except Exception:
-            self.config, self.never_block, self.store, self._indexed = previous
-            raise
+        fresh = FeedSync(config, EventBus(), fetcher=self.fetcher, clock=self.clock)
+        recorded: list[Event] = []
+        fresh.bus.subscribe(Event, recorded.append)
+        async with self._lock:
+            await asyncio.to_thread(fresh.load)
+            self.config, self.never_block, self.store = config, fresh.never_block, fresh.store
+            self.trust, self._indexed, self._ref_key = fresh.trust, fresh._indexed, fresh._ref_key
+            for event in recorded:
+                if not isinstance(event, PolicyActivated):
+                    self.bus.publish(event)
+            return self._swap(fresh.snapshot, self._ordered())
 
     def _load_stored(self, cfg: ListConfig, version: int) -> IndexedList:
         """Verify and index a stored version again (it is not trusted for being on disk)."""

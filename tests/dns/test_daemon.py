@@ -461,13 +461,13 @@ async def test_sighup_reload_applies_guards_and_refuses_bad_files(
     try:
         upstream.add("blocked.demo.test", "A", "192.0.2.88")
         path.write_text(text.replace("[dns]", '[guards]\nnever_block = ["bad name!"]\n[dns]'))
-        assert app.reload().startswith("reload refused")
+        assert (await app.reload()).startswith("reload refused")
         reply = await ask(app, "blocked.demo.test")
         assert [str(rr.rdata) for rr in reply.rr] == ["127.0.0.1"]
         path.write_text(
             text.replace("[dns]", '[guards]\nnever_block = ["blocked.demo.test"]\n[dns]')
         )
-        assert app.reload() == "reloaded"
+        assert await app.reload() == "reloaded"
         reply = await ask(app, "blocked.demo.test")
         assert [str(rr.rdata) for rr in reply.rr] == ["192.0.2.88"]
         assert app.readiness().ready
