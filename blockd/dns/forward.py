@@ -265,6 +265,16 @@ class Forwarder:
         state.retry_at = now + self._retry_after
 
 
+def _fresh_socket(family: socket.AddressFamily, kind: socket.SocketKind) -> socket.socket:
+    """Open a non-blocking socket for one exchange (a new one each time: a random port)."""
+    try:
+        sock = socket.socket(family, kind)
+    except OSError:
+        raise _AttemptFailed("network") from None
+    sock.setblocking(False)
+    return sock
+
+
 async def _exchange_udp(
     loop: asyncio.AbstractEventLoop,
     family: socket.AddressFamily,
@@ -274,12 +284,8 @@ async def _exchange_udp(
     deadline: float,
 ) -> bytes:
     """Send query from a fresh UDP socket; return the first matching datagram."""
+    sock = _fresh_socket(family, socket.SOCK_DGRAM)
     try:
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-    except OSError:
-        raise _AttemptFailed("network") from None
-    try:
-        sock.setblocking(False)
         async with asyncio.timeout_at(deadline):
             # Connected: the kernel drops datagrams from any other address or port.
             sock.connect(address)
@@ -305,13 +311,9 @@ async def _exchange_tcp(
     deadline: float,
 ) -> bytes:
     """Send query over a fresh TCP connection; return the first matching message."""
-    try:
-        sock = socket.socket(family, socket.SOCK_STREAM)
-    except OSError:
-        raise _AttemptFailed("network") from None
+    sock = _fresh_socket(family, socket.SOCK_STREAM)
     mismatched = False
     try:
-        sock.setblocking(False)
         async with asyncio.timeout_at(deadline):
             await loop.sock_connect(sock, address)
             await loop.sock_sendall(sock, len(query).to_bytes(2, "big") + query)
