@@ -20,15 +20,17 @@ SERVFAIL_TTL = 0  # upstream failures are not cached: the next query tries again
 CacheKey = tuple[str, int, int, bool, bool]  # qname, qtype, qclass, DO, CD
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Entry:
-    """One cached upstream answer."""
+    """One cached upstream answer, and its last counted-down form (after the ID)."""
 
     data: bytes
     ttl_offsets: tuple[int, ...]
     cnames: tuple[str, ...]
     stored: float
     expires: float
+    shown_elapsed: int = 0
+    shown: bytes = b""
 
 
 class AnswerCache:
@@ -53,6 +55,14 @@ class AnswerCache:
 
     def get(self, key: CacheKey, qid: int) -> tuple[bytes, tuple[str, ...]] | None:
         """Return (answer with qid and TTLs counted down, CNAME targets), or None."""
+        found = self.get_tail(key)
+        if found is None:
+            return None
+        return qid.to_bytes(2, "big") + found[0], found[1]
+
+    def get_tail(self, key: CacheKey) -> tuple[bytes, tuple[str, ...]] | None:
+        """Return (answer after its ID with TTLs counted down, CNAME targets), or None."""
+        # Hot path: the counted-down answer is rebuilt at most once a second per entry.
         entry = self._entries.get(key)
         if entry is None:
             self.misses += 1
@@ -65,8 +75,10 @@ class AnswerCache:
         self._entries.move_to_end(key)
         self.hits += 1
         elapsed = int(now - entry.stored)
-        data = wire.ttl_shift(entry.data, entry.ttl_offsets, elapsed) if elapsed else entry.data
-        return wire.with_id(data, qid), entry.cnames
+        if elapsed != entry.shown_elapsed or not entry.shown:
+            entry.shown = wire.ttl_shift(entry.data, entry.ttl_offsets, elapsed)[2:]
+            entry.shown_elapsed = elapsed
+        return entry.shown, entry.cnames
 
     def put(self, key: CacheKey, data: bytes, info: wire.ResponseInfo) -> None:
         """Store an upstream answer for as long as its TTLs allow."""

@@ -141,16 +141,16 @@ class DnsPipeline:
 
     def _cache_hit(self, memo: CacheKey, data: bytes, snapshot: PolicySnapshot) -> bytes | None:
         """Serve a repeated query from the cache without parsing it, when nothing needs q."""
-        cached = self.cache.get(memo.key, int.from_bytes(data[:2], "big"))
+        cached = self.cache.get_tail(memo.key)
         if cached is None:
             return None
-        answer, cnames = cached
-        if len(answer) > memo.udp_limit:
+        tail, cnames = cached
+        if len(tail) + 2 > memo.udp_limit:
             return None  # needs truncating: the full path does it
         for target in cnames:
             if snapshot.blocked_host(target) is not None:
                 return None  # blocked by its CNAME chain: the full path builds the answer
-        return answer
+        return data[:2] + tail
 
     def _remember(self, data: bytes, value: CacheKey | tuple[bytes, DnsDecision]) -> None:
         if len(data) <= MEMO_QUERY_BYTES:
