@@ -1,0 +1,1 @@
+"""HTTP side of blockd: notice page, URL proxy, TLS SNI front."""
