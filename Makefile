@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: run test lint typecheck unit demo demo-feeds bench bench-compile bench-dns clean help venv
 
 help:
-	@echo "make run          start blockd (DNS on 127.0.0.1:5300) on the demo policy"
+	@echo "make run          start blockd on the demo policy (DNS :5300, HTTP :8080, HTTPS :8443)"
 	@echo "make demo         the offline demo: sync the demo lists and print verdicts"
 	@echo "make test         lint, type-check and run the whole test suite"
 	@echo "make demo-feeds   re-sign the demo authority's lists in feeds/demo"

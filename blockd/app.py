@@ -22,8 +22,14 @@ from blockd.dns.forward import Forwarder, resolv_conf_upstreams
 from blockd.dns.pipeline import AccessList, DnsPipeline
 from blockd.dns.server import DnsServer
 from blockd.events import Event, EventBus, PolicyActivated
+from blockd.feeds.model import Authority
 from blockd.feeds.sync import FeedSync
 from blockd.feeds.trust import TrustError
+from blockd.http.notice import NoticeError, NoticePage
+from blockd.http.origin import OriginResolver
+from blockd.http.proxy import HttpFront, Limits
+from blockd.http.server import HttpServer, demo_origin
+from blockd.http.tls import TlsFront
 from blockd.policy.guards import GuardConfigError
 
 log = logging.getLogger("blockd")
@@ -63,9 +69,33 @@ class App:
             keep_client_subnet=config.dns.keep_client_subnet,
         )
         self.dns = DnsServer(config.dns, self.pipeline, self.bus)
+        self.resolver = OriginResolver(self.forwarder, config.http.origins, own=[])
+        self.http_front = HttpFront(
+            lambda: self.feeds.snapshot,
+            NoticePage(config.http.notice),
+            self.resolver,
+            self.bus,
+            self._authority,
+            _limits(config),
+        )
+        self.tls_front = TlsFront(
+            lambda: self.feeds.snapshot,
+            self.resolver,
+            self.bus,
+            _limits(config),
+            {c.ref: c.https for c in config.lists},
+            default=config.http.tls_default,
+            origin_port=config.http.origin_https_port,
+        )
+        self.http = HttpServer(config.http, self.http_front, self.tls_front, self.bus)
+        self._demo_origin: asyncio.Server | None = None
         self.bus.subscribe(PolicyActivated, self._on_policy)
         self._sync_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+
+    def _authority(self, authority_id: str) -> Authority | None:
+        trust = self.feeds.trust
+        return trust.authority(authority_id) if trust is not None else None
 
     def _on_policy(self, event: Event) -> None:
         # Authority names and contacts for EDE texts come from the trust policy in force.
@@ -99,6 +129,9 @@ class App:
         self.feeds.load()
         self.pipeline.answers = AnswerPolicy.build(self.config.dns, self.feeds.trust)
         await self.dns.start()
+        if self.config.http.demo_origin:
+            self._demo_origin = await demo_origin(self.config.http.demo_origin)
+        await self.http.start()
         self._sync_task = asyncio.get_running_loop().create_task(self._sync_forever())
 
     async def _sync_forever(self) -> None:
@@ -124,12 +157,26 @@ class App:
         except (GuardConfigError, TrustError, OSError) as e:
             log.error("reload refused, keeping the running configuration: %s", e)
             return f"reload refused: {e}"
-        if new.dns.listen != self.config.dns.listen:
+        try:
+            notice = NoticePage(new.http.notice)
+        except NoticeError as e:
+            log.error("reload refused, keeping the running configuration: %s", e)
+            return f"reload refused: {e}"
+        if (new.dns.listen, new.http.listen, new.http.tls_listen) != (
+            self.config.dns.listen,
+            self.config.http.listen,
+            self.config.http.tls_listen,
+        ):
             log.warning("listen addresses changed: they take effect on restart")
         self.config = new
         self.pipeline.access = AccessList(new.dns.allow)
         self.pipeline.answers = AnswerPolicy.build(new.dns, self.feeds.trust)
         self.pipeline.keep_client_subnet = new.dns.keep_client_subnet
+        self.http_front.notice = notice
+        self.http_front.limits = self.tls_front.limits = _limits(new)
+        self.resolver.overrides = new.http.origins
+        self.tls_front.modes = {c.ref: c.https for c in new.lists}
+        self.tls_front.default = new.http.tls_default
         if self._sync_task is not None:
             self._sync_task.cancel()
             self._sync_task = asyncio.get_running_loop().create_task(self._sync_forever())
@@ -138,6 +185,9 @@ class App:
 
     async def stop(self) -> None:
         """Drain the listeners, stop syncing, release everything."""
+        await self.http.stop()
+        if self._demo_origin is not None:
+            self._demo_origin.close()
         await self.dns.stop()
         if self._sync_task is not None:
             self._sync_task.cancel()
@@ -149,7 +199,10 @@ class App:
     def describe(self) -> str:
         """Return where everything listens and what is enforced, for the console."""
         lines = [f"blockd {__version__}"]
-        lines += [f"  dns  {t:3} {a}:{p}" for t, a, p in self.dns.bound]
+        lines += [f"  dns   {t:5} {a}:{p}" for t, a, p in self.dns.bound]
+        lines += [f"  http  {t:5} {a}:{p}" for t, a, p in self.http.bound]
+        if self._demo_origin is not None:
+            lines.append(f"  demo origin {self.config.http.demo_origin} (routed demo hosts)")
         ups = ", ".join(f"{h}:{p}" for h, p in (s.address for s in self.forwarder.states()))
         lines.append(f"  upstreams  {ups or 'none: clean names get SERVFAIL'}")
         for ref, version in self.feeds.snapshot.versions.items():
@@ -157,6 +210,18 @@ class App:
         r = self.readiness()
         lines.append(f"  {'ready' if r.ready else 'NOT READY'}: {r.reason}")
         return "\n".join(lines)
+
+
+def _limits(config: Config) -> Limits:
+    h = config.http
+    return Limits(
+        header_timeout=h.header_timeout,
+        idle_timeout=h.idle_timeout,
+        origin_timeout=h.origin_timeout,
+        connect_timeout=h.connect_timeout,
+        tunnel_idle_timeout=h.tunnel_idle_timeout,
+        origin_port=h.origin_http_port,
+    )
 
 
 async def serve(config: Config, config_path: Path | None) -> None:

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from blockd.feeds.model import Ident
+from blockd.http.notice import NoticeConfig
 from blockd.urls import canonical_host
 
 
@@ -66,6 +67,11 @@ class ListConfig(_Section):
     interval: Seconds = Field(default=3600, description="Seconds between syncs.")
     deadline: Seconds = Field(default=120, description="Whole-retrieval deadline, seconds.")
     ca_file: Path | None = Field(default=None, description="CA bundle instead of the system's.")
+    https: Literal["splice", "refuse"] = Field(
+        default="splice",
+        description="HTTPS to a host with URL-level entries: splice relays it untouched (its "
+        "URLs cannot be seen, so none is blocked), refuse closes it with a TLS alert.",
+    )
 
     @property
     def ref(self) -> str:
@@ -213,6 +219,70 @@ class DnsConfig(_Section):
     cache_entries: int = Field(default=100_000, ge=0, le=10_000_000)
 
 
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def _origin(value: str) -> str:
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+        return value
+    except ValueError:
+        pass
+    try:
+        return _endpoint(value)
+    except ValueError:
+        raise ValueError("must be ADDRESS or ADDRESS:PORT with a literal IP") from None
+
+
+class HttpConfig(_Section):
+    """The notice server and URL proxy (HTTP), and the SNI front (HTTPS)."""
+
+    listen: list[Endpoint] = Field(
+        default_factory=lambda: ["127.0.0.1:8080"],
+        description="HTTP listeners: notice page and URL proxy (port 80 in production).",
+    )
+    tls_listen: list[Endpoint] = Field(
+        default_factory=lambda: ["127.0.0.1:8443"],
+        description="HTTPS listeners: SNI splice or refusal (port 443 in production).",
+    )
+    origin_http_port: Port = Field(
+        default=80, description="Origin port for proxied requests whose Host names none."
+    )
+    origin_https_port: Port = Field(default=443, description="Origin port for spliced TLS.")
+    origins: dict[str, Annotated[str, AfterValidator(_origin)]] = Field(
+        default_factory=dict,
+        description="Fixed origins by host name, ADDRESS or ADDRESS:PORT (the port for plain "
+        "HTTP), for the demo and testing; other origins are resolved through the DNS "
+        "upstreams, never through blockd's own answers.",
+    )
+    tls_default: Literal["refuse", "splice"] = Field(
+        default="refuse",
+        description="An Encrypted Client Hello (only the public name visible): refuse, or "
+        "splice to that public name. A ClientHello without SNI is always refused.",
+    )
+    header_timeout: float = Field(
+        default=10.0, gt=0, le=300, description="Seconds to send a request head or ClientHello."
+    )
+    idle_timeout: float = Field(
+        default=30.0, gt=0, le=3600, description="Seconds a kept-alive or body read may idle."
+    )
+    origin_timeout: float = Field(
+        default=30.0, gt=0, le=3600, description="Seconds to wait on the origin's response."
+    )
+    connect_timeout: float = Field(default=5.0, gt=0, le=60, description="Origin connect, s.")
+    tunnel_idle_timeout: float = Field(
+        default=300.0, gt=0, le=86400, description="Seconds a splice or WebSocket may idle."
+    )
+    max_connections: int = Field(
+        default=1024, ge=1, le=1_000_000, description="Client connections open at once."
+    )
+    demo_origin: Endpoint | None = Field(
+        default=None,
+        description="Serve a tiny demo website here (for `make run` only; never in production).",
+    )
+    notice: NoticeConfig = NoticeConfig()
+
+
 class Config(_Section):
     """The whole configuration."""
 
@@ -221,6 +291,7 @@ class Config(_Section):
     lists: list[ListConfig] = Field(default_factory=list)
     guards: GuardsConfig = GuardsConfig()
     dns: DnsConfig = DnsConfig()
+    http: HttpConfig = HttpConfig()
 
     @model_validator(mode="after")
     def _unique_lists(self) -> Self:
@@ -250,6 +321,17 @@ class Config(_Section):
                     }
                 ),
                 "state": StateConfig(dir=fix(self.state.dir)),
+                "http": self.http.model_copy(
+                    update={
+                        "notice": self.http.notice.model_copy(
+                            update={
+                                "languages_dir": fix(self.http.notice.languages_dir)
+                                if self.http.notice.languages_dir
+                                else None
+                            }
+                        )
+                    }
+                ),
                 "lists": [
                     c.model_copy(
                         update={

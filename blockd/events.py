@@ -119,6 +119,29 @@ class DnsProblem(Event):
     transport: str
 
 
+@dataclass(frozen=True)
+class HttpDecision(Event):
+    """An HTTP request or TLS connection was decided; nothing about the client is kept.
+
+    `outcome`: notice (the notice page was served), pass (forwarded to the origin), splice
+    (TLS relayed untouched), refused (TLS refused), misdirected (a host blockd does not
+    serve). `verdict` is the matched entry's, when one matched.
+    """
+
+    verdict: Verdict | None
+    outcome: str
+    transport: str  # http or https
+
+
+@dataclass(frozen=True)
+class HttpProblem(Event):
+    """An HTTP or TLS connection was rejected or failed; `reason` is a slug."""
+
+    kind: str  # rejected (client's fault), origin (the origin failed), dropped (limits)
+    reason: str
+    transport: str
+
+
 E = TypeVar("E", bound=Event)
 
 

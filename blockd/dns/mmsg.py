@@ -15,7 +15,7 @@ import ctypes.util
 import errno
 import socket
 import sys
-from typing import Any
+from typing import Any, Literal
 
 SLOT = 4096  # bytes per datagram read; a longer query is flagged truncated and dropped
 MSG_DONTWAIT = 0x40
@@ -68,6 +68,17 @@ def available() -> bool:
     return _LIBC is not None
 
 
+_PTR: Literal["I", "Q"] = "Q" if ctypes.sizeof(ctypes.c_void_p) == 8 else "I"
+_SIZE_T: Literal["I", "Q"] = "Q" if ctypes.sizeof(ctypes.c_size_t) == 8 else "I"
+_HDR = ctypes.sizeof(_Mmsghdr)
+# Word indexes of the fields the hot path touches, read and written through memoryviews
+# (much cheaper than ctypes attribute access).
+_LEN4 = _Mmsghdr.msg_len.offset // 4
+_FLAGS4 = _Msghdr.msg_flags.offset // 4
+_NAMELEN4 = _Msghdr.msg_namelen.offset // 4
+_NAMEP = _Msghdr.msg_name.offset // ctypes.sizeof(ctypes.c_void_p)
+
+
 class Batch:
     """Buffers for reading and answering up to `size` datagrams per system call."""
 
@@ -80,31 +91,43 @@ class Batch:
         self.family = sock.family
         self._recv_buf = bytearray(size * SLOT)
         self._send_buf = bytearray(size * SLOT)
-        self._names = (ctypes.c_char * (_NAME * size))()
-        self.view = memoryview(self._recv_buf)
-        recv_base = ctypes.addressof(ctypes.c_char.from_buffer(self._recv_buf))
-        self._send_base = ctypes.addressof(ctypes.c_char.from_buffer(self._send_buf))
-        names = ctypes.addressof(self._names)
-        self._recv_iov = (_Iovec * size)()
-        self._send_iov = (_Iovec * size)()
-        self._recv = (_Mmsghdr * size)()
-        self._send = (_Mmsghdr * size)()
+        self._names_buf = bytearray(size * _NAME)
+        self._recv_mem = bytearray(size * _HDR)
+        self._send_mem = bytearray(size * _HDR)
+        self._iov_mem = bytearray(2 * size * ctypes.sizeof(_Iovec))
+        recv_hdrs = (_Mmsghdr * size).from_buffer(self._recv_mem)
+        send_hdrs = (_Mmsghdr * size).from_buffer(self._send_mem)
+        iovs = (_Iovec * (2 * size)).from_buffer(self._iov_mem)  # receive slots, then send
+        recv_base = _address(self._recv_buf)
+        send_base = _address(self._send_buf)
+        self._names_base = _address(self._names_buf)
+        iov_base = _address(self._iov_mem)
         iov_size = ctypes.sizeof(_Iovec)
         for i in range(size):
-            self._recv_iov[i].iov_base = recv_base + i * SLOT
-            self._recv_iov[i].iov_len = SLOT
-            self._send_iov[i].iov_base = self._send_base + i * SLOT
-            hdr = self._recv[i].msg_hdr
-            hdr.msg_name = names + i * _NAME
+            iovs[i].iov_base = recv_base + i * SLOT
+            iovs[i].iov_len = SLOT
+            iovs[size + i].iov_base = send_base + i * SLOT
+            hdr = recv_hdrs[i].msg_hdr
+            hdr.msg_name = self._names_base + i * _NAME
             hdr.msg_namelen = _NAME  # the kernel sets the family's size, which then stays
-            hdr.msg_iov = ctypes.addressof(self._recv_iov) + i * iov_size
+            hdr.msg_iov = iov_base + i * iov_size
             hdr.msg_iovlen = 1
-            out = self._send[i].msg_hdr
-            out.msg_iov = ctypes.addressof(self._send_iov) + i * iov_size
+            out = send_hdrs[i].msg_hdr
+            out.msg_iov = iov_base + (size + i) * iov_size
             out.msg_iovlen = 1
-        self._names_addr = names
-        self._recv_addr = ctypes.addressof(self._recv)
-        self._send_addr = ctypes.addressof(self._send)
+        del recv_hdrs, send_hdrs, iovs  # views onto the buffers above, no longer needed
+        self._recv_addr = _address(self._recv_mem)
+        self._send_addr = _address(self._send_mem)
+        self.view = memoryview(self._recv_buf)
+        self._names = memoryview(self._names_buf)
+        self._recv32 = memoryview(self._recv_mem).cast("I")
+        self._send32 = memoryview(self._send_mem).cast("I")
+        self._send_ptr = memoryview(self._send_mem).cast(_PTR)
+        self._iov_len = memoryview(self._iov_mem).cast(_SIZE_T)
+        self._words = _HDR // 4
+        self._ptrs = _HDR // ctypes.sizeof(ctypes.c_void_p)
+        v6 = self.family == socket.AF_INET6
+        self._addr_at, self._addr_len = (8, 16) if v6 else (4, 4)
         self._clients: dict[bytes, str] = {}
         self._pending = 0  # replies queued for the next flush
 
@@ -122,19 +145,16 @@ class Batch:
 
     def datagram(self, i: int) -> bytes | None:
         """Return datagram i of the last receive (None when it was longer than a slot)."""
-        m = self._recv[i]
-        if m.msg_hdr.msg_flags & MSG_TRUNC:
+        base = i * self._words
+        if self._recv32[base + _FLAGS4] & MSG_TRUNC:
             return None
         start = i * SLOT
-        return bytes(self.view[start : start + m.msg_len])
+        return bytes(self.view[start : start + self._recv32[base + _LEN4]])
 
     def client(self, i: int) -> str:
         """Return the source address of datagram i as text."""
-        at = self._names_addr + i * _NAME
-        if self.family == socket.AF_INET6:
-            raw = ctypes.string_at(at + 8, 16)
-        else:
-            raw = ctypes.string_at(at + 4, 4)
+        at = i * _NAME + self._addr_at
+        raw = bytes(self._names[at : at + self._addr_len])
         text = self._clients.get(raw)
         if text is None:
             if len(self._clients) >= 4096:
@@ -145,23 +165,23 @@ class Batch:
 
     def address(self, i: int) -> tuple[str | int, ...]:
         """Return the source address of datagram i as a socket-module address tuple."""
-        raw = ctypes.string_at(self._names_addr + i * _NAME, 28)
-        port = int.from_bytes(raw[2:4], "big")
+        at = i * _NAME
+        port = int.from_bytes(self._names[at + 2 : at + 4], "big")
         if self.family == socket.AF_INET6:
-            return (socket.inet_ntop(socket.AF_INET6, raw[8:24]), port, 0, 0)
-        return (socket.inet_ntop(socket.AF_INET, raw[4:8]), port)
+            return (self.client(i), port, 0, 0)
+        return (self.client(i), port)
 
     def reply(self, i: int, data: bytes) -> bool:
         """Queue data as the answer to datagram i; False when it does not fit a slot."""
-        k = self._pending
-        if len(data) > SLOT:
+        n = len(data)
+        if n > SLOT:
             return False
+        k = self._pending
         start = k * SLOT
-        self._send_buf[start : start + len(data)] = data
-        self._send_iov[k].iov_len = len(data)
-        out = self._send[k].msg_hdr
-        out.msg_name = self._names_addr + i * _NAME
-        out.msg_namelen = self._recv[i].msg_hdr.msg_namelen
+        self._send_buf[start : start + n] = data
+        self._iov_len[2 * (self.size + k) + 1] = n
+        self._send_ptr[k * self._ptrs + _NAMEP] = self._names_base + i * _NAME
+        self._send32[k * self._words + _NAMELEN4] = self._recv32[i * self._words + _NAMELEN4]
         self._pending = k + 1
         return True
 
@@ -170,7 +190,7 @@ class Batch:
         total, sent = self._pending, 0
         self._pending = 0
         while sent < total:
-            at = self._send_addr + sent * ctypes.sizeof(_Mmsghdr)
+            at = self._send_addr + sent * _HDR
             n = _LIBC.sendmmsg(self.fd, at, total - sent, MSG_DONTWAIT)
             if n <= 0:
                 err = ctypes.get_errno()
@@ -182,3 +202,8 @@ class Batch:
                 return total - sent
             sent += n
         return 0
+
+
+def _address(buf: bytearray) -> int:
+    """Return the address of a bytearray's storage (it must never be resized)."""
+    return ctypes.addressof(ctypes.c_char.from_buffer(buf))

@@ -27,8 +27,10 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def demo_config(tmp: Path, upstream: tuple[str, int] | None, **dns: Any) -> str:
-    """A config enforcing copies of the demo lists, DNS on an OS-picked loopback port."""
+def demo_config(
+    tmp: Path, upstream: tuple[str, int] | None, *, http: dict[str, Any] | None = None, **dns: Any
+) -> str:
+    """A config enforcing copies of the demo lists, DNS and HTTP on OS-picked loopback ports."""
     feeds = tmp / "feeds"
     shutil.copytree(ROOT / "feeds/demo", feeds, ignore=shutil.ignore_patterns("keys"))
     settings = {
@@ -42,6 +44,9 @@ def demo_config(tmp: Path, upstream: tuple[str, int] | None, **dns: Any) -> str:
     lines = [f'[trust]\npinned = "{feeds}/trust.dsse"', f'[state]\ndir = "{tmp}/state"', "[dns]"]
     for k, v in settings.items():
         lines.append(f"{k} = {_toml(v)}")
+    http_settings = {"listen": ["127.0.0.1:0"], "tls_listen": ["127.0.0.1:0"], **(http or {})}
+    lines.append("[http]")
+    lines += [f"{k} = {_toml(v)}" for k, v in http_settings.items()]
     for name, action in (
         ("demo-hosts", "notice"),
         ("demo-urls", "notice"),

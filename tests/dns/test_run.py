@@ -63,7 +63,7 @@ def test_run_reload_and_stop(tmp_path: Path) -> None:
     )
     try:
         banner = read_until(proc, r"(NOT READY|ready): .*\n")
-        port = int(re.search(r"dns  udp 127\.0\.0\.1:(\d+)", banner)[1])  # type: ignore[index]
+        port = int(re.search(r"dns\s+udp\s+127\.0\.0\.1:(\d+)", banner)[1])  # type: ignore[index]
         assert "upstreams  127.0.0.1:1" in banner
         # The lists sync in the background; the first answers may predate them.
         deadline = time.monotonic() + 10

@@ -1,0 +1,235 @@
+"""HTTP/1.1 message heads (RFC 9112), parsed strictly: pure functions, no sockets.
+
+A proxy that disagrees with the origin about where a message ends can be made to smuggle
+a request past the URL check. So anything ambiguous is refused, not repaired: both
+Content-Length and Transfer-Encoding, a transfer coding other than a final `chunked`,
+differing Content-Length values, obs-fold, whitespace before a colon, bare CR or LF, control
+characters, oversized lines and heads. Errors carry the status to answer and a stable slug.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+MAX_REQUEST_LINE = 8192
+MAX_HEAD = 32768
+MAX_HEADERS = 100
+MAX_CHUNK_LINE = 1024
+
+Framing = Literal["none", "length", "chunked", "close"]
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+_TARGET = re.compile(rb"[\x21-\x7e]+")
+_VERSION = re.compile(rb"HTTP/1\.[01]")
+_DIGITS = re.compile(rb"[0-9]{1,18}")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
+_STATUS_LINE = re.compile(rb"(HTTP/1\.[01]) ([1-9][0-9]{2})(?: [\t\x20-\x7e\x80-\xff]*)?")
+
+
+class HttpError(ValueError):
+    """A message that must not be passed on; `status` is what to answer."""
+
+    def __init__(self, status: int, reason: str, detail: str = "") -> None:
+        """Record the status to answer and a stable reason slug for metrics."""
+        super().__init__(detail or reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A request head as received, with what the proxy needs to decide and relay it."""
+
+    method: str
+    target: str  # as sent: origin-form '/path?q', absolute-form 'http://h/p', or authority
+    version: bytes
+    headers: tuple[tuple[bytes, bytes], ...]  # names and values as received
+    host: str  # authority from the absolute-form target, else the Host header ('' if none)
+    framing: Framing  # of the request body: none, length or chunked
+    length: int
+    keep_alive: bool
+    upgrade: bool  # asks to switch protocols (e.g. WebSocket)
+
+    @property
+    def path(self) -> str:
+        """Return the origin-form target ('/path?query')."""
+        if self.target.startswith("/"):
+            return self.target
+        if "://" in self.target:
+            rest = self.target.split("://", 1)[1]
+            slash = rest.find("/")
+            query = rest.find("?")
+            if slash < 0 or 0 <= query < slash:
+                return "/" + rest[query:] if query >= 0 else "/"
+            return rest[slash:]
+        return "/"
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A response head: its status and where its body ends."""
+
+    status: int
+    framing: Framing
+    length: int
+    keep_alive: bool
+
+
+def head_end(buffer: bytes | bytearray) -> int:
+    """Return the index just past the blank line ending a head, or -1 if not complete.
+
+    Raise HttpError if the head is already too long to accept.
+    """
+    first = buffer.find(b"\r\n", 0, MAX_REQUEST_LINE + 2)
+    if first < 0 and len(buffer) > MAX_REQUEST_LINE:
+        raise HttpError(414, "line-too-long")
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        if len(buffer) > MAX_HEAD:
+            raise HttpError(431, "head-too-large")
+        return -1
+    if end + 4 > MAX_HEAD:
+        raise HttpError(431, "head-too-large")
+    return end + 4
+
+
+def _fields(lines: list[bytes]) -> tuple[tuple[bytes, bytes], ...]:
+    """Parse header lines strictly."""
+    if len(lines) > MAX_HEADERS:
+        raise HttpError(431, "too-many-headers")
+    out = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t"):
+            raise HttpError(400, "obs-fold")
+        name, colon, value = line.partition(b":")
+        if not colon or not _TOKEN.fullmatch(name):
+            raise HttpError(400, "bad-header")
+        value = value.strip(b" \t")
+        if not _VALUE.fullmatch(value):
+            raise HttpError(400, "bad-header")
+        out.append((name, value))
+    return tuple(out)
+
+
+def _split_head(head: bytes) -> tuple[bytes, tuple[tuple[bytes, bytes], ...]]:
+    if not head.endswith(b"\r\n\r\n"):
+        raise HttpError(400, "bad-head")
+    lines = head[:-4].split(b"\r\n")
+    for line in lines:
+        if b"\r" in line or b"\n" in line or b"\x00" in line:
+            raise HttpError(400, "bare-cr-lf")
+    return lines[0], _fields(lines[1:])
+
+
+def _framing(
+    headers: tuple[tuple[bytes, bytes], ...], *, response: bool
+) -> tuple[Framing, int, set[bytes]]:
+    """Return (framing, length, connection options), refusing every ambiguity."""
+    bad = 502 if response else 400
+    lengths: set[bytes] = set()
+    codings: list[bytes] = []
+    connection: set[bytes] = set()
+    for name, value in headers:
+        key = name.lower()
+        if key == b"content-length":
+            for part in value.split(b","):
+                lengths.add(part.strip(b" \t"))
+        elif key == b"transfer-encoding":
+            codings += [c.strip(b" \t").lower() for c in value.split(b",")]
+        elif key == b"connection":
+            connection |= {c.strip(b" \t").lower() for c in value.split(b",")}
+    if codings:
+        if lengths:
+            raise HttpError(bad, "length-and-chunked")
+        if codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
+            raise HttpError(501 if not response else bad, "unsupported-coding")
+        if not response and codings != [b"chunked"]:
+            raise HttpError(501, "unsupported-coding")
+        return "chunked", 0, connection
+    if lengths:
+        if len(lengths) != 1:
+            raise HttpError(bad, "conflicting-length")
+        (text,) = lengths
+        if not _DIGITS.fullmatch(text):
+            raise HttpError(bad, "bad-length")
+        return "length", int(text), connection
+    return ("close" if response else "none"), 0, connection
+
+
+def _persistent(version: bytes, connection: set[bytes]) -> bool:
+    """Say whether the connection stays open after this message (RFC 9112 9.3)."""
+    if version == b"HTTP/1.1":
+        return b"close" not in connection
+    return b"keep-alive" in connection
+
+
+def parse_request(head: bytes) -> Request:
+    """Parse a request head ending in CRLF CRLF; raise HttpError for anything ambiguous."""
+    line, headers = _split_head(head)
+    parts = line.split(b" ")
+    if len(parts) != 3:
+        raise HttpError(400, "bad-request-line")
+    method, target, version = parts
+    if not _TOKEN.fullmatch(method) or not _TARGET.fullmatch(target):
+        raise HttpError(400, "bad-request-line")
+    if not _VERSION.fullmatch(version):
+        raise HttpError(505, "bad-version")
+    framing, length, connection = _framing(headers, response=False)
+    hosts = [v for n, v in headers if n.lower() == b"host"]
+    if len(hosts) > 1:
+        raise HttpError(400, "several-hosts")
+    text = target.decode("ascii")
+    host = hosts[0].decode("latin-1") if hosts else ""
+    if "://" in text:  # absolute-form wins over Host (RFC 9112 3.2.2)
+        authority = text.split("://", 1)[1]
+        host = re.split(r"[/?#]", authority, maxsplit=1)[0]
+    elif version == b"HTTP/1.1" and not hosts:
+        raise HttpError(400, "no-host")
+    keep_alive = _persistent(version, connection)
+    upgrade = b"upgrade" in connection and any(n.lower() == b"upgrade" for n, _ in headers)
+    return Request(
+        method.decode("ascii"),
+        text,
+        version,
+        headers,
+        host,
+        framing if framing != "close" else "none",
+        length,
+        keep_alive,
+        upgrade,
+    )
+
+
+def parse_response(head: bytes, method: str) -> Response:
+    """Parse a response head to a request of `method`; raise HttpError(502) if ambiguous."""
+    try:
+        line, headers = _split_head(head)
+    except HttpError as e:
+        raise HttpError(502, e.reason) from None
+    m = _STATUS_LINE.fullmatch(line)
+    if m is None:
+        raise HttpError(502, "bad-status-line")
+    status = int(m[2])
+    framing, length, connection = _framing(headers, response=True)
+    keep_alive = _persistent(m[1], connection)
+    if method == "HEAD" or status < 200 or status in (204, 304):
+        framing, length = "none", 0
+    if framing == "close":
+        keep_alive = False
+    return Response(status, framing, length, keep_alive)
+
+
+def chunk_size(line: bytes) -> int:
+    """Return the size announced by a chunk-size line (CRLF included); raise HttpError."""
+    if len(line) > MAX_CHUNK_LINE or not line.endswith(b"\r\n"):
+        raise HttpError(400, "bad-chunk")
+    if b"\r" in line[:-2] or b"\n" in line[:-2]:
+        raise HttpError(400, "bad-chunk")
+    size, _, _ext = line[:-2].partition(b";")
+    size = size.rstrip(b" \t")
+    if not _HEX.fullmatch(size):
+        raise HttpError(400, "bad-chunk")
+    return int(size, 16)

@@ -1,0 +1,415 @@
+"""The HTTP request contract: the notice server and URL proxy on one listener.
+
+DNS sends two kinds of host here: wholly blocked hosts (the notice address) and hosts
+carrying URL-level entries (the proxy address). Stages, in order, for every request on a
+connection (each may answer and stop):
+1. head     read within header_timeout, size-limited, parsed strictly (h1): 400/408/414/431
+2. host     from the absolute-form target, else Host; canonicalised like a list entry
+3. policy   wholly blocked host: notice. Routed host: the URL, canonicalised with
+            blockd.urls, against the snapshot: listed -> notice. Any other host: 421,
+            because blockd is not an open proxy.
+4. origin   resolved through the upstream resolvers (never blockd's own answers); one of
+            our own listeners is refused (508, a loop)
+5. relay    the request, then the response streamed back unchanged; an upgrade (101) turns
+            the connection into a tunnel
+Nothing about the client is kept; every decision is an HttpDecision event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from blockd.events import EventBus, HttpDecision, HttpProblem
+from blockd.feeds.model import Authority
+from blockd.http import h1, relay
+from blockd.http.notice import NoticePage
+from blockd.http.origin import OriginError, OriginResolver
+from blockd.policy.snapshot import PolicySnapshot
+from blockd.policy.verdict import Verdict
+from blockd.urls import InvalidName, InvalidURL, canonical_host
+
+log = logging.getLogger(__name__)
+
+_REASONS = {
+    400: "Bad Request",
+    408: "Request Timeout",
+    414: "URI Too Long",
+    421: "Misdirected Request",
+    431: "Request Header Fields Too Large",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+    505: "HTTP Version Not Supported",
+    508: "Loop Detected",
+}
+
+
+def plain_response(status: int, text: str = "", *, close: bool = True) -> bytes:
+    """Return a short text/plain response (errors and refusals)."""
+    body = (text or _REASONS.get(status, "Error")).encode() + b"\n"
+    return (
+        b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+        b"Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: %s\r\n\r\n%s"
+        % (
+            status,
+            _REASONS.get(status, "Error").encode(),
+            len(body),
+            b"close" if close else b"keep-alive",
+            body,
+        )
+    )
+
+
+def split_host(authority: str) -> tuple[str, int | None]:
+    """Split 'host[:port]' (IPv6 in brackets); raise InvalidName."""
+    host, port = authority, None
+    if authority.startswith("["):
+        end = authority.find("]")
+        if end < 0:
+            raise InvalidName("unclosed IPv6 bracket")
+        host, rest = authority[: end + 1], authority[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise InvalidName("junk after IPv6 address")
+            port = _port(rest[1:])
+    elif ":" in authority:
+        host, _, text = authority.rpartition(":")
+        port = _port(text)
+    if "@" in host:
+        raise InvalidName("user information in authority")
+    return canonical_host(host), port
+
+
+def _port(text: str) -> int | None:
+    if text == "":
+        return None
+    if not text.isdigit() or len(text) > 5 or not 0 < int(text) < 65536:
+        raise InvalidName(f"bad port {text[:8]!r}")
+    return int(text)
+
+
+class Limits:
+    """Timeouts and caps of the HTTP side (from HttpConfig)."""
+
+    def __init__(
+        self,
+        header_timeout: float = 10.0,
+        idle_timeout: float = 30.0,
+        origin_timeout: float = 30.0,
+        connect_timeout: float = 5.0,
+        tunnel_idle_timeout: float = 300.0,
+        origin_port: int = 80,
+    ) -> None:
+        """Record the limits."""
+        self.header_timeout = header_timeout
+        self.idle_timeout = idle_timeout
+        self.origin_timeout = origin_timeout
+        self.connect_timeout = connect_timeout
+        self.tunnel_idle_timeout = tunnel_idle_timeout
+        self.origin_port = origin_port
+
+
+class HttpFront:
+    """Decide and answer HTTP requests; one instance serves every connection."""
+
+    def __init__(
+        self,
+        source: Callable[[], PolicySnapshot],
+        notice: NoticePage,
+        resolver: OriginResolver,
+        bus: EventBus,
+        authority_of: Callable[[str], Authority | None],
+        limits: Limits,
+        *,
+        records_nothing: bool = True,
+    ) -> None:
+        """Wire the stages; source() returns the current PolicySnapshot."""
+        self.source = source
+        self.notice = notice
+        self.resolver = resolver
+        self.bus = bus
+        self.authority_of = authority_of
+        self.limits = limits
+        self.records_nothing = records_nothing
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve one client connection until it closes, errs or idles out."""
+        origin: _Origin | None = None
+        first = True
+        try:
+            while True:
+                head = await self._read_head(reader, writer, first)
+                if head is None:
+                    return
+                first = False
+                try:
+                    req = h1.parse_request(head)
+                except h1.HttpError as e:
+                    self._reject(writer, e)
+                    return
+                keep, origin = await self._handle(req, reader, writer, origin)
+                if not keep:
+                    return
+        except (ConnectionError, relay.PeerGone):
+            pass
+        finally:
+            if origin is not None:
+                origin.close()
+            writer.close()
+
+    async def _read_head(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bool
+    ) -> bytes | None:
+        """Return the next request head, or None when the client is done or misbehaved."""
+        # The first head must arrive within header_timeout (slowloris); a later one, on a
+        # kept-alive connection, within idle_timeout.
+        limit = self.limits.header_timeout if first else self.limits.idle_timeout
+        try:
+            async with asyncio.timeout(limit):
+                head = await reader.readuntil(b"\r\n\r\n")
+            h1.head_end(head)  # the request-line limit
+            return head
+        except TimeoutError:
+            if first:  # a slow client (slowloris): tell it, then hang up
+                self._reject(writer, h1.HttpError(408, "slow-client"))
+            return None
+        except asyncio.IncompleteReadError as e:
+            if e.partial.strip():
+                self._reject(writer, h1.HttpError(400, "truncated-head"))
+            return None
+        except asyncio.LimitOverrunError:
+            buffered = await reader.read(h1.MAX_HEAD + 1)
+            try:
+                h1.head_end(buffered)
+                error = h1.HttpError(431, "head-too-large")
+            except h1.HttpError as e:
+                error = e
+            self._reject(writer, error)
+            return None
+        except h1.HttpError as e:
+            self._reject(writer, e)
+            return None
+
+    def _reject(self, writer: asyncio.StreamWriter, e: h1.HttpError) -> None:
+        self.bus.publish(HttpProblem("rejected", e.reason, "http"))
+        writer.write(plain_response(e.status))
+
+    async def _handle(
+        self,
+        req: h1.Request,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        origin: _Origin | None,
+    ) -> tuple[bool, _Origin | None]:
+        """Answer one request; return (keep the connection, origin connection to reuse)."""
+        try:
+            host, port = split_host(req.host)
+            if req.method == "CONNECT":
+                raise InvalidURL("CONNECT")
+            snapshot = self.source()
+            verdict: Verdict | None = snapshot.host_verdict(host)
+            if verdict is not None and verdict.action == "route":
+                url = f"http://{host}{req.path}"
+                verdict = snapshot.url_verdict(url)
+                routed = True
+            else:
+                routed = False
+        except (InvalidName, InvalidURL, UnicodeError) as e:
+            status = 405 if req.method == "CONNECT" else 400
+            self.bus.publish(HttpProblem("rejected", "bad-host", "http"))
+            log.debug("bad request target: %s", e)
+            writer.write(plain_response(status, "This proxy only serves plain HTTP requests."))
+            return False, origin
+        if verdict is not None:
+            self.bus.publish(HttpDecision(verdict, "notice", "http"))
+            keep = req.keep_alive and req.framing == "none"  # a body we will not read: close
+            writer.write(
+                self.notice.response(
+                    req.method,
+                    verdict,
+                    self.authority_of(verdict.authority),
+                    _header(req, b"accept-language"),
+                    records_nothing=self.records_nothing,
+                    keep_alive=keep,
+                )
+            )
+            await writer.drain()
+            return keep, origin
+        if not routed:
+            self.bus.publish(HttpDecision(None, "misdirected", "http"))
+            writer.write(plain_response(421, "This server does not serve that host."))
+            return False, origin
+        self.bus.publish(HttpDecision(None, "pass", "http"))
+        port = port or self.resolver.http_port(host) or self.limits.origin_port
+        return await self._forward(req, host, port, reader, writer, origin)
+
+    async def _forward(
+        self,
+        req: h1.Request,
+        host: str,
+        port: int,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        origin: _Origin | None,
+    ) -> tuple[bool, _Origin | None]:
+        """Send the request to the origin and stream its response back."""
+        if origin is not None and (origin.key != (host, port) or origin.closed):
+            origin.close()
+            origin = None
+        if origin is None:
+            try:
+                origin = await self._connect(host, port)
+            except _Refused as e:
+                self.bus.publish(HttpProblem("origin", e.reason, "http"))
+                writer.write(plain_response(e.status))
+                return False, None
+        origin.writer.write(_origin_head(req))
+        # The body goes up while the response may already come down (Expect: 100-continue,
+        # early errors); whichever fails first ends both.
+        body = asyncio.ensure_future(self._send_body(req, reader, origin))
+        response = asyncio.ensure_future(self._relay_response(req, reader, writer, origin))
+        try:
+            await asyncio.wait((body, response), return_when=asyncio.FIRST_EXCEPTION)
+            if body.done() and body.exception() is not None:
+                response.cancel()
+                await body  # raises the body's error
+            keep = await response
+            if not body.done():  # the origin answered before taking the whole body
+                body.cancel()
+                keep = False
+        except h1.HttpError as e:
+            _cancel(body, response)
+            origin.close()
+            if not origin.answered:
+                self._reject(writer, e)
+            return False, None
+        except (TimeoutError, relay.PeerGone, OSError) as e:
+            _cancel(body, response)
+            origin.close()
+            reason = "timeout" if isinstance(e, TimeoutError) else "closed"
+            self.bus.publish(HttpProblem("origin", reason, "http"))
+            if not origin.answered:
+                writer.write(plain_response(504 if reason == "timeout" else 502))
+            return False, None
+        if not keep or not origin.keep:
+            origin.close()
+            return keep, None
+        return keep, origin
+
+    async def _send_body(self, req: h1.Request, reader: asyncio.StreamReader, o: _Origin) -> None:
+        timeout = self.limits.idle_timeout
+        if req.framing == "length":
+            await relay.copy_length(reader, o.writer, req.length, timeout)
+        elif req.framing == "chunked":
+            await relay.copy_chunked(reader, o.writer, timeout)
+        else:
+            await o.writer.drain()
+
+    async def _relay_response(
+        self,
+        req: h1.Request,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        o: _Origin,
+    ) -> bool:
+        """Relay the origin's response (and any 1xx before it); return keep-alive."""
+        limits = self.limits
+        while True:
+            try:
+                async with asyncio.timeout(limits.origin_timeout):
+                    head = await o.reader.readuntil(b"\r\n\r\n")
+            except asyncio.LimitOverrunError:
+                raise h1.HttpError(502, "origin-head-too-large") from None
+            except asyncio.IncompleteReadError:
+                raise relay.PeerGone("origin closed") from None
+            resp = h1.parse_response(head, req.method)
+            o.answered = True
+            writer.write(head)
+            if resp.status == 101 and req.upgrade:
+                await relay.pipe((reader, writer), (o.reader, o.writer), limits.tunnel_idle_timeout)
+                o.keep = False
+                return False
+            if resp.status >= 200 or resp.status == 101:
+                break
+        if resp.framing == "length":
+            await relay.copy_length(o.reader, writer, resp.length, limits.origin_timeout)
+        elif resp.framing == "chunked":
+            await relay.copy_chunked(o.reader, writer, limits.origin_timeout, status=502)
+        elif resp.framing == "close":
+            await relay.copy_until_eof(o.reader, writer, limits.origin_timeout)
+        await writer.drain()
+        o.keep = resp.keep_alive
+        return req.keep_alive and resp.framing != "close"
+
+    async def _connect(self, host: str, port: int) -> _Origin:
+        try:
+            addresses = await self.resolver.addresses(host)
+        except OriginError as e:
+            raise _Refused(502, e.reason) from None
+        if any(self.resolver.is_own(a, port) for a in addresses):
+            raise _Refused(508, "loop")
+        for address in addresses:
+            try:
+                async with asyncio.timeout(self.limits.connect_timeout):
+                    r, w = await asyncio.open_connection(address, port, limit=h1.MAX_HEAD)
+                return _Origin((host, port), r, w)
+            except (OSError, TimeoutError):
+                continue
+        raise _Refused(502, "connect-failed")
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class _Origin:
+    """One connection to an origin, reused for the client's next request to it."""
+
+    def __init__(
+        self, key: tuple[str, int], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.key = key
+        self.reader = reader
+        self.writer = writer
+        self.keep = True
+        self.answered = False
+
+    @property
+    def closed(self) -> bool:
+        return self.writer.is_closing() or self.reader.at_eof()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _cancel(*tasks: asyncio.Future[Any]) -> None:
+    for task in tasks:
+        task.cancel()
+
+
+def _header(req: h1.Request, name: bytes) -> str | None:
+    for n, v in req.headers:
+        if n.lower() == name:
+            return v.decode("latin-1")
+    return None
+
+
+def _origin_head(req: h1.Request) -> bytes:
+    """Return the request head for the origin: origin-form target, Host from the target."""
+    absolute = not req.target.startswith("/")
+    out = [f"{req.method} {req.path} ".encode() + req.version]
+    for name, value in req.headers:
+        key = name.lower()
+        if key == b"proxy-connection" or (absolute and key == b"host"):
+            continue
+        out.append(name + b": " + value)
+    if absolute:
+        out.insert(1, b"Host: " + req.host.encode("latin-1"))
+    return b"\r\n".join(out) + b"\r\n\r\n"

@@ -1,0 +1,147 @@
+"""The HTTPS contract: decide on the SNI of a ClientHello, never terminating TLS.
+
+blockd holds no certificate for anyone's site, so over HTTPS it cannot see a URL, show a
+page, or block one URL and not another. What it can do, per connection:
+1. hello    read the ClientHello (it may span TCP segments) within header_timeout
+2. name     the SNI; none, or an Encrypted Client Hello, follows `tls_default`
+3. policy   wholly blocked host: refused with a TLS access_denied alert (the browser shows
+            a connection error; the DNS answer already pointed it at the notice server).
+            Routed host: the list's `https` setting: `splice` relays the connection to the
+            origin untouched (its URLs cannot be checked, so they are not blocked), `refuse`
+            sends the alert. Any other host: unrecognized_name.
+Every decision is an HttpDecision event with transport "https".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from typing import Literal
+
+from blockd.events import EventBus, HttpDecision, HttpProblem
+from blockd.http import relay, sni
+from blockd.http.origin import OriginError, OriginResolver
+from blockd.http.proxy import Limits
+from blockd.policy.snapshot import PolicySnapshot
+from blockd.policy.verdict import Verdict
+
+TlsMode = Literal["splice", "refuse"]
+READ = 16384
+
+
+class TlsFront:
+    """Decide TLS connections by SNI; splice or refuse."""
+
+    def __init__(
+        self,
+        source: Callable[[], PolicySnapshot],
+        resolver: OriginResolver,
+        bus: EventBus,
+        limits: Limits,
+        modes: Mapping[str, TlsMode],
+        *,
+        default: TlsMode = "refuse",
+        origin_port: int = 443,
+    ) -> None:
+        """Wire it; modes maps 'authority/list' to what a routed host of that list gets."""
+        self.source = source
+        self.resolver = resolver
+        self.bus = bus
+        self.limits = limits
+        self.modes = dict(modes)
+        self.default = default
+        self.origin_port = origin_port
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve one TLS connection."""
+        try:
+            hello, data = await self._hello(reader, writer)
+            if hello is None:
+                return
+            name = hello.server_name
+            if name is None or hello.ech:
+                # No SNI: nowhere to splice to. ECH: the visible name is the public one.
+                if name is None or self.default == "refuse":
+                    self._refuse(writer, None, sni.ALERT_UNRECOGNIZED_NAME)
+                    return
+                self.bus.publish(HttpDecision(None, "splice", "https"))
+                await self._splice(name, data, reader, writer)
+                return
+            verdict = self.source().host_verdict(name)
+            if verdict is None:
+                self.bus.publish(HttpDecision(None, "misdirected", "https"))
+                writer.write(sni.alert(sni.ALERT_UNRECOGNIZED_NAME))
+                return
+            if verdict.action != "route":
+                self._refuse(writer, verdict, sni.ALERT_ACCESS_DENIED)
+                return
+            if self.modes.get(f"{verdict.authority}/{verdict.list}", "splice") == "refuse":
+                self._refuse(writer, verdict, sni.ALERT_ACCESS_DENIED)
+                return
+            self.bus.publish(HttpDecision(verdict, "splice", "https"))
+            await self._splice(name, data, reader, writer)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def _hello(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> tuple[sni.ClientHello | None, bytes]:
+        """Read until a whole ClientHello is in; (None, b'') when there is none to be had."""
+        buf = bytearray()
+        try:
+            async with asyncio.timeout(self.limits.header_timeout):
+                while True:
+                    hello = sni.parse_client_hello(buf)
+                    if hello is not None:
+                        return hello, bytes(buf)
+                    data = await reader.read(READ)
+                    if not data:
+                        return None, b""
+                    buf += data
+        except TimeoutError:
+            self.bus.publish(HttpProblem("rejected", "slow-client", "https"))
+        except sni.TlsParseError as e:
+            self.bus.publish(HttpProblem("rejected", e.reason, "https"))
+            if not isinstance(e, sni.NotTls):
+                writer.write(sni.alert(sni.ALERT_DECODE_ERROR))
+        return None, b""
+
+    def _refuse(self, writer: asyncio.StreamWriter, verdict: Verdict | None, alert: int) -> None:
+        self.bus.publish(HttpDecision(verdict, "refused", "https"))
+        writer.write(sni.alert(alert))
+
+    async def _splice(
+        self, name: str, hello: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Connect to the origin, hand it the ClientHello, relay both ways untouched."""
+        port = self.origin_port
+        try:
+            addresses = await self.resolver.addresses(name)
+        except OriginError as e:
+            self.bus.publish(HttpProblem("origin", e.reason, "https"))
+            writer.write(sni.alert(sni.ALERT_INTERNAL_ERROR))
+            return
+        if any(self.resolver.is_own(a, port) for a in addresses):
+            self.bus.publish(HttpProblem("origin", "loop", "https"))
+            writer.write(sni.alert(sni.ALERT_INTERNAL_ERROR))
+            return
+        for address in addresses:
+            try:
+                async with asyncio.timeout(self.limits.connect_timeout):
+                    o_reader, o_writer = await asyncio.open_connection(address, port)
+                break
+            except (OSError, TimeoutError):
+                continue
+        else:
+            self.bus.publish(HttpProblem("origin", "connect-failed", "https"))
+            writer.write(sni.alert(sni.ALERT_INTERNAL_ERROR))
+            return
+        try:
+            o_writer.write(hello)
+            await relay.pipe(
+                (reader, writer), (o_reader, o_writer), self.limits.tunnel_idle_timeout
+            )
+        finally:
+            o_writer.close()
