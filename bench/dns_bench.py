@@ -8,7 +8,8 @@ Installs Unbound and dnsperf when missing. Starts, on loopback:
 - Unbound under test: the list as an RPZ zone (host and *.host), forwarding to the upstream;
 - blockd under test: the same list as a signed list, forwarding to the same upstream.
 Both get one thread/process. dnsperf then measures blocked answers/s and cache-hit answers/s
-against each, in interleaved rounds (medians reported); resident memory is read from /proc;
+against each, in interleaved rounds (medians reported), and answers per CPU-second each server
+used (dnsperf shares the cores, so it can cap answers/s); resident memory is read from /proc;
 the latency blockd adds to a forwarded cache miss is measured query by query against asking
 the upstream directly.
 Report ratios, not absolute figures: machines are noisy.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import statistics
@@ -59,6 +61,20 @@ def wait_answer(port: int, name: str, check: object, limit: float) -> None:
             return
         time.sleep(0.2)
     raise SystemExit(f"no suitable answer for {name} on port {port} within {limit}s")
+
+
+def cpu_seconds(pid: int) -> float:
+    """Return the user+system CPU time a process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(pid: int, port: int, queries: Path, seconds: int) -> tuple[float, float]:
+    """Run dnsperf; return (answers per second, answers per CPU-second of the server)."""
+    before = cpu_seconds(pid)
+    qps = dnsperf(port, queries, seconds)
+    used = cpu_seconds(pid) - before
+    return qps, qps * seconds / used if used else float("nan")
 
 
 def dnsperf(port: int, queries: Path, seconds: int) -> float:
@@ -190,13 +206,19 @@ source = "file://{work}/hosts.dsse"
                 for n in cached_names:
                     query(port, n)
             # Interleaved rounds, median of each: a noisy neighbour then hurts both alike.
+            # The load generator shares this machine's cores, so answers/s can be capped by
+            # dnsperf itself; answers per CPU-second of the server is the fairer comparison.
+            keys = ("blocked_qps", "cache_hit_qps", "blocked_per_cpu_s", "cache_hit_per_cpu_s")
             rounds: dict[str, dict[str, list[float]]] = {
-                label: {"blocked_qps": [], "cache_hit_qps": []} for label in ("blockd", "unbound")
+                label: {key: [] for key in keys} for label in ("blockd", "unbound")
             }
+            servers = (("blockd", bd_port, procs[2].pid), ("unbound", ub_port, procs[1].pid))
             for _ in range(a.rounds):
-                for label, port in (("blockd", bd_port), ("unbound", ub_port)):
-                    rounds[label]["blocked_qps"].append(dnsperf(port, blocked_file, a.seconds))
-                    rounds[label]["cache_hit_qps"].append(dnsperf(port, cached_file, a.seconds))
+                for label, port, pid in servers:
+                    for kind, file in (("blocked", blocked_file), ("cache_hit", cached_file)):
+                        qps, per_cpu = measured(pid, port, file, a.seconds)
+                        rounds[label][f"{kind}_qps"].append(qps)
+                        rounds[label][f"{kind}_per_cpu_s"].append(per_cpu)
             results: dict[str, dict[str, float]] = {
                 label: {key: statistics.median(v) for key, v in runs.items()}
                 for label, runs in rounds.items()
@@ -222,6 +244,10 @@ source = "file://{work}/hosts.dsse"
             "blocked_qps": results["blockd"]["blocked_qps"] / results["unbound"]["blocked_qps"],
             "cache_hit_qps": results["blockd"]["cache_hit_qps"]
             / results["unbound"]["cache_hit_qps"],
+            "blocked_per_cpu_s": results["blockd"]["blocked_per_cpu_s"]
+            / results["unbound"]["blocked_per_cpu_s"],
+            "cache_hit_per_cpu_s": results["blockd"]["cache_hit_per_cpu_s"]
+            / results["unbound"]["cache_hit_per_cpu_s"],
             "rss": results["blockd"]["rss_mb"] / results["unbound"]["rss_mb"],
         },
     }
@@ -233,7 +259,12 @@ source = "file://{work}/hosts.dsse"
         f" median of {a.rounds} interleaved rounds"
     )
     print(f"ready after start:   blockd {blockd_ready:.1f} s   unbound {unbound_ready:.1f} s")
-    for key, name in (("blocked_qps", "blocked answers/s"), ("cache_hit_qps", "cache hits/s")):
+    for key, name in (
+        ("blocked_qps", "blocked answers/s"),
+        ("cache_hit_qps", "cache hits/s"),
+        ("blocked_per_cpu_s", "blocked per CPU-s"),
+        ("cache_hit_per_cpu_s", "cache hits per CPU-s"),
+    ):
         print(
             f"{name:20} blockd {q['blockd'][key]:>9,.0f}   unbound {q['unbound'][key]:>9,.0f}"
             f"   ratio {r[key]:.2f}"
