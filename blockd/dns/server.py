@@ -183,15 +183,23 @@ class DnsServer:
         """Bind UDP and TCP on every listen address (port 0 picks one: see `bound`)."""
         loop = asyncio.get_running_loop()
         for endpoint in self.cfg.listen:
-            host, port = split_endpoint(endpoint)
-            sock = _udp_socket(host, port)
+            host, wanted = split_endpoint(endpoint)
+            for attempt in range(20):  # port 0: the UDP port picked may be taken for TCP
+                sock = _udp_socket(host, wanted)
+                port = sock.getsockname()[1]
+                try:
+                    server = await asyncio.start_server(
+                        self._serve_tcp, host, port, limit=65536 + 2
+                    )
+                    break
+                except OSError:
+                    sock.close()
+                    if wanted or attempt == 19:
+                        raise
             loop.add_reader(sock.fileno(), _UdpListener(self, sock).reader)
             self._udp.append(sock)
-            port = sock.getsockname()[1]
-            self.bound.append(("udp", host, port))
-            server = await asyncio.start_server(self._serve_tcp, host, port, limit=65536 + 2)
             self._tcp.append(server)
-            self.bound.append(("tcp", host, port))
+            self.bound += [("udp", host, port), ("tcp", host, port)]
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self._connections) >= self.cfg.max_tcp_connections:

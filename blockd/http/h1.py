@@ -26,6 +26,7 @@ _TARGET = re.compile(rb"[\x21-\x7e]+")
 _VERSION = re.compile(rb"HTTP/1\.[01]")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
+_ABSOLUTE = re.compile(r"https?://[^/?#]", re.IGNORECASE)
 _STATUS_LINE = re.compile(rb"(HTTP/1\.[01]) ([1-9][0-9]{2})(?: [\t\x20-\x7e\x80-\xff]*)?")
 
 
@@ -56,7 +57,7 @@ class Request:
     @property
     def path(self) -> str:
         """Return the origin-form target ('/path?query')."""
-        if self.target.startswith("/"):
+        if self.target.startswith("/") or self.target == "*":
             return self.target
         if "://" in self.target:
             rest = self.target.split("://", 1)[1]
@@ -84,7 +85,8 @@ def head_end(buffer: bytes | bytearray) -> int:
     Raise HttpError if the head is already too long to accept.
     """
     first = buffer.find(b"\r\n", 0, MAX_REQUEST_LINE + 2)
-    if first < 0 and len(buffer) > MAX_REQUEST_LINE:
+    seen = min(len(buffer), MAX_REQUEST_LINE + 2)  # of the first line, CR not counted
+    if first < 0 and seen - buffer[:seen].endswith(b"\r") > MAX_REQUEST_LINE:
         raise HttpError(414, "line-too-long")
     end = buffer.find(b"\r\n\r\n")
     if end < 0:
@@ -119,8 +121,10 @@ def _split_head(head: bytes) -> tuple[bytes, tuple[tuple[bytes, bytes], ...]]:
         raise HttpError(400, "bad-head")
     lines = head[:-4].split(b"\r\n")
     for line in lines:
-        if b"\r" in line or b"\n" in line or b"\x00" in line:
+        if b"\r" in line or b"\n" in line:
             raise HttpError(400, "bare-cr-lf")
+        if b"\x00" in line:
+            raise HttpError(400, "control-character")
     return lines[0], _fields(lines[1:])
 
 
@@ -134,6 +138,8 @@ def _framing(
     connection: set[bytes] = set()
     for name, value in headers:
         key = name.lower()
+        if b"_" in key and key.replace(b"_", b"-") in (b"content-length", b"transfer-encoding"):
+            raise HttpError(bad, "ambiguous-header")  # some origins read _ as -
         if key == b"content-length":
             for part in value.split(b","):
                 lengths.add(part.strip(b" \t"))
@@ -161,9 +167,9 @@ def _framing(
 
 def _persistent(version: bytes, connection: set[bytes]) -> bool:
     """Say whether the connection stays open after this message (RFC 9112 9.3)."""
-    if version == b"HTTP/1.1":
-        return b"close" not in connection
-    return b"keep-alive" in connection
+    if b"close" in connection:
+        return False
+    return version == b"HTTP/1.1" or b"keep-alive" in connection
 
 
 def parse_request(head: bytes) -> Request:
@@ -178,12 +184,18 @@ def parse_request(head: bytes) -> Request:
     if not _VERSION.fullmatch(version):
         raise HttpError(505, "bad-version")
     framing, length, connection = _framing(headers, response=False)
+    if framing == "chunked" and version == b"HTTP/1.0":
+        raise HttpError(400, "chunked-http10")  # RFC 9112 6.1: faulty framing
     hosts = [v for n, v in headers if n.lower() == b"host"]
     if len(hosts) > 1:
         raise HttpError(400, "several-hosts")
     text = target.decode("ascii")
     host = hosts[0].decode("latin-1") if hosts else ""
-    if "://" in text:  # absolute-form wins over Host (RFC 9112 3.2.2)
+    if method == b"CONNECT":
+        host = text  # authority-form
+    elif not text.startswith("/") and text != "*":  # absolute-form wins over Host (3.2.2)
+        if not _ABSOLUTE.match(text):
+            raise HttpError(400, "bad-target")
         authority = text.split("://", 1)[1]
         host = re.split(r"[/?#]", authority, maxsplit=1)[0]
     elif version == b"HTTP/1.1" and not hosts:

@@ -87,7 +87,7 @@ def split_host(authority: str) -> tuple[str, int | None]:
 def _port(text: str) -> int | None:
     if text == "":
         return None
-    if not text.isdigit() or len(text) > 5 or not 0 < int(text) < 65536:
+    if not (text.isascii() and text.isdigit()) or len(text) > 5 or not 0 < int(text) < 65536:
         raise InvalidName(f"bad port {text[:8]!r}")
     return int(text)
 
