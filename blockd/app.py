@@ -7,6 +7,7 @@ is answered; listeners open next; only then do feeds sync over the network.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import signal
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from blockd import __version__
+from blockd.audit.log import open_log
+from blockd.audit.recorder import AuditRecorder
 from blockd.config import Config, ConfigError, split_endpoint
 from blockd.config import load as load_config
 from blockd.dns.answers import AnswerPolicy
@@ -21,7 +24,7 @@ from blockd.dns.cache import AnswerCache
 from blockd.dns.forward import Forwarder, resolv_conf_upstreams
 from blockd.dns.pipeline import AccessList, DnsPipeline
 from blockd.dns.server import DnsServer
-from blockd.events import Event, EventBus, PolicyActivated
+from blockd.events import Event, EventBus, OperatorAction, PolicyActivated
 from blockd.feeds.model import Authority
 from blockd.feeds.sync import FeedSync
 from blockd.feeds.trust import TrustError
@@ -89,6 +92,15 @@ class App:
         )
         self.http = HttpServer(config.http, self.http_front, self.tls_front, self.bus)
         self._demo_origin: asyncio.Server | None = None
+        self.audit: AuditRecorder | None = None
+        if config.audit.enabled:
+            audit = config.audit
+            self.audit = AuditRecorder(
+                open_log(audit.directory(config.state.dir), audit.origin, audit.key_name),
+                self.bus,
+                period=audit.period,
+                checkpoint_interval=audit.checkpoint_interval,
+            )
         self.bus.subscribe(PolicyActivated, self._on_policy)
         self._sync_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
@@ -126,6 +138,8 @@ class App:
 
     async def start(self) -> None:
         """Load the last verified policy, open the listeners, start syncing."""
+        if self.audit is not None:
+            self.audit.start(config_sha256=self.config_digest())
         self.feeds.load()
         self.pipeline.answers = AnswerPolicy.build(self.config.dns, self.feeds.trust)
         await self.dns.start()
@@ -180,6 +194,7 @@ class App:
         if self._sync_task is not None:
             self._sync_task.cancel()
             self._sync_task = asyncio.get_running_loop().create_task(self._sync_forever())
+        self.bus.publish(OperatorAction("reload", str(self.config_path), self.config_digest()))
         log.info("configuration reloaded from %s", self.config_path)
         return "reloaded"
 
@@ -194,7 +209,19 @@ class App:
             await asyncio.gather(self._sync_task, return_exceptions=True)
         await self.feeds.close()
         await self.forwarder.close()
+        if self.audit is not None:
+            await self.audit.stop()
+            self.audit.log.close()
         self._stopped.set()
+
+    def config_digest(self) -> str:
+        """Return the SHA-256 of the configuration file (or of the parsed configuration)."""
+        if self.config_path is not None:
+            try:
+                return hashlib.sha256(self.config_path.read_bytes()).hexdigest()
+            except OSError:
+                pass
+        return hashlib.sha256(self.config.model_dump_json().encode()).hexdigest()
 
     def describe(self) -> str:
         """Return where everything listens and what is enforced, for the console."""
@@ -205,6 +232,9 @@ class App:
             lines.append(f"  demo origin {self.config.http.demo_origin} (routed demo hosts)")
         ups = ", ".join(f"{h}:{p}" for h, p in (s.address for s in self.forwarder.states()))
         lines.append(f"  upstreams  {ups or 'none: clean names get SERVFAIL'}")
+        if self.audit is not None:
+            lines.append(f"  audit log  {self.audit.log.path}")
+            lines.append(f"  audit key  {self.audit.log.signer.verifier.vkey}")
         for ref, version in self.feeds.snapshot.versions.items():
             lines.append(f"  enforcing  {ref} v{version}")
         r = self.readiness()

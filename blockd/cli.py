@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from blockd import __version__, urls
+from blockd.audit import commands as audit_commands
+from blockd.audit.log import AuditError
 from blockd.config import Config, ConfigError, StateConfig, json_schema
 from blockd.config import load as load_config
 from blockd.events import Event, EventBus, FeedAccepted, FeedRejected, GuardIntervention
@@ -223,7 +225,8 @@ def cmd_sync(a: argparse.Namespace) -> int:
         finally:
             await sync.close()
 
-    outcomes = asyncio.run(go())
+    with audit_commands.operator_action(sync.config, bus, "sync", " ".join(a.lists) or "all"):
+        outcomes = asyncio.run(go())
     return 1 if "rejected" in outcomes else 0
 
 
@@ -306,16 +309,20 @@ def cmd_check(a: argparse.Namespace) -> int:
 
 def cmd_approve(a: argparse.Namespace) -> int:
     """Apply a quarantined update."""
-    sync = _feed_sync(a)
-    asyncio.run(sync.approve(a.list, a.version))
+    bus = EventBus()
+    sync = _feed_sync(a, bus)
+    with audit_commands.operator_action(sync.config, bus, "approve", f"{a.list} v{a.version}"):
+        asyncio.run(sync.approve(a.list, a.version))
     print(f"approved     {a.list} v{a.version} is now enforced")
     return 0
 
 
 def cmd_rollback(a: argparse.Namespace) -> int:
     """Return one list to its previous accepted version."""
-    sync = _feed_sync(a)
-    target = asyncio.run(sync.rollback(a.list))
+    bus = EventBus()
+    sync = _feed_sync(a, bus)
+    with audit_commands.operator_action(sync.config, bus, "rollback", a.list):
+        target = asyncio.run(sync.rollback(a.list))
     print(f"rolled back  {a.list} to v{target}; newer versions up to the undone one are held")
     return 0
 
@@ -379,6 +386,17 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return cmd_check(a)
 
 
+def config_arg(sp: argparse.ArgumentParser) -> None:
+    """Add --config to a command."""
+    sp.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help=f"configuration file (default {DEFAULT_CONFIG}; env BLOCKD_CONFIG)",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     """Build the argument parser."""
     p = argparse.ArgumentParser(prog="blockd", description=__doc__)
@@ -393,13 +411,7 @@ def parser() -> argparse.ArgumentParser:
         )
         sp.set_defaults(fn=fn)
         if config:
-            sp.add_argument(
-                "--config",
-                "-c",
-                type=Path,
-                default=DEFAULT_CONFIG,
-                help=f"configuration file (default {DEFAULT_CONFIG}; env BLOCKD_CONFIG)",
-            )
+            config_arg(sp)
         return sp
 
     sp = add("keygen", cmd_keygen)
@@ -460,6 +472,7 @@ def parser() -> argparse.ArgumentParser:
     add("config-schema", cmd_config_schema)
     sp = add("demo", cmd_demo)
     sp.add_argument("--state", type=Path, help="state directory (default: the example config's)")
+    audit_commands.register(sub, config_arg)
     return p
 
 
@@ -471,6 +484,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (
         UsageError,
         ConfigError,
+        AuditError,
+        OSError,
         KeyFileError,
         TrustError,
         GuardConfigError,

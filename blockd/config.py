@@ -283,6 +283,40 @@ class HttpConfig(_Section):
     notice: NoticeConfig = NoticeConfig()
 
 
+class AuditConfig(_Section):
+    """The tamper-evident audit log that regulators verify."""
+
+    enabled: bool = Field(default=True, description="Keep the audit log.")
+    dir: Path | None = Field(
+        default=None, description="Where the log and its key live; default <state dir>/audit."
+    )
+    origin: str = Field(
+        default="blockd.invalid/demo-log",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x7e]+$",
+        description="The log's name on its checkpoints, e.g. isp.example/blockd/resolver-1; "
+        "never change it once regulators hold checkpoints.",
+    )
+    key_name: str = Field(
+        default="blockd-demo-operator",
+        min_length=1,
+        max_length=100,
+        pattern=r"^[\x21-\x2a\x2c-\x7e]+$",
+        description="Name of the operator's log signing key (no '+' or spaces).",
+    )
+    period: float = Field(
+        default=3600, ge=60, le=86400, description="Seconds each aggregated block count covers."
+    )
+    checkpoint_interval: float = Field(
+        default=300, ge=1, le=86400, description="Longest time between signed checkpoints, s."
+    )
+
+    def directory(self, state: Path) -> Path:
+        """Return where the log lives."""
+        return self.dir or state / "audit"
+
+
 class Config(_Section):
     """The whole configuration."""
 
@@ -292,6 +326,7 @@ class Config(_Section):
     guards: GuardsConfig = GuardsConfig()
     dns: DnsConfig = DnsConfig()
     http: HttpConfig = HttpConfig()
+    audit: AuditConfig = AuditConfig()
 
     @model_validator(mode="after")
     def _unique_lists(self) -> Self:
@@ -321,6 +356,9 @@ class Config(_Section):
                     }
                 ),
                 "state": StateConfig(dir=fix(self.state.dir)),
+                "audit": self.audit.model_copy(
+                    update={"dir": fix(self.audit.dir) if self.audit.dir else None}
+                ),
                 "http": self.http.model_copy(
                     update={
                         "notice": self.http.notice.model_copy(

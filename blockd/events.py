@@ -142,6 +142,24 @@ class HttpProblem(Event):
     transport: str
 
 
+@dataclass(frozen=True)
+class OperatorAction(Event):
+    """An operator changed something: reload, sync, approve, rollback (audited)."""
+
+    action: str
+    detail: str
+    config_sha256: str = ""
+
+
+@dataclass(frozen=True)
+class SelfTestResult(Event):
+    """A run of the self-tests: authority probes blocked, control names not."""
+
+    passed: bool
+    checks: int
+    failures: tuple[str, ...] = ()
+
+
 E = TypeVar("E", bound=Event)
 
 

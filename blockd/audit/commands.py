@@ -1,0 +1,206 @@
+"""`blockd audit …`: print the log key, export a bundle, verify one, report from one.
+
+`export` runs on the operator's machine (it reads the log and signs a fresh checkpoint);
+`verify` and `report --bundle` run anywhere, with only the bundle and the operator's public
+key (vkey), which is how a regulator uses them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import sys
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from blockd.audit import bundle, note, report
+from blockd.audit.log import MerkleLog, open_log
+from blockd.audit.recorder import entry_of, utc
+from blockd.config import Config
+from blockd.config import load as load_config
+from blockd.events import Event, EventBus, OperatorAction
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _open(config: Config) -> MerkleLog:
+    audit = config.audit
+    return open_log(audit.directory(config.state.dir), audit.origin, audit.key_name)
+
+
+@contextlib.contextmanager
+def operator_action(config: Config, bus: EventBus, action: str, detail: str) -> Iterator[None]:
+    """Record an offline operator command and every audited event it causes."""
+    events: list[Event] = []
+    bus.subscribe(Event, events.append)
+    try:
+        yield
+    finally:
+        if config.audit.enabled:
+            now = utc(datetime.now(UTC).timestamp())
+            entries = [e for e in (entry_of(ev, now) for ev in events) if e is not None]
+            action_entry = entry_of(OperatorAction(action, detail), now)
+            assert action_entry is not None
+            log = _open(config)
+            try:
+                log.append([action_entry, *entries])
+                log.sign_checkpoint(now)
+            finally:
+                log.close()
+
+
+def _time(text: str) -> str:
+    """Parse a date or date-time to ISO 8601 UTC seconds."""
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date or time: {text!r}") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return utc(t.timestamp())
+
+
+def cmd_key(a: argparse.Namespace) -> int:
+    """Print the operator's log verifier key (vkey), creating the key on first use."""
+    log = _open(load_config(a.config))
+    print(log.signer.verifier.vkey)
+    log.close()
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    """Sign a fresh checkpoint and write a bundle of the entries in [--from, --to)."""
+    log = _open(load_config(a.config))
+    try:
+        log.sign_checkpoint(utc(datetime.now(UTC).timestamp()))
+        begin, end = log.index_range(a.start, a.end) if (a.start or a.end) else (0, log.head().size)
+        previous = None
+        if a.previous:
+            text, _ = note.open_note(a.previous.read_text(), [log.signer.verifier])
+            previous = note.Checkpoint.parse(text)
+        data = bundle.dumps(bundle.export(log, begin, end, previous=previous))
+    finally:
+        log.close()
+    if a.output:
+        a.output.write_text(data)
+        print(f"wrote {a.output}: entries {begin}..{end}", file=sys.stderr)
+    else:
+        sys.stdout.write(data)
+    return 0
+
+
+def _verifier(a: argparse.Namespace) -> note.Verifier:
+    text = a.key if a.key else a.key_file.read_text().strip()
+    return note.Verifier.from_vkey(text)
+
+
+def _load_bundle(path: Path) -> object:
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: cannot read the bundle: {e}") from None
+
+
+def cmd_verify(a: argparse.Namespace) -> int:
+    """Verify a bundle offline; exit 1 on any failure, naming the first bad index."""
+    previous = a.previous.read_text() if a.previous else None
+    verdict = bundle.verify(_load_bundle(a.bundle), _verifier(a), previous)
+    if verdict.ok:
+        print(verdict.message)
+        if verdict.checkpoint is not None:
+            print(f"latest checkpoint root {_b64(verdict.checkpoint.root)}")
+        return 0
+    where = (
+        f" (first bad index: {verdict.first_bad_index})"
+        if verdict.first_bad_index is not None
+        else ""
+    )
+    print(f"FAILED: {verdict.message}{where}")
+    return 1
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    """Write the transparency report from a verified bundle (or this machine's log)."""
+    if a.bundle:
+        verdict = bundle.verify(_load_bundle(a.bundle), _verifier(a))
+        if not verdict.ok or verdict.checkpoint is None:
+            print(f"FAILED: {verdict.message}", file=sys.stderr)
+            return 1
+        cp, key_name = verdict.checkpoint, _verifier(a).name
+        entries = list(enumerate(verdict.entries, start=verdict.begin))
+    else:
+        log = _open(load_config(a.config))
+        try:
+            log.sign_checkpoint(utc(datetime.now(UTC).timestamp()))
+            data = bundle.export(log, 0, log.head().size)
+            key_name = log.signer.name
+        finally:
+            log.close()
+        verdict = bundle.verify(data, log.signer.verifier)
+        if not verdict.ok or verdict.checkpoint is None:
+            print(f"FAILED: the local log does not verify: {verdict.message}", file=sys.stderr)
+            return 1
+        cp = verdict.checkpoint
+        entries = list(enumerate(verdict.entries))
+    source = report.ReportSource(cp.origin, cp.size, _b64(cp.root), key_name, True)
+    now = utc(datetime.now(UTC).timestamp())
+    built = report.build_report(entries, source, a.start, a.end, now=now)
+    render: Callable[[report.Report], str] = {
+        "html": report.render_html,
+        "json": report.render_json,
+        "csv": report.render_csv,
+    }[a.format]
+    text = render(built)
+    if a.output:
+        a.output.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    config_arg: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    """Add `blockd audit …` to the command line."""
+    audit = sub.add_parser("audit", help="the audit log: key, export, verify, report")
+    asub = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
+
+    def add(
+        name: str, fn: Callable[[argparse.Namespace], int], doc: str
+    ) -> argparse.ArgumentParser:
+        sp = asub.add_parser(name, help=doc, description=doc)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    sp = add("key", cmd_key, "print the operator's log public key (vkey) for regulators")
+    config_arg(sp)
+    sp = add("export", cmd_export, "sign a checkpoint and export a verifiable bundle")
+    config_arg(sp)
+    sp.add_argument("--from", dest="start", type=_time, help="first entry time (UTC)")
+    sp.add_argument("--to", dest="end", type=_time, help="entries before this time (UTC)")
+    sp.add_argument("--previous", type=Path, help="a checkpoint a regulator holds: prove growth")
+    sp.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    for name, fn, doc in (
+        ("verify", cmd_verify, "verify a bundle offline with the operator's public key"),
+        ("report", cmd_report, "the transparency report (html, json or csv)"),
+    ):
+        sp = add(name, fn, doc)
+        key = sp.add_mutually_exclusive_group(required=name == "verify")
+        key.add_argument("--key", help="the operator's vkey (name+id+key)")
+        key.add_argument("--key-file", type=Path, help="file holding the operator's vkey")
+        if name == "verify":
+            sp.add_argument("bundle", type=Path)
+            sp.add_argument("--previous", type=Path, help="the checkpoint you verified last time")
+        else:
+            config_arg(sp)
+            sp.add_argument("--bundle", type=Path, help="report from this bundle (needs --key)")
+            sp.add_argument("--from", dest="start", type=_time)
+            sp.add_argument("--to", dest="end", type=_time)
+            sp.add_argument("--format", choices=("html", "json", "csv"), default="html")
+            sp.add_argument("-o", "--output", type=Path)

@@ -1,0 +1,234 @@
+"""The append-only Merkle log on disk (SQLite) and its signed checkpoints.
+
+Every append is one transaction that reads the tree's frontier, adds the entries and their
+leaf hashes, and writes the new frontier: a crash leaves the log as of the last commit, and
+several processes (the daemon, an operator's `blockd approve`) can append safely. A
+checkpoint is signed only for the tree on disk, after checking that it extends the last
+signed one, so blockd never signs two inconsistent checkpoints.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from blockd.audit import canonical, merkle, note
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    idx  INTEGER PRIMARY KEY,
+    time TEXT NOT NULL,
+    type TEXT NOT NULL,
+    data BLOB NOT NULL,
+    leaf BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_time ON entries (time);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size INTEGER NOT NULL,
+    time TEXT NOT NULL,
+    note TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+"""
+
+
+class AuditError(Exception):
+    """The log on disk is inconsistent with what was signed, or cannot be used."""
+
+
+@dataclass(frozen=True)
+class Head:
+    """The tree as of the last commit."""
+
+    size: int
+    root: bytes
+
+
+class MerkleLog:
+    """One log file: append entries, sign checkpoints, read back for export."""
+
+    def __init__(self, path: Path, signer: note.Signer, origin: str) -> None:
+        """Open (creating) the log at path; checkpoints name origin and are signed by signer."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.signer = signer
+        self.origin = origin
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.executescript(SCHEMA)
+        path.chmod(0o600)
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
+    def _frontier(self) -> merkle.CompactRange:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'frontier'").fetchone()
+        size_row = self._db.execute("SELECT value FROM meta WHERE key = 'size'").fetchone()
+        if row is None or size_row is None:
+            return merkle.CompactRange()
+        blob, size = bytes(row[0]), int(size_row[0])
+        nodes = [blob[i : i + 32] for i in range(0, len(blob), 32)]
+        return merkle.CompactRange(0, size, nodes)
+
+    def head(self) -> Head:
+        """Return the size and root of the tree as committed."""
+        with self._lock:
+            frontier = self._frontier()
+        return Head(frontier.end, frontier.root())
+
+    def append(self, entries: Sequence[dict[str, object]]) -> Head:
+        """Append entries (each with a 'time' and a 'type') in one transaction."""
+        if not entries:
+            return self.head()
+        rows = []
+        for entry in entries:
+            data = canonical.canonical(entry)
+            rows.append((str(entry["time"]), str(entry["type"]), data, merkle.leaf_hash(data)))
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                frontier = self._frontier()
+                start = frontier.end
+                db.executemany(
+                    "INSERT INTO entries (idx, time, type, data, leaf) VALUES (?, ?, ?, ?, ?)",
+                    [(start + i, *row) for i, row in enumerate(rows)],
+                )
+                for row in rows:
+                    frontier.append(row[3])
+                self._put_frontier(frontier)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return Head(frontier.end, frontier.root())
+
+    def _put_frontier(self, frontier: merkle.CompactRange) -> None:
+        self._db.executemany(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+            [("frontier", b"".join(frontier.nodes)), ("size", str(frontier.end).encode())],
+        )
+
+    def sign_checkpoint(self, time: str) -> str:
+        """Sign a checkpoint of the committed tree; refuse if it does not extend the last one."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                frontier = self._frontier()
+                size, root = frontier.end, frontier.root()
+                last = db.execute(
+                    "SELECT size, note FROM checkpoints ORDER BY rowid DESC LIMIT 1"
+                ).fetchone()
+                if last is not None:
+                    self._check_extends(int(last[0]), str(last[1]), size)
+                body = note.Checkpoint(self.origin, size, root, (f"time {time}",)).to_text()
+                signed = note.sign_note(body, self.signer)
+                db.execute(
+                    "INSERT INTO checkpoints (size, time, note) VALUES (?, ?, ?)",
+                    (size, time, signed),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return signed
+
+    def _check_extends(self, old_size: int, old_note: str, size: int) -> None:
+        """Raise AuditError unless the tree of `size` leaves extends the signed old one."""
+        old = note.Checkpoint.parse(note.open_note(old_note, [self.signer.verifier])[0])
+        if size < old_size:
+            raise AuditError(f"log shrank from {old_size} to {size} entries: refusing to sign")
+        if size == old_size:
+            if self._frontier().root() != old.root:
+                raise AuditError("log root changed at the same size: refusing to sign")
+            return
+        # The committed leaves must still hash to the old root: the first old_size leaf hashes
+        # are recomputed from the entries on disk (cheap next to signing, and rare).
+        hashes = self.leaf_hashes(0, old_size, recompute=True)
+        if merkle.root(hashes) != old.root:
+            raise AuditError("entries signed before were changed on disk: refusing to sign")
+
+    def verify_disk(self) -> Head:
+        """Check every stored entry against its leaf hash and the last signed checkpoint."""
+        head = self.head()
+        hashes = self.leaf_hashes(0, head.size, recompute=True)
+        if merkle.root(hashes) != head.root:
+            raise AuditError("stored entries do not hash to the stored tree")
+        last = self.checkpoints()[-1:] if head.size else []
+        for signed in last:
+            cp = note.Checkpoint.parse(note.open_note(signed, [self.signer.verifier])[0])
+            if merkle.root(hashes[: cp.size]) != cp.root:
+                raise AuditError("stored entries do not match the last signed checkpoint")
+        return head
+
+    def leaf_hashes(self, begin: int, end: int, *, recompute: bool = False) -> list[bytes]:
+        """Return the leaf hashes of entries [begin, end) (recomputed from the data if asked)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT data, leaf FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx",
+                (begin, end),
+            ).fetchall()
+        if len(rows) != end - begin:
+            raise AuditError(f"entries {begin}..{end} are not all on disk")
+        if recompute:
+            return [merkle.leaf_hash(bytes(r[0])) for r in rows]
+        return [bytes(r[1]) for r in rows]
+
+    def entries(self, begin: int, end: int) -> Iterator[tuple[int, bytes]]:
+        """Yield (index, canonical bytes) of entries [begin, end)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT idx, data FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx",
+                (begin, end),
+            ).fetchall()
+        for idx, data in rows:
+            yield int(idx), bytes(data)
+
+    def index_range(self, start: str | None, end: str | None) -> tuple[int, int]:
+        """Return [begin, end) of the entries whose time is in [start, end) (ISO 8601 UTC)."""
+        with self._lock:
+            lo = self._db.execute(
+                "SELECT MIN(idx) FROM entries WHERE time >= ?", (start or "",)
+            ).fetchone()[0]
+            hi = self._db.execute(
+                "SELECT MAX(idx) FROM entries WHERE time < ?", (end or "9999",)
+            ).fetchone()[0]
+        if lo is None or hi is None or hi < lo:
+            return 0, 0
+        return int(lo), int(hi) + 1
+
+    def checkpoints(self) -> list[str]:
+        """Return every signed checkpoint note, oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT note FROM checkpoints ORDER BY rowid").fetchall()
+        return [str(r[0]) for r in rows]
+
+
+def load_or_create_key(path: Path, name: str) -> note.Signer:
+    """Return the operator's log key from path, generating it (mode 0600) on first use."""
+    from blockd.feeds.store import atomic_write
+
+    if not path.exists():
+        skey, _ = note.generate_key(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, (skey + "\n").encode(), mode=0o600)
+    try:
+        return note.Signer.from_skey(path.read_text("ascii").strip())
+    except (OSError, UnicodeDecodeError, note.NoteError) as e:
+        raise AuditError(f"{path}: not a usable log key: {e}") from None
+
+
+def open_log(directory: Path, origin: str, key_name: str) -> MerkleLog:
+    """Open the log in directory (log.db, key in log.key), creating both on first use."""
+    return MerkleLog(
+        directory / "log.db", load_or_create_key(directory / "log.key", key_name), origin
+    )

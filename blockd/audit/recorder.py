@@ -1,0 +1,259 @@
+"""Turn enforcement events into audit entries, off the query path.
+
+The event handlers only append to a list or bump a counter (microseconds, no I/O); a
+background task writes batches to the MerkleLog in a worker thread and signs checkpoints:
+after every policy activation and at least every `checkpoint_interval`. Block decisions
+are never logged one by one: they are counted per authority, list, version, action and
+transport, and the counts are logged once per period. Nothing about a client is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from blockd import __version__
+from blockd.audit.log import MerkleLog
+from blockd.events import (
+    DnsDecision,
+    Event,
+    EventBus,
+    FeedAccepted,
+    FeedRejected,
+    FeedUnchanged,
+    GuardIntervention,
+    HttpDecision,
+    OperatorAction,
+    PolicyActivated,
+    SelfTestResult,
+    TrustAccepted,
+    TrustRejected,
+)
+
+log = logging.getLogger(__name__)
+
+Entry = dict[str, object]
+CountKey = tuple[str, str, int, str, str]  # authority, list, version, action, transport
+
+
+def utc(ts: float) -> str:
+    """Return a Unix time as ISO 8601 UTC to the second."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def entry_of(event: Event, now: str) -> Entry | None:
+    """Return the audit entry for an event, or None if it is not audited itself."""
+    base: Entry = {"time": now, "blockd": __version__}
+    match event:
+        case FeedAccepted():
+            return base | {
+                "type": "feed-accepted",
+                "authority": event.authority,
+                "list": event.list,
+                "version": event.version,
+                "envelope_sha256": event.envelope_sha256,
+                "keyids": list(event.keyids),
+                "entries": event.entries,
+                "rejected_entries": dict(sorted(event.rejected_entries.items())),
+            }
+        case FeedRejected():
+            return base | {
+                "type": "feed-rejected",
+                "authority": event.authority,
+                "list": event.list,
+                "version": event.version,
+                "envelope_sha256": event.envelope_sha256,
+                "keyids": list(event.keyids),
+                "reason": event.reason,
+            }
+        case FeedUnchanged():
+            return base | {
+                "type": "feed-unchanged",
+                "authority": event.authority,
+                "list": event.list,
+                "version": event.version,
+            }
+        case TrustAccepted():
+            return base | {
+                "type": "trust-accepted",
+                "version": event.version,
+                "envelope_sha256": event.envelope_sha256,
+                "keyids": list(event.keyids),
+            }
+        case TrustRejected():
+            return base | {
+                "type": "trust-rejected",
+                "version": event.version,
+                "envelope_sha256": event.envelope_sha256,
+                "reason": event.reason,
+            }
+        case GuardIntervention():
+            return base | {
+                "type": "guard-intervention",
+                "kind": event.kind,
+                "authority": event.authority,
+                "list": event.list,
+                "version": event.version,
+                "detail": event.detail,
+                "count": event.count,
+            }
+        case PolicyActivated():
+            return base | {
+                "type": "policy-activated",
+                "generation": event.generation,
+                "versions": dict(sorted(event.versions.items())),
+                "entries": event.entries,
+            }
+        case OperatorAction():
+            return base | {
+                "type": "operator-action",
+                "action": event.action,
+                "detail": event.detail,
+                "config_sha256": event.config_sha256,
+            }
+        case SelfTestResult():
+            return base | {
+                "type": "self-test",
+                "passed": event.passed,
+                "checks": event.checks,
+                "failures": list(event.failures),
+            }
+    return None
+
+
+class AuditRecorder:
+    """Subscribe to the bus; batch entries and counts into the log; sign checkpoints."""
+
+    def __init__(
+        self,
+        log: MerkleLog,
+        bus: EventBus,
+        *,
+        period: float = 3600.0,
+        checkpoint_interval: float = 300.0,
+        flush_interval: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Record into log; counts cover `period` seconds (aligned to the epoch)."""
+        self.log = log
+        self.period = period
+        self.checkpoint_interval = checkpoint_interval
+        self.flush_interval = flush_interval
+        self.clock = clock
+        self._pending: list[Entry] = []
+        self._counts: Counter[CountKey] = Counter()
+        self._period_start = self._align(clock())
+        self._want_checkpoint = False
+        self._last_checkpoint = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        bus.subscribe(Event, self._on_event)
+        bus.subscribe(DnsDecision, self._on_dns)
+        bus.subscribe(HttpDecision, self._on_http)
+
+    def _align(self, ts: float) -> float:
+        return ts - ts % self.period
+
+    def _on_event(self, event: Event) -> None:
+        entry = entry_of(event, utc(self.clock()))
+        if entry is not None:
+            self._pending.append(entry)
+            if isinstance(event, PolicyActivated | OperatorAction):
+                self._want_checkpoint = True
+                self._wake.set()
+
+    def _on_dns(self, event: DnsDecision) -> None:
+        # Hot path: one tuple and one counter bump per blocked or routed answer.
+        v = event.verdict
+        self._counts[(v.authority, v.list, v.version, v.action, event.transport)] += 1
+
+    def _on_http(self, event: HttpDecision) -> None:
+        v = event.verdict
+        if v is not None and event.outcome in ("notice", "refused"):
+            self._counts[(v.authority, v.list, v.version, event.outcome, event.transport)] += 1
+
+    def record(self, kind: str, **fields: object) -> None:
+        """Queue an entry that has no event (daemon start and stop, retention purges)."""
+        self._pending.append(
+            {"time": utc(self.clock()), "blockd": __version__, "type": kind} | fields
+        )
+
+    def _take_counts(self, end: float) -> Entry | None:
+        """Return the counts entry for the period that ends at `end`, and start anew."""
+        counts, self._counts = self._counts, Counter()
+        start, self._period_start = self._period_start, self._align(end)
+        if not counts:
+            return None
+        rows = [
+            {
+                "authority": a,
+                "list": lst,
+                "version": ver,
+                "action": action,
+                "transport": transport,
+                "count": n,
+            }
+            for (a, lst, ver, action, transport), n in sorted(counts.items())
+        ]
+        return {
+            "time": utc(end),
+            "blockd": __version__,
+            "type": "block-counts",
+            "period_start": utc(start),
+            "period_end": utc(end),
+            "counts": rows,
+        }
+
+    async def flush(self, *, checkpoint: bool = False, close_period: bool = False) -> None:
+        """Write what is pending; close the counting period if it ended (or if asked)."""
+        now = self.clock()
+        if close_period or now >= self._period_start + self.period:
+            end = now if close_period else self._period_start + self.period
+            counts = self._take_counts(end)
+            if counts is not None:
+                self._pending.append(counts)
+        batch, self._pending = self._pending, []
+        if batch:
+            try:
+                await asyncio.to_thread(self.log.append, batch)
+            except BaseException:
+                self._pending[:0] = batch  # nothing is lost: the next flush tries again
+                raise
+        due = now - self._last_checkpoint >= self.checkpoint_interval
+        if checkpoint or self._want_checkpoint or due:
+            self._want_checkpoint = False
+            self._last_checkpoint = now
+            await asyncio.to_thread(self.log.sign_checkpoint, utc(now))
+
+    def start(self, **fields: object) -> None:
+        """Record the start (with fields) and start writing in the background."""
+        self.record("daemon-start", **fields)
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self.flush_interval):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("audit log write failed; entries kept for the next attempt")
+
+    async def stop(self) -> None:
+        """Write the last counts and a stop entry, sign a final checkpoint."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        self.record("daemon-stop")
+        await self.flush(checkpoint=True, close_period=True)

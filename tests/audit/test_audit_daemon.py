@@ -1,0 +1,145 @@
+"""A running blockd writes a log that verifies with its public key alone, and nothing private.
+
+Traffic comes from 127.0.0.9 so that a leaked client address would be recognisable on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import dnslib
+import jsonschema
+import pytest
+
+from blockd.app import App
+from blockd.audit import canonical
+from blockd.cli import main
+from blockd.config import parse
+from tests.dns.test_daemon import demo_config
+
+if TYPE_CHECKING:
+    from tests.dnsupstream import Upstream
+
+CLIENT = "127.0.0.9"
+CLEAN = "private-unblocked-name.example.com"
+SCHEMA = Path(__file__).resolve().parents[2] / "blockd/audit/report.schema.json"
+
+
+async def dns(app: App, name: str) -> dnslib.DNSRecord:
+    port = next(p for t, _, p in app.dns.bound if t == "udp")
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((CLIENT, 0))
+        s.setblocking(False)
+        await loop.sock_sendto(s, dnslib.DNSRecord.question(name).pack(), ("127.0.0.1", port))
+        async with asyncio.timeout(5):
+            return dnslib.DNSRecord.parse(await loop.sock_recv(s, 4096))
+
+
+async def http(app: App, host: str) -> bytes:
+    port = next(p for k, _, p in app.http.bound if k == "http")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(CLIENT, 0))
+    writer.write(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    async with asyncio.timeout(5):
+        data = await reader.read(-1)
+    writer.close()
+    return data
+
+
+@pytest.fixture
+async def ran(tmp_path: Path, upstream: Upstream) -> Path:
+    """Run blockd, send blocked and clean traffic, stop it; return the config file."""
+    upstream.add(CLEAN, "A", "192.0.2.44")
+    text = demo_config(tmp_path, upstream.addr, allow=["127.0.0.0/8"])
+    conf = tmp_path / "blockd.toml"
+    conf.write_text(text)
+    app = App(parse(text, tmp_path), conf)
+    await app.start()
+    try:
+        await app.feeds.sync_all()
+        for _ in range(3):
+            assert (await dns(app, "www.blocked.demo.test")).rr
+        assert (await dns(app, CLEAN)).rr
+        assert (await dns(app, "partial.demo.test")).rr
+        assert b" 451 " in await http(app, "blocked.demo.test")
+    finally:
+        await app.stop()
+    return conf
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    return code, capsys.readouterr().out
+
+
+async def test_the_log_verifies_with_the_printed_key_alone(
+    ran: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, vkey = run_cli(capsys, "audit", "key", "-c", str(ran))
+    assert code == 0 and vkey.startswith("blockd-demo-operator+")
+    out = tmp_path / "bundle.json"
+    assert run_cli(capsys, "audit", "export", "-c", str(ran), "-o", str(out))[0] == 0
+    code, said = run_cli(capsys, "audit", "verify", str(out), "--key", vkey.strip())
+    assert code == 0 and said.startswith("OK: entries 0..")
+    entries = [json.loads(e) for e in json.loads(out.read_text())["entries"]]
+    types = [e["type"] for e in entries]
+    assert types[0] == "daemon-start" and "daemon-stop" in types
+    assert types.count("feed-accepted") == 3 and "policy-activated" in types
+    (counts,) = [e for e in entries if e["type"] == "block-counts"]
+    rows = {(r["list"], r["action"], r["transport"]): r["count"] for r in counts["counts"]}
+    assert rows == {
+        ("demo-hosts", "notice", "udp"): 3,
+        ("demo-urls", "route", "udp"): 1,
+        ("demo-hosts", "notice", "http"): 1,
+    }
+    # A flipped byte in the bundle fails, naming the entry.
+    bundle = json.loads(out.read_text())
+    bundle["entries"][2] = bundle["entries"][2].replace('"', "'", 1)
+    out.write_text(json.dumps(bundle))
+    code, said = run_cli(capsys, "audit", "verify", str(out), "--key", vkey.strip())
+    assert code == 1 and "first bad index: 2" in said
+
+
+async def test_the_transparency_report_matches_the_log(
+    ran: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    vkey = run_cli(capsys, "audit", "key", "-c", str(ran))[1].strip()
+    out = tmp_path / "bundle.json"
+    run_cli(capsys, "audit", "export", "-c", str(ran), "-o", str(out))
+    code, text = run_cli(
+        capsys, "audit", "report", "--bundle", str(out), "--key", vkey, "--format", "json"
+    )
+    assert code == 0
+    report = json.loads(text)
+    jsonschema.validate(report, json.loads(SCHEMA.read_text()))
+    assert report["blocks_by_list"]["total"] == 5
+    assert report["source"]["verified"] is True
+    code, html = run_cli(capsys, "audit", "report", "-c", str(ran), "--format", "html")
+    assert code == 0 and "<script" not in html and "demo-hosts" in html
+
+
+async def test_nothing_identifying_a_subscriber_is_written(ran: Path, tmp_path: Path) -> None:
+    await asyncio.to_thread(scan, tmp_path)
+
+
+def scan(tmp_path: Path) -> None:
+    packed = socket.inet_aton(CLIENT)
+    for path in tmp_path.rglob("*"):
+        if not path.is_file() or path.name == "blockd.toml":
+            continue
+        data = path.read_bytes()
+        assert CLIENT.encode() not in data, path
+        assert packed not in data, path
+        assert CLEAN.encode() not in data, path
+        assert b"private-unblocked-name" not in data, path
+
+
+def test_entries_are_canonical_json(tmp_path: Path) -> None:
+    assert (
+        canonical.canonical({"b": 1, "a": [True, None, "é"]})
+        == b'{"a":[true,null,"\xc3\xa9"],"b":1}'
+    )
