@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from blockd import __version__
+from blockd import __version__, selftest
+from blockd.admin import Admin
 from blockd.audit.log import open_log
 from blockd.audit.recorder import AuditRecorder
 from blockd.config import Config, ConfigError, split_endpoint
@@ -24,7 +25,7 @@ from blockd.dns.cache import AnswerCache
 from blockd.dns.forward import Forwarder, resolv_conf_upstreams
 from blockd.dns.pipeline import AccessList, DnsPipeline
 from blockd.dns.server import DnsServer
-from blockd.events import Event, EventBus, OperatorAction, PolicyActivated
+from blockd.events import Event, EventBus, OperatorAction, PolicyActivated, SelfTestResult
 from blockd.feeds.model import Authority
 from blockd.feeds.sync import FeedSync
 from blockd.feeds.trust import TrustError
@@ -101,6 +102,8 @@ class App:
                 period=audit.period,
                 checkpoint_interval=audit.checkpoint_interval,
             )
+        self.admin = Admin(self, config.admin)
+        self._selftest_task: asyncio.Task[None] | None = None
         self.bus.subscribe(PolicyActivated, self._on_policy)
         self._sync_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
@@ -146,7 +149,38 @@ class App:
         if self.config.http.demo_origin:
             self._demo_origin = await demo_origin(self.config.http.demo_origin)
         await self.http.start()
+        await self.admin.start()
+        if self.config.selftest.interval:
+            self._selftest_task = asyncio.get_running_loop().create_task(self._selftests())
         self._sync_task = asyncio.get_running_loop().create_task(self._sync_forever())
+
+    async def run_selftest(self) -> SelfTestResult:
+        """Test enforcement now through our own listeners; publish and return the result."""
+        dns = next(((a, p) for t, a, p in self.dns.bound if t == "udp"), None)
+        web = next(((a, p) for t, a, p in self.http.bound if t == "http"), None)
+        if dns is None:
+            result = SelfTestResult(False, 0, ("no DNS listener",))
+        else:
+            cfg = self.config.selftest
+            targets = selftest.Targets(
+                selftest.reachable(dns), selftest.reachable(web) if web else None
+            )
+            probes = self.feeds.snapshot.probes()
+            result = await selftest.run(probes, targets, cfg.control or None, cfg.timeout)
+        self.bus.publish(result)
+        if not result.passed:
+            log.error("self-test FAILED: %s", "; ".join(result.failures))
+        return result
+
+    async def _selftests(self) -> None:
+        cfg = self.config.selftest
+        await asyncio.sleep(cfg.first_after)
+        while True:
+            try:
+                await self.run_selftest()
+            except Exception:
+                log.exception("self-test run failed")
+            await asyncio.sleep(cfg.interval)
 
     async def _sync_forever(self) -> None:
         try:
@@ -200,6 +234,10 @@ class App:
 
     async def stop(self) -> None:
         """Drain the listeners, stop syncing, release everything."""
+        if self._selftest_task is not None:
+            self._selftest_task.cancel()
+            await asyncio.gather(self._selftest_task, return_exceptions=True)
+        await self.admin.stop()
         await self.http.stop()
         if self._demo_origin is not None:
             self._demo_origin.close()
@@ -228,6 +266,9 @@ class App:
         lines = [f"blockd {__version__}"]
         lines += [f"  dns   {t:5} {a}:{p}" for t, a, p in self.dns.bound]
         lines += [f"  http  {t:5} {a}:{p}" for t, a, p in self.http.bound]
+        lines += [
+            f"  admin       http://{a}:{p}/status  /metrics  /readyz" for a, p in self.admin.bound
+        ]
         if self._demo_origin is not None:
             lines.append(f"  demo origin {self.config.http.demo_origin} (routed demo hosts)")
         ups = ", ".join(f"{h}:{p}" for h, p in (s.address for s in self.forwarder.states()))

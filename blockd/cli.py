@@ -327,6 +327,29 @@ def cmd_rollback(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_selftest(a: argparse.Namespace) -> int:
+    """Test the running daemon's enforcement through its listeners (probes and a control)."""
+    from blockd import selftest
+    from blockd.config import split_endpoint
+
+    bus = EventBus()
+    sync = _feed_sync(a, bus)
+    cfg = sync.config
+    dns = selftest.reachable(split_endpoint(cfg.dns.listen[0]))
+    http = selftest.reachable(split_endpoint(cfg.http.listen[0])) if cfg.http.listen else None
+    targets = selftest.Targets(dns, http)
+    probes = sync.snapshot.probes()
+    with audit_commands.operator_action(cfg, bus, "selftest", "blockd selftest"):
+        result = asyncio.run(
+            selftest.run(probes, targets, cfg.selftest.control or None, cfg.selftest.timeout)
+        )
+        bus.publish(result)
+    for failure in result.failures:
+        print(f"FAILED  {failure}")
+    print(f"self-test {'passed' if result.passed else 'FAILED'}: {result.checks} checks")
+    return 0 if result.passed else 1
+
+
 def cmd_run(a: argparse.Namespace) -> int:
     """Run the daemon: DNS enforcement with the configured lists."""
     from blockd.app import serve
@@ -465,6 +488,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("version", type=int)
     sp = add("rollback", cmd_rollback, config=True)
     sp.add_argument("list", metavar="AUTHORITY/LIST")
+    add("selftest", cmd_selftest, config=True)
     sp = add("run", cmd_run, config=True)
     sp.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     sp = add("check-config", cmd_check_config)

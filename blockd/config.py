@@ -317,6 +317,39 @@ class AuditConfig(_Section):
         return self.dir or state / "audit"
 
 
+class SelfTestConfig(_Section):
+    """Regular self-tests through blockd's own listeners (the authorities' probe entries)."""
+
+    interval: float = Field(
+        default=3600, ge=0, le=7 * 86400, description="Seconds between runs; 0 turns them off."
+    )
+    first_after: float = Field(
+        default=30, ge=0, le=86400, description="Seconds after start before the first run."
+    )
+    control: str = Field(
+        default="example.com",
+        description="A name that must never be blocked; checked on every run ('' for none).",
+    )
+    timeout: float = Field(default=3.0, gt=0, le=60, description="Seconds per check.")
+
+
+class AdminConfig(_Section):
+    """The admin listener: health, readiness, metrics, status page and the operator API."""
+
+    listen: list[Endpoint] = Field(
+        default_factory=lambda: ["127.0.0.1:9153"],
+        description="Admin HTTP listeners; keep them on loopback or a management network.",
+    )
+    token_file: Path | None = Field(
+        default=None,
+        description="File holding the bearer token the operator API requires; without one "
+        "the API answers 403 (health, readiness, metrics and the status page stay open).",
+    )
+    public_metrics: bool = Field(
+        default=True, description="Serve /metrics without the token (for Prometheus)."
+    )
+
+
 class Config(_Section):
     """The whole configuration."""
 
@@ -327,6 +360,8 @@ class Config(_Section):
     dns: DnsConfig = DnsConfig()
     http: HttpConfig = HttpConfig()
     audit: AuditConfig = AuditConfig()
+    selftest: SelfTestConfig = SelfTestConfig()
+    admin: AdminConfig = AdminConfig()
 
     @model_validator(mode="after")
     def _unique_lists(self) -> Self:
@@ -356,6 +391,11 @@ class Config(_Section):
                     }
                 ),
                 "state": StateConfig(dir=fix(self.state.dir)),
+                "admin": self.admin.model_copy(
+                    update={
+                        "token_file": fix(self.admin.token_file) if self.admin.token_file else None
+                    }
+                ),
                 "audit": self.audit.model_copy(
                     update={"dir": fix(self.audit.dir) if self.audit.dir else None}
                 ),

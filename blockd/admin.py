@@ -1,0 +1,338 @@
+"""The admin listener: health, readiness, metrics, a status page, and the operator API.
+
+Open (loopback by default): `/healthz`, `/readyz`, `/metrics` (unless `public_metrics` is
+off) and `/status`, a read-only page for engineers and visiting regulators. Everything under
+`/api/v1/` needs `Authorization: Bearer <token>` (the token file's content), compared in
+constant time; repeated failures from anywhere are slowed down. State-changing calls and URL
+checks (an oracle for the lists) are audited as operator actions. The API is described by
+`/api/v1/openapi.json`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import html
+import json
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from blockd import __version__, urls
+from blockd.config import AdminConfig, split_endpoint
+from blockd.events import OperatorAction
+
+if TYPE_CHECKING:
+    from blockd.app import App
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+FAILURE_WINDOW = 60.0  # seconds over which failed authentications are counted
+FAILURE_LIMIT = 10  # failures in the window before every attempt is slowed
+PENALTY = 1.0  # seconds each attempt waits while over the limit
+
+
+class Admin:
+    """The admin HTTP server of one App."""
+
+    def __init__(self, app: App, cfg: AdminConfig) -> None:
+        """Prepare; nothing listens until start()."""
+        self.app = app
+        self.cfg = cfg
+        self._failures: list[float] = []
+        self.runner: web.AppRunner | None = None
+        self.bound: list[tuple[str, int]] = []
+        web_app = web.Application(middlewares=[self._auth], client_max_size=64 * 1024)
+        r = web_app.router
+        r.add_get("/healthz", self.healthz)
+        r.add_get("/readyz", self.readyz)
+        r.add_get("/metrics", self.metrics)
+        r.add_get("/status", self.status_page)
+        r.add_get("/", self.status_page)
+        r.add_get("/api/v1/openapi.json", self.openapi)
+        r.add_get("/api/v1/lists", self.lists)
+        r.add_get("/api/v1/checkpoint", self.checkpoint)
+        r.add_post("/api/v1/sync", self.sync)
+        r.add_post("/api/v1/lists/{authority}/{list}/approve", self.approve)
+        r.add_post("/api/v1/lists/{authority}/{list}/rollback", self.rollback)
+        r.add_post("/api/v1/check", self.check)
+        r.add_post("/api/v1/selftest", self.selftest)
+        self.web_app = web_app
+
+    def _token(self) -> str | None:
+        if self.cfg.token_file is None:
+            return None
+        try:
+            token = Path(self.cfg.token_file).read_text("utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return token or None
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = request.path
+        open_paths = {"/healthz", "/readyz", "/status", "/", "/api/v1/openapi.json"}
+        if path in open_paths or (path == "/metrics" and self.cfg.public_metrics):
+            return await handler(request)
+        token = self._token()
+        if token is None:
+            return _problem(403, "the operator API is off: set admin.token_file")
+        now = time.monotonic()
+        self._failures = [t for t in self._failures if now - t < FAILURE_WINDOW]
+        if len(self._failures) >= FAILURE_LIMIT:
+            await asyncio.sleep(PENALTY)  # slow down guessing, for everyone, while it lasts
+        given = request.headers.get("Authorization", "")
+        expected = f"Bearer {token}"
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            self._failures.append(now)
+            return _problem(401, "a valid bearer token is required", bearer=True)
+        return await handler(request)
+
+    async def start(self) -> None:
+        """Listen on every configured admin endpoint."""
+        self.runner = web.AppRunner(self.web_app, access_log=None)
+        await self.runner.setup()
+        for endpoint in self.cfg.listen:
+            host, port = split_endpoint(endpoint)
+            site = web.TCPSite(self.runner, host, port)
+            await site.start()
+            server = site._server
+            assert server is not None
+            for sock in server.sockets:  # type: ignore[attr-defined]
+                self.bound.append((host, sock.getsockname()[1]))
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    # -- open endpoints ------------------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        """Answer while the process is alive."""
+        return web.json_response({"status": "alive", "version": __version__})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """Answer 200 when a current policy is enforced, 503 saying why not."""
+        r = self.app.readiness()
+        body = {"ready": r.ready, "reason": r.reason}
+        return web.json_response(body, status=200 if r.ready else 503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Serve the Prometheus exposition."""
+        metrics = getattr(self.app, "metrics", None)
+        if metrics is None:
+            return _problem(503, "metrics are not available")
+        body, content_type = metrics.render()
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = content_type
+        return response
+
+    async def status_page(self, request: web.Request) -> web.Response:
+        """Serve the read-only status page (HTML, no scripts)."""
+        return web.Response(
+            text=render_status(self.app),
+            content_type="text/html",
+            headers={
+                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+                "Cache-Control": "no-store",
+            },
+        )
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        """Serve the API description."""
+        return web.json_response(OPENAPI)
+
+    # -- the operator API ----------------------------------------------------------------------
+
+    async def lists(self, request: web.Request) -> web.Response:
+        """Return the status of every configured list."""
+        return web.json_response({"lists": list_status(self.app)})
+
+    async def checkpoint(self, request: web.Request) -> web.Response:
+        """Return the latest signed checkpoint of the audit log."""
+        if self.app.audit is None:
+            return _problem(404, "the audit log is off")
+        notes = await asyncio.to_thread(self.app.audit.log.checkpoints)
+        if not notes:
+            return _problem(404, "no checkpoint signed yet")
+        return web.Response(text=notes[-1], content_type="text/plain")
+
+    def _audit(self, action: str, detail: str) -> None:
+        self.app.bus.publish(OperatorAction(action, detail, self.app.config_digest()))
+
+    async def sync(self, request: web.Request) -> web.Response:
+        """Sync every list now."""
+        self._audit("sync", "admin API")
+        await self.app.feeds.sync_all()
+        return web.json_response({"lists": list_status(self.app)})
+
+    async def approve(self, request: web.Request) -> web.Response:
+        """Apply a quarantined version: body {"version": N}."""
+        ref = f"{request.match_info['authority']}/{request.match_info['list']}"
+        body = await _json(request)
+        version = body.get("version") if isinstance(body, dict) else None
+        if not isinstance(version, int) or isinstance(version, bool):
+            return _problem(400, 'give {"version": N}')
+        self._audit("approve", f"{ref} v{version} (admin API)")
+        try:
+            await self.app.feeds.approve(ref, version)
+        except (KeyError, ValueError) as e:
+            return _problem(409, str(e))
+        return web.json_response({"approved": ref, "version": version})
+
+    async def rollback(self, request: web.Request) -> web.Response:
+        """Return a list to its previous version."""
+        ref = f"{request.match_info['authority']}/{request.match_info['list']}"
+        self._audit("rollback", f"{ref} (admin API)")
+        try:
+            version = await self.app.feeds.rollback(ref)
+        except (KeyError, ValueError) as e:
+            return _problem(409, str(e))
+        return web.json_response({"rolled_back": ref, "version": version})
+
+    async def check(self, request: web.Request) -> web.Response:
+        """Decide hosts or URLs against the enforced policy (audited: it is an oracle)."""
+        body = await _json(request)
+        targets = body.get("targets") if isinstance(body, dict) else None
+        if not (isinstance(targets, list) and 0 < len(targets) <= 100):
+            return _problem(400, 'give {"targets": [host or URL, ...]} (at most 100)')
+        self._audit("check", f"{len(targets)} targets (admin API)")
+        snapshot = self.app.feeds.snapshot
+        out: list[dict[str, object]] = []
+        for target in targets:
+            if not isinstance(target, str):
+                return _problem(400, "targets must be strings")
+            try:
+                if "/" in target:
+                    verdict = snapshot.url_verdict(
+                        target if "://" in target else "http://" + target
+                    )
+                else:
+                    verdict = snapshot.host_verdict(urls.canonical_host(target))
+            except ValueError as e:
+                out.append({"target": target, "error": str(e)})
+                continue
+            out.append(
+                {
+                    "target": target,
+                    "verdict": None
+                    if verdict is None
+                    else {
+                        "action": verdict.action,
+                        "authority": verdict.authority,
+                        "list": verdict.list,
+                        "version": verdict.version,
+                        "reference": verdict.entry_ref,
+                    },
+                }
+            )
+        return web.json_response({"results": out})
+
+    async def selftest(self, request: web.Request) -> web.Response:
+        """Run the self-tests now."""
+        result = await self.app.run_selftest()
+        return web.json_response(
+            {"passed": result.passed, "checks": result.checks, "failures": list(result.failures)}
+        )
+
+
+def _problem(status: int, detail: str, *, bearer: bool = False) -> web.Response:
+    headers = {"WWW-Authenticate": 'Bearer realm="blockd"'} if bearer else {}
+    return web.json_response(
+        {"status": status, "detail": detail},
+        status=status,
+        headers=headers,
+        content_type="application/problem+json",
+    )
+
+
+async def _json(request: web.Request) -> object:
+    try:
+        return await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+        return None
+
+
+def _when(ts: float | datetime | None) -> str | None:
+    if ts is None:
+        return None
+    if isinstance(ts, float | int):
+        ts = datetime.fromtimestamp(ts, UTC)
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def list_status(app: App) -> list[dict[str, Any]]:
+    """Return every configured list's status as JSON-ready dicts."""
+    now = datetime.now(UTC)
+    out = []
+    for st in app.feeds.status():
+        out.append(
+            {
+                "list": st.ref,
+                "version": st.version,
+                "entries": st.entries,
+                "issued_at": _when(st.issued_at),
+                "expires": _when(st.expires),
+                "fresh": st.fresh(now),
+                "last_success": _when(st.state.last_success),
+                "last_attempt": _when(st.state.last_attempt),
+                "last_error": st.state.last_error_reason,
+                "quarantined": st.state.quarantined,
+            }
+        )
+    return out
+
+
+def render_status(app: App) -> str:
+    """Return the status page."""
+    r = app.readiness()
+    rows = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(str(v)) if v is not None else '—'}</td>"
+            for v in (
+                s["list"],
+                s["version"],
+                s["entries"],
+                s["expires"],
+                s["last_success"],
+                s["last_error"],
+                s["quarantined"],
+            )
+        )
+        + "</tr>"
+        for s in list_status(app)
+    )
+    checkpoint = "audit log off"
+    if app.audit is not None:
+        notes = app.audit.log.checkpoints()
+        checkpoint = notes[-1] if notes else "no checkpoint yet"
+    listeners = "".join(
+        f"<li>{html.escape(f'{kind} {host}:{port}')}</li>"
+        for kind, host, port in [*app.dns.bound, *app.http.bound]
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>blockd status</title>
+<style>body{{font-family:sans-serif;margin:1rem;max-width:70rem;color:#111}}
+table{{border-collapse:collapse}}th,td{{border:1px solid #888;padding:.3rem .5rem;text-align:left}}
+pre{{white-space:pre-wrap;background:#f4f4f4;padding:.5rem}}.bad{{color:#a00}}</style></head>
+<body><main><h1>blockd {html.escape(__version__)}</h1>
+<p class="{"" if r.ready else "bad"}"><strong>{"Ready" if r.ready else "NOT READY"}</strong>:
+{html.escape(r.reason)}</p>
+<h2>Lists</h2><table><thead><tr><th scope="col">list</th><th scope="col">version</th>
+<th scope="col">entries</th><th scope="col">expires</th><th scope="col">last sync</th>
+<th scope="col">last error</th><th scope="col">quarantined</th></tr></thead>
+<tbody>{rows}</tbody></table>
+<h2>Audit checkpoint</h2><pre>{html.escape(checkpoint)}</pre>
+<h2>Listeners</h2><ul>{listeners}</ul>
+</main></body></html>
+"""
+
+
+OPENAPI: dict[str, Any] = json.loads((Path(__file__).parent / "admin.openapi.json").read_text())

@@ -1,0 +1,239 @@
+"""The admin listener and self-tests, over real HTTP and DNS on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import pytest
+
+from blockd.app import App
+from blockd.audit import note
+from blockd.cli import main
+from blockd.config import parse
+from blockd.events import OperatorAction, SelfTestResult
+from tests.dns.test_daemon import demo_config
+from tests.factories import Recorder
+
+if TYPE_CHECKING:
+    from tests.dnsupstream import Upstream
+
+TOKEN = "s3cret-admin-token-for-tests"
+
+
+def config(tmp: Path, upstream: Upstream, *, token: bool = True, **extra: Any) -> str:
+    text = demo_config(tmp, upstream.addr)
+    lines = ["[admin]", 'listen = ["127.0.0.1:0"]']
+    if token:
+        (tmp / "token").write_text(TOKEN + "\n")
+        lines.append(f'token_file = "{tmp / "token"}"')
+    lines += ["[selftest]", "interval = 0", "timeout = 2.0"]
+    for section, values in extra.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    return text + "\n" + "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path, upstream: Upstream) -> AsyncIterator[App]:
+    upstream.add("example.com", "A", "192.0.2.80")
+    app = App(parse(config(tmp_path, upstream), tmp_path))
+    await app.start()
+    await app.feeds.sync_all()
+    yield app
+    await app.stop()
+
+
+def base(app: App) -> str:
+    host, port = app.admin.bound[0]
+    return f"http://{host}:{port}"
+
+
+async def call(
+    app: App, method: str, path: str, *, token: str | None = TOKEN, body: object = None
+) -> tuple[int, Any, dict[str, str]]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with (
+        aiohttp.ClientSession() as s,
+        s.request(method, base(app) + path, headers=headers, json=body) as r,
+    ):
+        text = await r.text()
+        try:
+            data: Any = json.loads(text)
+        except json.JSONDecodeError:
+            data = text
+        return r.status, data, dict(r.headers)
+
+
+async def test_health_readiness_and_status_page_are_open(daemon: App) -> None:
+    assert (await call(daemon, "GET", "/healthz", token=None))[0] == 200
+    status, body, _ = await call(daemon, "GET", "/readyz", token=None)
+    assert status == 200 and body["ready"] is True
+    status, page, headers = await call(daemon, "GET", "/status", token=None)
+    assert status == 200 and "demo-authority/demo-hosts" in page
+    assert "<script" not in page and "default-src 'none'" in headers["Content-Security-Policy"]
+    assert "checkpoint" in page.lower()
+
+
+async def test_not_ready_says_why(tmp_path: Path, upstream: Upstream) -> None:
+    app = App(parse(config(tmp_path, upstream), tmp_path))
+    await app.start()  # no sync: nothing verified yet
+    try:
+        status, body, _ = await call(app, "GET", "/readyz", token=None)
+        assert status == 503
+        assert "no verified list" in body["reason"]
+    finally:
+        await app.stop()
+
+
+async def test_the_api_needs_the_bearer_token(daemon: App) -> None:
+    status, _, headers = await call(daemon, "GET", "/api/v1/lists", token=None)
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+    assert (await call(daemon, "GET", "/api/v1/lists", token="wrong"))[0] == 401
+    assert (await call(daemon, "GET", "/api/v1/lists", token=TOKEN + "x"))[0] == 401
+    status, body, _ = await call(daemon, "GET", "/api/v1/lists")
+    assert status == 200
+    assert {item["list"] for item in body["lists"]} == {
+        "demo-authority/demo-hosts",
+        "demo-authority/demo-urls",
+        "demo-authority/demo-hashed",
+    }
+    assert all(item["version"] == 1 and item["fresh"] for item in body["lists"])
+
+
+async def test_guessing_is_counted_and_the_right_token_still_works(daemon: App) -> None:
+    for i in range(12):
+        assert (await call(daemon, "GET", "/api/v1/lists", token=f"guess{i}"))[0] == 401
+    assert len(daemon.admin._failures) == 12  # over the limit: attempts are now slowed
+    assert (await call(daemon, "GET", "/api/v1/lists"))[0] == 200
+
+
+async def test_without_a_token_file_the_api_is_off(tmp_path: Path, upstream: Upstream) -> None:
+    app = App(parse(config(tmp_path, upstream, token=False), tmp_path))
+    await app.start()
+    try:
+        assert (await call(app, "GET", "/api/v1/lists"))[0] == 403
+        assert (await call(app, "GET", "/healthz", token=None))[0] == 200
+    finally:
+        await app.stop()
+
+
+async def test_checks_are_an_audited_oracle(daemon: App) -> None:
+    events = Recorder(daemon.bus)
+    status, body, _ = await call(
+        daemon,
+        "POST",
+        "/api/v1/check",
+        body={
+            "targets": [
+                "www.blocked.demo.test",
+                "example.com",
+                "partial.demo.test/listed/page.html",
+            ]
+        },
+    )
+    assert status == 200
+    blocked, clean, url = body["results"]
+    assert blocked["verdict"]["list"] == "demo-hosts" and clean["verdict"] is None
+    assert url["verdict"]["list"] == "demo-urls"
+    assert [e.action for e in events.of(OperatorAction)] == ["check"]
+    assert (await call(daemon, "POST", "/api/v1/check", body={"targets": "x"}))[0] == 400
+
+
+async def test_rollback_without_history_is_refused_and_audited(daemon: App) -> None:
+    events = Recorder(daemon.bus)
+    status, _, _ = await call(daemon, "POST", "/api/v1/lists/demo-authority/demo-hosts/rollback")
+    assert status == 409
+    assert [e.action for e in events.of(OperatorAction)] == ["rollback"]
+    status, _, _ = await call(
+        daemon, "POST", "/api/v1/lists/demo-authority/demo-hosts/approve", body={"version": 9}
+    )
+    assert status == 409
+    bad = await call(daemon, "POST", "/api/v1/lists/demo-authority/demo-hosts/approve", body=[])
+    assert bad[0] == 400
+
+
+async def test_the_checkpoint_is_signed_by_the_log_key(daemon: App) -> None:
+    assert daemon.audit is not None
+    await daemon.audit.flush(checkpoint=True)
+    status, text, _ = await call(daemon, "GET", "/api/v1/checkpoint")
+    assert status == 200
+    body, names = note.open_note(text, [daemon.audit.log.signer.verifier])
+    assert names == (daemon.audit.log.signer.name,)
+    assert note.Checkpoint.parse(body).size > 0
+
+
+async def test_sync_through_the_api(daemon: App) -> None:
+    status, body, _ = await call(daemon, "POST", "/api/v1/sync")
+    assert status == 200 and len(body["lists"]) == 3
+
+
+async def test_the_openapi_document_lists_every_route(daemon: App) -> None:
+    status, doc, _ = await call(daemon, "GET", "/api/v1/openapi.json", token=None)
+    assert status == 200 and doc["openapi"].startswith("3.")
+    routes = {
+        r.resource.canonical
+        for r in daemon.admin.web_app.router.routes()
+        if r.resource is not None and r.resource.canonical != "/"
+    }
+    assert routes == set(doc["paths"])
+
+
+async def test_selftest_passes_through_our_own_listeners(daemon: App) -> None:
+    events = Recorder(daemon.bus)
+    status, body, _ = await call(daemon, "POST", "/api/v1/selftest")
+    assert status == 200 and body["passed"] is True, body
+    assert body["checks"] >= 2  # the probe host, and the control name
+    (result,) = events.of(SelfTestResult)
+    assert result.passed
+
+
+async def test_selftest_fails_when_a_probe_is_not_blocked(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    text = config(tmp_path, upstream).replace(
+        "[dns]", '[guards]\nnever_block = ["selftest.demo.test"]\n[dns]'
+    )
+    app = App(parse(text, tmp_path))
+    await app.start()
+    try:
+        await app.feeds.sync_all()
+        result = await app.run_selftest()
+        assert not result.passed
+        assert any("selftest.demo.test" in f for f in result.failures)
+    finally:
+        await app.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_the_selftest_command_checks_a_running_daemon(
+    tmp_path: Path, upstream: Upstream, capsys: pytest.CaptureFixture[str]
+) -> None:
+    upstream.add("example.com", "A", "192.0.2.80")
+    dns, web = free_port(), free_port()
+    text = config(tmp_path, upstream).replace(
+        'listen = ["127.0.0.1:0"]\n', f'listen = ["127.0.0.1:{dns}"]\n', 1
+    )
+    text = text.replace('[http]\nlisten = ["127.0.0.1:0"]', f'[http]\nlisten = ["127.0.0.1:{web}"]')
+    conf = tmp_path / "blockd.toml"
+    conf.write_text(text)
+    app = App(parse(text, tmp_path), conf)
+    await app.start()
+    try:
+        await app.feeds.sync_all()
+        assert ("udp", "127.0.0.1", dns) in app.dns.bound
+        code = await asyncio.to_thread(main, ["selftest", "-c", str(conf)])
+        assert code == 0, capsys.readouterr().out
+        assert "self-test passed" in capsys.readouterr().out
+    finally:
+        await app.stop()
