@@ -18,6 +18,7 @@ from blockd import __version__, selftest
 from blockd.admin import Admin
 from blockd.audit.log import open_log
 from blockd.audit.recorder import AuditRecorder
+from blockd.audit.records import DAY, RecordKeeper
 from blockd.config import Config, ConfigError, split_endpoint
 from blockd.config import load as load_config
 from blockd.dns.answers import AnswerPolicy
@@ -94,13 +95,25 @@ class App:
         self.http = HttpServer(config.http, self.http_front, self.tls_front, self.bus)
         self._demo_origin: asyncio.Server | None = None
         self.audit: AuditRecorder | None = None
+        records: RecordKeeper | None = None
         if config.audit.enabled:
             audit = config.audit
+            if audit.records.enabled:
+                r = audit.records
+                records = RecordKeeper(
+                    audit.directory(config.state.dir) / "records",
+                    period=r.period,
+                    keep_min=r.keep_min_days * DAY,
+                    keep_max=r.keep_max_days * DAY,
+                )
+                self.pipeline.on_block = self.http_front.on_block = records.note
+                self.http_front.records_nothing = False
             self.audit = AuditRecorder(
                 open_log(audit.directory(config.state.dir), audit.origin, audit.key_name),
                 self.bus,
                 period=audit.period,
                 checkpoint_interval=audit.checkpoint_interval,
+                records=records,
             )
         self.admin = Admin(self, config.admin)
         self._selftest_task: asyncio.Task[None] | None = None

@@ -283,6 +283,31 @@ class HttpConfig(_Section):
     notice: NoticeConfig = NoticeConfig()
 
 
+class RecordsConfig(_Section):
+    """Legally required access records: OFF unless the law requires them."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Keep pseudonymous, encrypted records of blocked accesses (client address "
+        "as an HMAC pseudonym with a per-period key). Off: nothing about clients exists.",
+    )
+    period: float = Field(
+        default=86400, ge=3600, le=31 * 86400, description="Seconds each key period lasts."
+    )
+    keep_min_days: float = Field(
+        default=180, ge=0, le=3650, description="Never destroy records younger than this."
+    )
+    keep_max_days: float = Field(
+        default=190, ge=0, le=3650, description="Destroy (crypto-shred) records older than this."
+    )
+
+    @model_validator(mode="after")
+    def _floor_below_ceiling(self) -> Self:
+        if self.keep_max_days < self.keep_min_days:
+            raise ValueError("keep_max_days must not be below keep_min_days")
+        return self
+
+
 class AuditConfig(_Section):
     """The tamper-evident audit log that regulators verify."""
 
@@ -311,6 +336,13 @@ class AuditConfig(_Section):
     checkpoint_interval: float = Field(
         default=300, ge=1, le=86400, description="Longest time between signed checkpoints, s."
     )
+    records: RecordsConfig = RecordsConfig()
+
+    @model_validator(mode="after")
+    def _records_need_the_log(self) -> Self:
+        if self.records.enabled and not self.enabled:
+            raise ValueError("records.enabled needs the audit log (audit.enabled = true)")
+        return self
 
     def directory(self, state: Path) -> Path:
         """Return where the log lives."""

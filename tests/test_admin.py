@@ -27,12 +27,12 @@ TOKEN = "s3cret-admin-token-for-tests"
 
 
 def config(tmp: Path, upstream: Upstream, *, token: bool = True, **extra: Any) -> str:
-    text = demo_config(tmp, upstream.addr)
-    lines = ["[admin]", 'listen = ["127.0.0.1:0"]']
+    admin = {}
     if token:
         (tmp / "token").write_text(TOKEN + "\n")
-        lines.append(f'token_file = "{tmp / "token"}"')
-    lines += ["[selftest]", "interval = 0", "timeout = 2.0"]
+        admin["token_file"] = str(tmp / "token")
+    text = demo_config(tmp, upstream.addr, admin=admin)
+    lines = ["[selftest]", "interval = 0", "timeout = 2.0"]
     for section, values in extra.items():
         lines.append(f"[{section}]")
         lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]

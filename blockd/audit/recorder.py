@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from blockd import __version__
 from blockd.audit.log import MerkleLog
+from blockd.audit.records import RecordKeeper
 from blockd.events import (
     DnsDecision,
     Event,
@@ -137,9 +138,15 @@ class AuditRecorder:
         checkpoint_interval: float = 300.0,
         flush_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
+        records: RecordKeeper | None = None,
     ) -> None:
-        """Record into log; counts cover `period` seconds (aligned to the epoch)."""
+        """Record into log; counts cover `period` seconds (aligned to the epoch).
+
+        records, when the operator keeps legally required records, is sealed and purged on
+        the same schedule, and each purge is logged.
+        """
         self.log = log
+        self.records = records
         self.period = period
         self.checkpoint_interval = checkpoint_interval
         self.flush_interval = flush_interval
@@ -216,6 +223,8 @@ class AuditRecorder:
             counts = self._take_counts(end)
             if counts is not None:
                 self._pending.append(counts)
+        if self.records is not None:
+            await asyncio.to_thread(self._records_work, now)
         batch, self._pending = self._pending, []
         if batch:
             try:
@@ -228,6 +237,19 @@ class AuditRecorder:
             self._want_checkpoint = False
             self._last_checkpoint = now
             await asyncio.to_thread(self.log.sign_checkpoint, utc(now))
+
+    def _records_work(self, now: float) -> None:
+        """Seal queued records; destroy the periods past their retention, logging each."""
+        assert self.records is not None
+        self.records.flush()
+        for index in self.records.due(now):
+            purge = self.records.purge(index, now)
+            self.record(
+                "retention-purge",
+                period_start=utc(purge.start),
+                period_end=utc(purge.end),
+                records=purge.records,
+            )
 
     def start(self, **fields: object) -> None:
         """Record the start (with fields) and start writing in the background."""

@@ -12,7 +12,7 @@ The policy comes before the cache so that a new snapshot applies to the very nex
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple, Protocol
 
 from blockd.dns import cache, wire
@@ -33,6 +33,9 @@ class CacheKey(NamedTuple):
 
 MEMO_ENTRIES = 65536  # remembered policy answers; cleared when full or when policy changes
 MEMO_QUERY_BYTES = 512
+
+
+BlockHook = Callable[[str, Verdict, str], None]  # client, verdict, transport
 
 
 class SnapshotSource(Protocol):
@@ -86,6 +89,8 @@ class DnsPipeline:
         # Policy answers by query bytes (after the ID); valid for one snapshot only.
         self._memo: dict[bytes, CacheKey | tuple[bytes, DnsDecision]] = {}
         self._memo_snapshot: PolicySnapshot | None = None
+        # Set only when the operator keeps legally required records (off by default).
+        self.on_block: BlockHook | None = None
 
     async def handle(self, data: bytes, client: str, transport: str) -> bytes | None:
         """Answer one query; None means drop it."""
@@ -112,6 +117,8 @@ class DnsPipeline:
                         return hit
                 else:
                     self.bus.publish(memo[1])
+                    if self.on_block is not None and memo[1].verdict.action != "route":
+                        self.on_block(client, memo[1].verdict, transport)
                     return data[:2] + memo[0]
         try:
             q = wire.parse_query(data)
@@ -127,6 +134,8 @@ class DnsPipeline:
         verdict = snapshot.host_verdict(q.qname) if q.qname else None
         if verdict is not None:
             answer = self._from_policy(q, verdict, transport)
+            if answer is not None and self.on_block is not None and verdict.action != "route":
+                self.on_block(client, verdict, transport)
             if answer is not None:
                 if transport == "udp":
                     self._remember(data, (answer[2:], DnsDecision(verdict, transport)))

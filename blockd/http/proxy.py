@@ -135,6 +135,8 @@ class HttpFront:
         self.authority_of = authority_of
         self.limits = limits
         self.records_nothing = records_nothing
+        # Set only when the operator keeps legally required records (off by default).
+        self.on_block: Callable[[str, Verdict, str], None] | None = None
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one client connection until it closes, errs or idles out."""
@@ -226,6 +228,9 @@ class HttpFront:
             return False, origin
         if verdict is not None:
             self.bus.publish(HttpDecision(verdict, "notice", "http"))
+            if self.on_block is not None:
+                peer = writer.get_extra_info("peername")
+                self.on_block(str(peer[0]) if peer else "", verdict, "http")
             keep = req.keep_alive and req.framing == "none"  # a body we will not read: close
             writer.write(
                 self.notice.response(

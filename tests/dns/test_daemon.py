@@ -28,7 +28,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def demo_config(
-    tmp: Path, upstream: tuple[str, int] | None, *, http: dict[str, Any] | None = None, **dns: Any
+    tmp: Path,
+    upstream: tuple[str, int] | None,
+    *,
+    http: dict[str, Any] | None = None,
+    admin: dict[str, Any] | None = None,
+    **dns: Any,
 ) -> str:
     """A config enforcing copies of the demo lists, DNS and HTTP on OS-picked loopback ports."""
     feeds = tmp / "feeds"
@@ -47,6 +52,8 @@ def demo_config(
     http_settings = {"listen": ["127.0.0.1:0"], "tls_listen": ["127.0.0.1:0"], **(http or {})}
     lines.append("[http]")
     lines += [f"{k} = {_toml(v)}" for k, v in http_settings.items()]
+    lines.append("[admin]")
+    lines += [f"{k} = {_toml(v)}" for k, v in {"listen": ["127.0.0.1:0"], **(admin or {})}.items()]
     for name, action in (
         ("demo-hosts", "notice"),
         ("demo-urls", "notice"),
