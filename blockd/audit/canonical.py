@@ -66,8 +66,37 @@ def _encode(value: object, out: list[str]) -> None:
         raise ValueError(f"cannot encode {type(value).__name__} as canonical JSON")
 
 
+def _plain(value: object, depth: int = 0) -> bool:
+    """Say whether json.dumps(sort_keys) already gives the canonical form of value.
+
+    True for what log entries hold: ASCII keys (code point order is UTF-16 order there),
+    strings, safe integers, booleans, null, lists and objects of those.
+    """
+    if depth > 32:
+        return False
+    kind = type(value)
+    if kind is str or value is None or kind is bool:
+        return True
+    if kind is int:
+        return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER  # type: ignore[operator]
+    if kind is dict:
+        return all(
+            type(k) is str and k.isascii() and _plain(v, depth + 1)
+            for k, v in value.items()  # type: ignore[attr-defined]
+        )
+    if kind is list or kind is tuple:
+        return all(_plain(v, depth + 1) for v in value)  # type: ignore[attr-defined]
+    return False
+
+
 def canonical(obj: object) -> bytes:
     """Return the canonical JSON encoding of obj as UTF-8 bytes."""
+    if _plain(obj):  # hot path: the C encoder, five times faster
+        try:
+            text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: the slow path says what is wrong
     out: list[str] = []
     _encode(obj, out)
     try:

@@ -29,7 +29,8 @@ CREATE INDEX IF NOT EXISTS entries_time ON entries (time);
 CREATE TABLE IF NOT EXISTS checkpoints (
     size INTEGER NOT NULL,
     time TEXT NOT NULL,
-    note TEXT NOT NULL
+    note TEXT NOT NULL,
+    frontier BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
@@ -62,6 +63,7 @@ class MerkleLog:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.executescript(SCHEMA)
+        self.broken = ""  # why signing is refused, once the disk was found inconsistent
         path.chmod(0o600)
 
     def close(self) -> None:
@@ -125,16 +127,18 @@ class MerkleLog:
             try:
                 frontier = self._frontier()
                 size, root = frontier.end, frontier.root()
+                if self.broken:
+                    raise AuditError(f"refusing to sign: {self.broken}")
                 last = db.execute(
-                    "SELECT size, note FROM checkpoints ORDER BY rowid DESC LIMIT 1"
+                    "SELECT size, note, frontier FROM checkpoints ORDER BY rowid DESC LIMIT 1"
                 ).fetchone()
                 if last is not None:
-                    self._check_extends(int(last[0]), str(last[1]), size)
+                    self._check_extends(int(last[0]), str(last[1]), bytes(last[2]), frontier)
                 body = note.Checkpoint(self.origin, size, root, (f"time {time}",)).to_text()
                 signed = note.sign_note(body, self.signer)
                 db.execute(
-                    "INSERT INTO checkpoints (size, time, note) VALUES (?, ?, ?)",
-                    (size, time, signed),
+                    "INSERT INTO checkpoints (size, time, note, frontier) VALUES (?, ?, ?, ?)",
+                    (size, time, signed, b"".join(frontier.nodes)),
                 )
                 db.execute("COMMIT")
             except BaseException:
@@ -142,32 +146,52 @@ class MerkleLog:
                 raise
         return signed
 
-    def _check_extends(self, old_size: int, old_note: str, size: int) -> None:
-        """Raise AuditError unless the tree of `size` leaves extends the signed old one."""
+    def _check_extends(
+        self, old_size: int, old_note: str, old_frontier: bytes, now: merkle.CompactRange
+    ) -> None:
+        """Raise AuditError unless the committed tree extends the last signed one.
+
+        The frontier stored with the last checkpoint must give its signed root, and appending
+        the leaves committed since must give the tree now on disk: O(new entries), so it is
+        cheap enough for every checkpoint. Whole-history checks are verify_disk's.
+        """
         old = note.Checkpoint.parse(note.open_note(old_note, [self.signer.verifier])[0])
-        if size < old_size:
-            raise AuditError(f"log shrank from {old_size} to {size} entries: refusing to sign")
-        if size == old_size:
-            if self._frontier().root() != old.root:
-                raise AuditError("log root changed at the same size: refusing to sign")
-            return
-        # The committed leaves must still hash to the old root: the first old_size leaf hashes
-        # are recomputed from the entries on disk (cheap next to signing, and rare).
-        hashes = self.leaf_hashes(0, old_size, recompute=True)
-        if merkle.root(hashes) != old.root:
-            raise AuditError("entries signed before were changed on disk: refusing to sign")
+        if now.end < old_size:
+            raise AuditError(f"log shrank from {old_size} to {now.end} entries: refusing to sign")
+        nodes = [old_frontier[i : i + 32] for i in range(0, len(old_frontier), 32)]
+        try:
+            replay = merkle.CompactRange(0, old_size, nodes)
+        except ValueError:
+            raise AuditError(
+                "the last checkpoint's frontier is damaged: refusing to sign"
+            ) from None
+        if replay.root() != old.root:
+            raise AuditError("the last checkpoint does not match its frontier: refusing to sign")
+        for leaf in self.leaf_hashes(old_size, now.end):
+            replay.append(leaf)
+        if replay.root() != now.root():
+            raise AuditError(
+                "the log on disk does not extend the last checkpoint: refusing to sign"
+            )
 
     def verify_disk(self) -> Head:
-        """Check every stored entry against its leaf hash and the last signed checkpoint."""
-        head = self.head()
-        hashes = self.leaf_hashes(0, head.size, recompute=True)
-        if merkle.root(hashes) != head.root:
-            raise AuditError("stored entries do not hash to the stored tree")
-        last = self.checkpoints()[-1:] if head.size else []
-        for signed in last:
-            cp = note.Checkpoint.parse(note.open_note(signed, [self.signer.verifier])[0])
-            if merkle.root(hashes[: cp.size]) != cp.root:
-                raise AuditError("stored entries do not match the last signed checkpoint")
+        """Check every stored entry against the tree and the last signed checkpoint.
+
+        On failure, raise AuditError and refuse to sign from now on: what was signed before
+        was changed on disk (blockd runs this at start).
+        """
+        try:
+            head = self.head()
+            hashes = self.leaf_hashes(0, head.size, recompute=True)
+            if merkle.root(hashes) != head.root:
+                raise AuditError("entries signed before were changed on disk")
+            for signed in self.checkpoints()[-1:]:
+                cp = note.Checkpoint.parse(note.open_note(signed, [self.signer.verifier])[0])
+                if cp.size > head.size or merkle.root(hashes[: cp.size]) != cp.root:
+                    raise AuditError("entries signed before were changed on disk")
+        except AuditError as e:
+            self.broken = str(e)
+            raise
         return head
 
     def leaf_hashes(self, begin: int, end: int, *, recompute: bool = False) -> list[bytes]:

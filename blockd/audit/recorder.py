@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from blockd import __version__
-from blockd.audit.log import MerkleLog
+from blockd.audit.log import AuditError, MerkleLog
 from blockd.audit.records import RecordKeeper
 from blockd.events import (
     DnsDecision,
@@ -155,6 +155,7 @@ class AuditRecorder:
         self._counts: Counter[CountKey] = Counter()
         self._period_start = self._align(clock())
         self._want_checkpoint = False
+        self._second, self._second_text = -1, ""
         self._last_checkpoint = 0.0
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -165,8 +166,15 @@ class AuditRecorder:
     def _align(self, ts: float) -> float:
         return ts - ts % self.period
 
+    def _now(self) -> str:
+        """Return the time as text, formatted at most once a second."""
+        second = int(self.clock())
+        if second != self._second:
+            self._second, self._second_text = second, utc(second)
+        return self._second_text
+
     def _on_event(self, event: Event) -> None:
-        entry = entry_of(event, utc(self.clock()))
+        entry = entry_of(event, self._now())
         if entry is not None:
             self._pending.append(entry)
             if isinstance(event, PolicyActivated | OperatorAction):
@@ -257,6 +265,10 @@ class AuditRecorder:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
+        try:  # the whole history once per start; every checkpoint checks what is new
+            await asyncio.to_thread(self.log.verify_disk)
+        except AuditError as e:
+            log.error("audit log damaged, no checkpoint will be signed: %s", e)
         while True:
             try:
                 async with asyncio.timeout(self.flush_interval):

@@ -183,9 +183,21 @@ def test_blockd_never_signs_over_a_changed_history(tmp_path: Path, log: MerkleLo
     db.close()
     log.append([entry(40)])
     with pytest.raises(AuditError, match="changed on disk"):
+        log.verify_disk()  # as blockd does at start
+    with pytest.raises(AuditError, match="refusing to sign"):
         log.sign_checkpoint("2026-11-03T00:00:00Z")
-    with pytest.raises(AuditError):
-        log.verify_disk()
+
+
+def test_blockd_never_signs_a_tree_that_does_not_extend_the_last(
+    tmp_path: Path, log: MerkleLog
+) -> None:
+    log.append([entry(40)])
+    db = sqlite3.connect(tmp_path / "audit/log.db")
+    db.execute("UPDATE entries SET leaf = ? WHERE idx = 40", (b"\x00" * 32,))
+    db.commit()
+    db.close()
+    with pytest.raises(AuditError, match="does not extend the last checkpoint"):
+        log.sign_checkpoint("2026-11-03T00:00:00Z")
 
 
 def test_a_failed_append_leaves_nothing_behind(

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from blockd.audit import canonical as canonical_module
 from blockd.audit.canonical import MAX_SAFE_INTEGER, JSONValue, canonical, parse_canonical
 
 VECTORS: dict[str, Any] = json.loads(
@@ -160,3 +161,14 @@ def test_parse_accepts_only_fixed_points(data: bytes) -> None:
     except ValueError:
         return
     assert canonical(value) == data
+
+
+@given(json_values)
+def test_the_fast_path_agrees_with_the_reference_encoder(value: JSONValue) -> None:
+    out: list[str] = []
+    canonical_module._encode(value, out)
+    try:
+        reference = "".join(out).encode("utf-8")
+    except UnicodeEncodeError:
+        return  # a lone surrogate: refused either way
+    assert canonical(value) == reference
