@@ -24,7 +24,7 @@ from blockd.audit.report import (
     render_json,
 )
 
-SCHEMA = Path(report.__file__).with_name("report.schema.json")
+SCHEMA = Path(report.__file__).parent.with_name("report.schema.json")
 HOSTILE = "<img src=x onerror=alert(1)>"
 CPA = ("cpa", "hosts")
 EVIL = (HOSTILE, "urls")
