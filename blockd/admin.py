@@ -123,10 +123,7 @@ class Admin:
 
     async def metrics(self, request: web.Request) -> web.Response:
         """Serve the Prometheus exposition."""
-        metrics = getattr(self.app, "metrics", None)
-        if metrics is None:
-            return _problem(503, "metrics are not available")
-        body, content_type = metrics.render()
+        body, content_type = self.app.metrics.render()
         response = web.Response(body=body)
         response.headers["Content-Type"] = content_type
         return response

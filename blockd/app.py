@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import signal
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +34,7 @@ from blockd.http.origin import OriginResolver
 from blockd.http.proxy import HttpFront, Limits
 from blockd.http.server import HttpServer, demo_origin
 from blockd.http.tls import TlsFront
+from blockd.metrics import AuditStatus, Metrics, MetricsState
 from blockd.policy.guards import GuardConfigError
 
 log = logging.getLogger("blockd")
@@ -115,11 +115,31 @@ class App:
                 checkpoint_interval=audit.checkpoint_interval,
                 records=records,
             )
+        self.metrics = Metrics(
+            self.bus,
+            MetricsState(
+                lists=self.feeds.status,
+                intervals=lambda: {c.ref: c.interval for c in self.config.lists},
+                trust=lambda: self.feeds.trust,
+                cache=lambda: self.cache,
+                upstreams=self.forwarder.states,
+                audit=self._audit_status,
+                ready=lambda: self.readiness().ready,
+                http_connections=lambda: self.http.connections,
+            ),
+            dns=self.pipeline.counts,
+        )
         self.admin = Admin(self, config.admin)
         self._selftest_task: asyncio.Task[None] | None = None
         self.bus.subscribe(PolicyActivated, self._on_policy)
         self._sync_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+
+    def _audit_status(self) -> AuditStatus | None:
+        a = self.audit
+        if a is None:
+            return None
+        return AuditStatus(a.size, a.last_checkpoint or None, a.checkpoint_interval)
 
     def _authority(self, authority_id: str) -> Authority | None:
         trust = self.feeds.trust
@@ -306,32 +326,3 @@ def _limits(config: Config) -> Limits:
         tunnel_idle_timeout=h.tunnel_idle_timeout,
         origin_port=h.origin_http_port,
     )
-
-
-async def serve(config: Config, config_path: Path | None) -> None:
-    """Run until SIGTERM or SIGINT; SIGHUP reloads the configuration."""
-    app = App(config, config_path)
-    await app.start()
-    print(app.describe(), flush=True)
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    reloads: set[asyncio.Task[None]] = set()
-
-    async def reload() -> None:
-        print(await app.reload(), flush=True)
-
-    def on_sighup() -> None:
-        task = loop.create_task(reload())
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, on_sighup)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
-        print("blockd: draining and stopping", flush=True)
-        await app.stop()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -352,12 +351,11 @@ def cmd_selftest(a: argparse.Namespace) -> int:
 
 def cmd_run(a: argparse.Namespace) -> int:
     """Run the daemon: DNS enforcement with the configured lists."""
-    from blockd.app import serve
+    from blockd import logs
+    from blockd.daemon import serve
 
     config = load_config(a.config)
-    logging.basicConfig(
-        level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(a.log_level, a.log_format)
     try:
         _event_loop_runner()(serve(config, a.config))
     except OSError as e:
@@ -491,6 +489,12 @@ def parser() -> argparse.ArgumentParser:
     add("selftest", cmd_selftest, config=True)
     sp = add("run", cmd_run, config=True)
     sp.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    sp.add_argument(
+        "--log-format",
+        default="auto",
+        choices=("auto", "json", "console"),
+        help="auto (default): JSON lines unless stderr is a terminal",
+    )
     sp = add("check-config", cmd_check_config)
     sp.add_argument("file", type=Path)
     add("config-schema", cmd_config_schema)

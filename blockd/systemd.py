@@ -29,6 +29,7 @@ class Notifier:
             address = os.environ.get("NOTIFY_SOCKET", "")
         self.address = _socket_address(address)
         self._sock: socket.socket | None = None
+        self._failing = False
 
     @property
     def enabled(self) -> bool:
@@ -76,8 +77,11 @@ class Notifier:
                 )
             self._sock.sendto("\n".join(lines).encode(), self.address)
         except OSError as e:
-            log.warning("systemd notification %s not delivered: %s", lines[0].split("=")[0], e)
+            if not self._failing:  # once per outage, not once per watchdog ping
+                log.warning("systemd notification %s not delivered: %s", lines[0], e)
+            self._failing = True
             return False
+        self._failing = False
         return True
 
     def close(self) -> None:
@@ -157,13 +161,13 @@ async def watchdog_loop(
         await asyncio.sleep(max(0.0, started + interval - loop.time()))
 
 
-async def _run_probe(probe: Callable[[], Awaitable[bool]], timeout: float) -> str | None:
+async def _run_probe(probe: Callable[[], Awaitable[bool]], limit: float) -> str | None:
     """Run one probe; return None when it passed, else why it failed."""
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(limit):
             ok = await probe()
     except TimeoutError:
-        return f"no result within {timeout:g}s"
+        return f"no result within {limit:g}s"
     except Exception as e:  # a broken probe is a failed probe, not a dead watchdog loop
         return f"{type(e).__name__}: {e}"
     return None if ok else "probe returned false"

@@ -151,12 +151,13 @@ class AuditRecorder:
         self.checkpoint_interval = checkpoint_interval
         self.flush_interval = flush_interval
         self.clock = clock
+        self.size = log.head().size  # entries in the log as of the last write (for metrics)
         self._pending: list[Entry] = []
         self._counts: Counter[CountKey] = Counter()
         self._period_start = self._align(clock())
         self._want_checkpoint = False
         self._second, self._second_text = -1, ""
-        self._last_checkpoint = 0.0
+        self.last_checkpoint = 0.0
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         bus.subscribe(Event, self._on_event)
@@ -236,14 +237,14 @@ class AuditRecorder:
         batch, self._pending = self._pending, []
         if batch:
             try:
-                await asyncio.to_thread(self.log.append, batch)
+                self.size = (await asyncio.to_thread(self.log.append, batch)).size
             except BaseException:
                 self._pending[:0] = batch  # nothing is lost: the next flush tries again
                 raise
-        due = now - self._last_checkpoint >= self.checkpoint_interval
+        due = now - self.last_checkpoint >= self.checkpoint_interval
         if checkpoint or self._want_checkpoint or due:
             self._want_checkpoint = False
-            self._last_checkpoint = now
+            self.last_checkpoint = now
             await asyncio.to_thread(self.log.sign_checkpoint, utc(now))
 
     def _records_work(self, now: float) -> None:

@@ -12,6 +12,7 @@ The policy comes before the cache so that a new snapshot applies to the very nex
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple, Protocol
 
@@ -20,6 +21,7 @@ from blockd.dns.answers import AnswerPolicy
 from blockd.dns.cache import AnswerCache
 from blockd.dns.forward import Forwarder, ForwardError
 from blockd.events import DnsDecision, DnsProblem, EventBus
+from blockd.metrics import DnsCounters
 from blockd.policy.snapshot import PolicySnapshot
 from blockd.policy.verdict import Verdict
 
@@ -77,6 +79,7 @@ class DnsPipeline:
         access: AccessList,
         *,
         keep_client_subnet: bool = False,
+        counts: DnsCounters | None = None,
     ) -> None:
         """Wire the stages."""
         self.source = source
@@ -86,6 +89,8 @@ class DnsPipeline:
         self.bus = bus
         self.access = access
         self.keep_client_subnet = keep_client_subnet
+        # Answers no event reports (cached, forwarded) and upstream latency, for metrics.
+        self.counts = counts if counts is not None else DnsCounters()
         # Policy answers by query bytes (after the ID); valid for one snapshot only.
         self._memo: dict[bytes, CacheKey | tuple[bytes, DnsDecision]] = {}
         self._memo_snapshot: PolicySnapshot | None = None
@@ -114,6 +119,7 @@ class DnsPipeline:
                 if isinstance(memo, CacheKey):
                     hit = self._cache_hit(memo, data, snapshot)
                     if hit is not None:
+                        self.counts.cached[transport] += 1
                         return hit
                 else:
                     self.bus.publish(memo[1])
@@ -145,7 +151,9 @@ class DnsPipeline:
         if transport == "udp":
             self._remember(data, CacheKey(key, _udp_limit(q)))
         if cached is not None:
-            return self._checked(q, cached[0], cached[1], snapshot, transport)
+            return self._checked(
+                q, cached[0], cached[1], snapshot, transport, self.counts.cached
+            )
         return q
 
     def _cache_hit(self, memo: CacheKey, data: bytes, snapshot: PolicySnapshot) -> bytes | None:
@@ -170,9 +178,11 @@ class DnsPipeline:
     async def forward(self, q: wire.Query, transport: str) -> bytes:
         """Ask the upstreams, cache the answer, and check its CNAME chain."""
         try:
+            started = time.perf_counter()
             upstream = await self.forwarder.query(
                 wire.forward_query(q, qid=q.id, keep_ecs=self.keep_client_subnet)
             )
+            self.counts.upstream_seconds.observe(time.perf_counter() - started)
             info = wire.parse_response(upstream)
         except (ForwardError, wire.Drop) as e:
             reason = e.reason if isinstance(e, ForwardError) else "malformed-response"
@@ -185,7 +195,9 @@ class DnsPipeline:
             )
         self.cache.put(self.cache.key(q), upstream, info)
         # The policy may have changed while we waited: check against the one in force now.
-        return self._checked(q, upstream, info.cnames, self.source.snapshot, transport)
+        return self._checked(
+            q, upstream, info.cnames, self.source.snapshot, transport, self.counts.forwarded
+        )
 
     def _from_policy(self, q: wire.Query, verdict: Verdict, transport: str) -> bytes | None:
         if verdict.action == "route":
@@ -204,13 +216,15 @@ class DnsPipeline:
         cnames: Sequence[str],
         snapshot: PolicySnapshot,
         transport: str,
+        answered: dict[str, int],
     ) -> bytes:
         """Block an upstream answer whose CNAME chain reaches a blocked host; fit it to UDP."""
         for target in cnames:
             verdict = snapshot.blocked_host(target)
             if verdict is not None:
-                self.bus.publish(DnsDecision(verdict, transport))
+                self.bus.publish(DnsDecision(verdict, transport))  # counted as blocked
                 return self.answers.blocked(q, verdict)
+        answered[transport] += 1
         if transport == "udp" and len(data) > _udp_limit(q):
             truncated = bytearray(wire.build_response(q, data[3] & 0x0F))
             truncated[2] |= 0x02  # TC: ask the client to retry over TCP

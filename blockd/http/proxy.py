@@ -223,7 +223,7 @@ class HttpFront:
         except (InvalidName, InvalidURL, UnicodeError) as e:
             status = 405 if req.method == "CONNECT" else 400
             self.bus.publish(HttpProblem("rejected", "bad-host", "http"))
-            log.debug("bad request target: %s", e)
+            log.debug("bad request target (%s)", type(e).__name__)
             writer.write(plain_response(status, "This proxy only serves plain HTTP requests."))
             return False, origin
         if verdict is not None:
