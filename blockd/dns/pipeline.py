@@ -151,9 +151,7 @@ class DnsPipeline:
         if transport == "udp":
             self._remember(data, CacheKey(key, _udp_limit(q)))
         if cached is not None:
-            return self._checked(
-                q, cached[0], cached[1], snapshot, transport, self.counts.cached
-            )
+            return self._checked(q, cached[0], cached[1], snapshot, transport, self.counts.cached)
         return q
 
     def _cache_hit(self, memo: CacheKey, data: bytes, snapshot: PolicySnapshot) -> bytes | None:
