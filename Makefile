@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit demo demo-feeds bench bench-compile bench-dns bench-audit clean help venv
+.PHONY: run test lint typecheck unit demo demo-feeds bench bench-compile bench-dns bench-http bench-audit clean help venv
 
 help:
 	@echo "make run          start blockd on the demo policy (DNS :5300, HTTP :8080, HTTPS :8443)"
@@ -47,13 +47,16 @@ demo: $(STAMP)
 demo-feeds: $(STAMP)
 	$(BIN)/python -m blockd.demo feeds/demo
 
-bench: bench-compile bench-dns bench-audit
+bench: bench-compile bench-dns bench-http bench-audit
 
 bench-compile: $(STAMP)
 	$(BIN)/python bench/policy_bench.py
 
 bench-dns: $(STAMP)
 	$(BIN)/python bench/dns_bench.py
+
+bench-http: $(STAMP)
+	$(BIN)/python bench/http_bench.py
 
 bench-audit: $(STAMP)
 	$(BIN)/python bench/audit_bench.py

@@ -46,6 +46,19 @@ def utc(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+AUDITED: tuple[type[Event], ...] = (
+    FeedAccepted,
+    FeedRejected,
+    FeedUnchanged,
+    TrustAccepted,
+    TrustRejected,
+    GuardIntervention,
+    PolicyActivated,
+    OperatorAction,
+    SelfTestResult,
+)
+
+
 def entry_of(event: Event, now: str) -> Entry | None:
     """Return the audit entry for an event, or None if it is not audited itself."""
     base: Entry = {"time": now, "blockd": __version__}
@@ -160,7 +173,8 @@ class AuditRecorder:
         self.last_checkpoint = 0.0
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        bus.subscribe(Event, self._on_event)
+        for kind in AUDITED:  # not Event: decisions, the hot ones, are only counted
+            bus.subscribe(kind, self._on_event)
         bus.subscribe(DnsDecision, self._on_dns)
         bus.subscribe(HttpDecision, self._on_http)
 

@@ -21,7 +21,7 @@ from blockd.dns.answers import AnswerPolicy
 from blockd.dns.cache import AnswerCache
 from blockd.dns.forward import Forwarder, ForwardError
 from blockd.events import DnsDecision, DnsProblem, EventBus
-from blockd.metrics import DnsCounters
+from blockd.metrics.counters import DnsCounters
 from blockd.policy.snapshot import PolicySnapshot
 from blockd.policy.verdict import Verdict
 

@@ -273,6 +273,17 @@ class HttpFront:
                 writer.write(plain_response(e.status))
                 return False, None
         origin.writer.write(_origin_head(req))
+        if req.framing == "none":  # hot path: no body to send, so no second task
+            try:
+                keep = await self._relay_response(req, reader, writer, origin)
+            except (h1.HttpError, TimeoutError, relay.PeerGone, OSError) as e:
+                origin.close()
+                self._origin_failed(writer, origin, e)
+                return False, None
+            if not keep or not origin.keep:
+                origin.close()
+                return keep, None
+            return keep, origin
         # The body goes up while the response may already come down (Expect: 100-continue,
         # early errors); whichever fails first ends both.
         body = asyncio.ensure_future(self._send_body(req, reader, origin))
@@ -286,24 +297,26 @@ class HttpFront:
             if not body.done():  # the origin answered before taking the whole body
                 body.cancel()
                 keep = False
-        except h1.HttpError as e:
+        except (h1.HttpError, TimeoutError, relay.PeerGone, OSError) as e:
             _cancel(body, response)
             origin.close()
-            if not origin.answered:
-                self._reject(writer, e)
-            return False, None
-        except (TimeoutError, relay.PeerGone, OSError) as e:
-            _cancel(body, response)
-            origin.close()
-            reason = "timeout" if isinstance(e, TimeoutError) else "closed"
-            self.bus.publish(HttpProblem("origin", reason, "http"))
-            if not origin.answered:
-                writer.write(plain_response(504 if reason == "timeout" else 502))
+            self._origin_failed(writer, origin, e)
             return False, None
         if not keep or not origin.keep:
             origin.close()
             return keep, None
         return keep, origin
+
+    def _origin_failed(self, writer: asyncio.StreamWriter, origin: _Origin, e: Exception) -> None:
+        """Answer the client after a failed exchange, unless the origin's answer began."""
+        if isinstance(e, h1.HttpError):
+            if not origin.answered:
+                self._reject(writer, e)
+            return
+        reason = "timeout" if isinstance(e, TimeoutError) else "closed"
+        self.bus.publish(HttpProblem("origin", reason, "http"))
+        if not origin.answered:
+            writer.write(plain_response(504 if reason == "timeout" else 502))
 
     async def _send_body(self, req: h1.Request, reader: asyncio.StreamReader, o: _Origin) -> None:
         timeout = self.limits.idle_timeout

@@ -264,6 +264,7 @@ REFUSED: dict[tuple[int, str], dict[str, bytes]] = {
         "vertical-tab-in-te": post("Transfer-Encoding: \x0bchunked"),
         "form-feed-in-te": post("Transfer-Encoding: chunked\x0c"),
         "blank-line-twice": head("Host: a.example") + b"\r\n",
+        "whitespace-then-control": head("Host: a.example", "X-A:" + "\t" * 20000 + "\x01"),
     },
     (400, "bare-cr-lf"): {
         "lf-in-value": head("Host: a.example", "X-A: a\nTransfer-Encoding: chunked"),

@@ -1,0 +1,51 @@
+"""Configuration: TOML, validated strictly, every error reported at once with its path.
+
+Relative paths are resolved against the configuration file's directory. The JSON schema
+in config/blockd.schema.json is generated from these models (`blockd config-schema`).
+
+`root` holds the whole `Config` and reads it; each other module holds the sections of one
+part of blockd, and `base` what they share.
+"""
+
+from blockd.config.admin import AdminConfig, SelfTestConfig
+from blockd.config.audit import AuditConfig, RecordsConfig
+from blockd.config.base import (
+    ConfigError,
+    Endpoint,
+    IPv4,
+    IPv6,
+    Network,
+    Port,
+    Seconds,
+    split_endpoint,
+)
+from blockd.config.dns import DnsConfig
+from blockd.config.feeds import GuardsConfig, ListConfig, ProtectedName, StateConfig, TrustConfig
+from blockd.config.http import HttpConfig
+from blockd.config.root import Config, json_schema, load, parse
+
+__all__ = [
+    "AdminConfig",
+    "AuditConfig",
+    "Config",
+    "ConfigError",
+    "DnsConfig",
+    "Endpoint",
+    "GuardsConfig",
+    "HttpConfig",
+    "IPv4",
+    "IPv6",
+    "ListConfig",
+    "Network",
+    "Port",
+    "ProtectedName",
+    "RecordsConfig",
+    "Seconds",
+    "SelfTestConfig",
+    "StateConfig",
+    "TrustConfig",
+    "json_schema",
+    "load",
+    "parse",
+    "split_endpoint",
+]

@@ -1,0 +1,76 @@
+"""The audit sections: the tamper-evident log and the legally required access records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, model_validator
+
+from blockd.config.base import _Section
+
+
+class RecordsConfig(_Section):
+    """Legally required access records: OFF unless the law requires them."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Keep pseudonymous, encrypted records of blocked accesses (client address "
+        "as an HMAC pseudonym with a per-period key). Off: nothing about clients exists.",
+    )
+    period: float = Field(
+        default=86400, ge=3600, le=31 * 86400, description="Seconds each key period lasts."
+    )
+    keep_min_days: float = Field(
+        default=180, ge=0, le=3650, description="Never destroy records younger than this."
+    )
+    keep_max_days: float = Field(
+        default=190, ge=0, le=3650, description="Destroy (crypto-shred) records older than this."
+    )
+
+    @model_validator(mode="after")
+    def _floor_below_ceiling(self) -> Self:
+        if self.keep_max_days < self.keep_min_days:
+            raise ValueError("keep_max_days must not be below keep_min_days")
+        return self
+
+
+class AuditConfig(_Section):
+    """The tamper-evident audit log that regulators verify."""
+
+    enabled: bool = Field(default=True, description="Keep the audit log.")
+    dir: Path | None = Field(
+        default=None, description="Where the log and its key live; default <state dir>/audit."
+    )
+    origin: str = Field(
+        default="blockd.invalid/demo-log",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x7e]+$",
+        description="The log's name on its checkpoints, e.g. isp.example/blockd/resolver-1; "
+        "never change it once regulators hold checkpoints.",
+    )
+    key_name: str = Field(
+        default="blockd-demo-operator",
+        min_length=1,
+        max_length=100,
+        pattern=r"^[\x21-\x2a\x2c-\x7e]+$",
+        description="Name of the operator's log signing key (no '+' or spaces).",
+    )
+    period: float = Field(
+        default=3600, ge=60, le=86400, description="Seconds each aggregated block count covers."
+    )
+    checkpoint_interval: float = Field(
+        default=300, ge=1, le=86400, description="Longest time between signed checkpoints, s."
+    )
+    records: RecordsConfig = RecordsConfig()
+
+    @model_validator(mode="after")
+    def _records_need_the_log(self) -> Self:
+        if self.records.enabled and not self.enabled:
+            raise ValueError("records.enabled needs the audit log (audit.enabled = true)")
+        return self
+
+    def directory(self, state: Path) -> Path:
+        """Return where the log lives."""
+        return self.dir or state / "audit"

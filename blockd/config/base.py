@@ -1,0 +1,81 @@
+"""What every configuration section shares: strictness, and validated address types."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message lists every problem."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Seconds = Annotated[float, Field(gt=0, le=7 * 86400)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def _endpoint(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+        ok = bool(sep) and 0 <= int(port) < 65536
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError("must be ADDRESS:PORT with a literal IP, e.g. 127.0.0.1:5300 or [::1]:53")
+    return value
+
+
+def _ipv4(value: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        raise ValueError("must be a literal IPv4 address") from None
+
+
+def _ipv6(value: str) -> str:
+    try:
+        return str(ipaddress.IPv6Address(value))
+    except ValueError:
+        raise ValueError("must be a literal IPv6 address") from None
+
+
+def _network(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise ValueError("must be a network like 192.0.2.0/24 or ::1/128") from None
+
+
+Endpoint = Annotated[str, AfterValidator(_endpoint)]
+IPv4 = Annotated[str, AfterValidator(_ipv4)]
+IPv6 = Annotated[str, AfterValidator(_ipv6)]
+Network = Annotated[str, AfterValidator(_network)]
+
+
+def _origin(value: str) -> str:
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+        return value
+    except ValueError:
+        pass
+    try:
+        return _endpoint(value)
+    except ValueError:
+        raise ValueError("must be ADDRESS or ADDRESS:PORT with a literal IP") from None
+
+
+Origin = Annotated[str, AfterValidator(_origin)]
+
+
+def split_endpoint(value: str) -> tuple[str, int]:
+    """Return (address, port) of a validated ADDRESS:PORT."""
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)

@@ -1,0 +1,238 @@
+"""Prometheus metrics: events and state in, the exposition text out.
+
+Nothing calls into metrics to record: handlers subscribed to the event bus bump plain-int
+tallies, the DNS pipeline bumps `DnsCounters` for the answers that publish no event, and
+state (lists, trust, cache, upstreams, audit log, readiness) is read through `MetricsState`
+when Prometheus scrapes. One `Collector` turns all of it into metric families.
+
+`catalogue` names every metric and makes the README's table, `counters` holds what the DNS
+pipeline counts, `collector` builds the families at scrape time; this module keeps the
+tallies the events feed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.process_collector import ProcessCollector
+
+from blockd import __version__
+from blockd.events import (
+    DnsDecision,
+    DnsProblem,
+    EventBus,
+    FeedAccepted,
+    FeedRejected,
+    FeedUnchanged,
+    GuardIntervention,
+    HttpDecision,
+    HttpProblem,
+    OperatorAction,
+    PolicyActivated,
+    SelfTestResult,
+    TrustAccepted,
+    TrustRejected,
+)
+from blockd.metrics.catalogue import (
+    CATALOGUE,
+    DNS_RESULTS,
+    DNS_TRANSPORTS,
+    PROCESS_CATALOGUE,
+    SYNC_OUTCOMES,
+    Kind,
+    Labels,
+    Spec,
+    metrics_table,
+)
+from blockd.metrics.collector import Collector
+from blockd.metrics.counters import UPSTREAM_BUCKETS, DnsCounters, LatencyHistogram
+
+if TYPE_CHECKING:  # the DNS pipeline imports this module: keep its imports light
+    from blockd.dns.forward import UpstreamState
+    from blockd.feeds.model import TrustPolicy
+    from blockd.feeds.sync import ListStatus
+
+__all__ = [
+    "CATALOGUE",
+    "DNS_RESULTS",
+    "DNS_TRANSPORTS",
+    "PROCESS_CATALOGUE",
+    "SYNC_OUTCOMES",
+    "UPSTREAM_BUCKETS",
+    "AuditStatus",
+    "CacheView",
+    "DnsCounters",
+    "Kind",
+    "Labels",
+    "LatencyHistogram",
+    "Metrics",
+    "MetricsState",
+    "Spec",
+    "Tally",
+    "metrics_table",
+]
+
+
+class CacheView(Protocol):
+    """The answer cache as metrics see it (AnswerCache is one)."""
+
+    hits: int
+    misses: int
+
+    def __len__(self) -> int:
+        """Return the number of cached answers."""
+        ...
+
+
+@dataclass(frozen=True)
+class AuditStatus:
+    """The audit log as metrics see it."""
+
+    size: int  # entries (tree size)
+    last_checkpoint: float | None  # Unix time of the last signed checkpoint
+    checkpoint_interval: float  # configured longest time between checkpoints, seconds
+
+
+def _nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class MetricsState:
+    """Where metrics read state when scraped; each callable is cheap and never raises."""
+
+    lists: Callable[[], Sequence[ListStatus]] = tuple  # every configured list
+    intervals: Callable[[], Mapping[str, float]] = dict  # 'authority/list' -> sync interval
+    trust: Callable[[], TrustPolicy | None] = _nothing
+    cache: Callable[[], CacheView | None] = _nothing
+    upstreams: Callable[[], Sequence[UpstreamState]] = tuple
+    audit: Callable[[], AuditStatus | None] = _nothing  # None: audit is off
+    ready: Callable[[], bool] = bool  # bool() is False
+    http_connections: Callable[[], int] = int
+
+
+Tally = defaultdict[Labels, int]  # label values in their Spec's order -> count
+
+
+def _tally() -> Tally:
+    return defaultdict(int)  # quicker to bump than a Counter
+
+
+@dataclass
+class _Tallies:
+    """Event counts."""
+
+    dns: Tally = field(default_factory=_tally)  # authority list action transport
+    dns_problems: Tally = field(default_factory=_tally)  # kind reason transport
+    http: Tally = field(default_factory=_tally)  # transport outcome
+    http_blocked: Tally = field(default_factory=_tally)
+    http_problems: Tally = field(default_factory=_tally)
+    syncs: Tally = field(default_factory=_tally)
+    rejections: Tally = field(default_factory=_tally)
+    trust: Tally = field(default_factory=_tally)
+    trust_rejections: Tally = field(default_factory=_tally)
+    guards: Tally = field(default_factory=_tally)
+    operator: Tally = field(default_factory=_tally)
+    selftests: Tally = field(default_factory=_tally)
+    selftest_failures: int = 0
+
+
+class Metrics:
+    """blockd's metrics, in a registry of their own."""
+
+    def __init__(
+        self,
+        bus: EventBus,
+        state: MetricsState | None = None,
+        *,
+        dns: DnsCounters | None = None,
+        clock: Callable[[], float] = time.time,
+        version: str = __version__,
+    ) -> None:
+        """Subscribe to bus; read state and the pipeline's dns counters when scraped."""
+        self.state = state or MetricsState()
+        self.dns = dns or DnsCounters()
+        self.clock = clock
+        self.version = version
+        self.tallies = _Tallies()
+        self.policy: tuple[PolicyActivated, float] | None = None
+        self.selftest: tuple[SelfTestResult, float] | None = None
+        self.registry = CollectorRegistry()
+        self.registry.register(Collector(self))
+        ProcessCollector(namespace="blockd", registry=self.registry)
+        bus.subscribe(DnsDecision, self._on_dns)
+        bus.subscribe(DnsProblem, self._on_dns_problem)
+        bus.subscribe(HttpDecision, self._on_http)
+        bus.subscribe(HttpProblem, self._on_http_problem)
+        bus.subscribe(FeedAccepted, self._on_feed_accepted)
+        bus.subscribe(FeedUnchanged, self._on_feed_unchanged)
+        bus.subscribe(FeedRejected, self._on_feed_rejected)
+        bus.subscribe(TrustAccepted, self._on_trust_accepted)
+        bus.subscribe(TrustRejected, self._on_trust_rejected)
+        bus.subscribe(GuardIntervention, self._on_guard)
+        bus.subscribe(PolicyActivated, self._on_policy)
+        bus.subscribe(OperatorAction, self._on_operator)
+        bus.subscribe(SelfTestResult, self._on_selftest)
+
+    def render(self) -> tuple[bytes, str]:
+        """Return the exposition text and its content type, for GET /metrics."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    # -- event handlers: each bumps a tally and returns -----------------------------------
+
+    def _on_dns(self, event: DnsDecision) -> None:
+        # Hot path (every blocked or routed answer, ~100k/s): one tuple, one dict bump.
+        v = event.verdict
+        self.tallies.dns[(v.authority, v.list, v.action, event.transport)] += 1
+
+    def _on_dns_problem(self, event: DnsProblem) -> None:
+        # Hot under a flood of junk packets: as cheap as _on_dns.
+        self.tallies.dns_problems[(event.kind, event.reason, event.transport)] += 1
+
+    def _on_http(self, event: HttpDecision) -> None:
+        t = self.tallies
+        t.http[(event.transport, event.outcome)] += 1
+        v = event.verdict
+        if v is not None and event.outcome in ("notice", "refused"):
+            t.http_blocked[(v.authority, v.list, event.outcome, event.transport)] += 1
+
+    def _on_http_problem(self, event: HttpProblem) -> None:
+        self.tallies.http_problems[(event.transport, event.kind, event.reason)] += 1
+
+    def _on_feed_accepted(self, event: FeedAccepted) -> None:
+        self.tallies.syncs[(event.authority, event.list, "accepted")] += 1
+
+    def _on_feed_unchanged(self, event: FeedUnchanged) -> None:
+        self.tallies.syncs[(event.authority, event.list, "unchanged")] += 1
+
+    def _on_feed_rejected(self, event: FeedRejected) -> None:
+        self.tallies.syncs[(event.authority, event.list, "rejected")] += 1
+        self.tallies.rejections[(event.authority, event.list, event.reason)] += 1
+
+    def _on_trust_accepted(self, event: TrustAccepted) -> None:
+        self.tallies.trust[("accepted",)] += 1
+
+    def _on_trust_rejected(self, event: TrustRejected) -> None:
+        self.tallies.trust[("rejected",)] += 1
+        self.tallies.trust_rejections[(event.reason,)] += 1
+
+    def _on_guard(self, event: GuardIntervention) -> None:
+        self.tallies.guards[(event.authority, event.list, event.kind)] += 1
+        if event.kind == "quarantine":  # a sync that verified an update and held it back
+            self.tallies.syncs[(event.authority, event.list, "quarantined")] += 1
+
+    def _on_policy(self, event: PolicyActivated) -> None:
+        self.policy = (event, self.clock())
+
+    def _on_operator(self, event: OperatorAction) -> None:
+        self.tallies.operator[(event.action,)] += 1
+
+    def _on_selftest(self, event: SelfTestResult) -> None:
+        self.selftest = (event, self.clock())
+        self.tallies.selftests[("passed" if event.passed else "failed",)] += 1
+        self.tallies.selftest_failures += len(event.failures)

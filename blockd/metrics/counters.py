@@ -1,0 +1,54 @@
+"""What the DNS pipeline counts itself, as plain numbers.
+
+Counted on the DNS hot path: keep this module's imports light.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import defaultdict
+from collections.abc import Sequence
+
+# Seconds; forwarding gives up after dns.total_timeout (3 s by default).
+UPSTREAM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class LatencyHistogram:
+    """Durations counted into fixed buckets, as plain numbers (hot path: a bisect, two adds)."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float] = UPSTREAM_BUCKETS) -> None:
+        """Count into buckets with these upper bounds (seconds, ascending) and +Inf."""
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        """Count one duration."""
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """Return Prometheus buckets: (upper bound, observations at or below it)."""
+        out, running = [], 0
+        for bound, n in zip((*map(repr, self.bounds), "+Inf"), self.counts, strict=True):
+            running += n
+            out.append((bound, float(running)))
+        return out
+
+
+class DnsCounters:
+    """What the DNS pipeline counts itself: answers that publish no event, upstream time.
+
+    Hot path (every clean query): plain ints keyed by transport, no lock; they are read
+    when Prometheus scrapes, on the event loop like the pipeline.
+    """
+
+    __slots__ = ("cached", "forwarded", "upstream_seconds")
+
+    def __init__(self) -> None:
+        """Start at zero."""
+        self.cached: defaultdict[str, int] = defaultdict(int)  # answered from the cache
+        self.forwarded: defaultdict[str, int] = defaultdict(int)  # answered by an upstream
+        self.upstream_seconds = LatencyHistogram()
