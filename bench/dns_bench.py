@@ -164,6 +164,13 @@ dir = "{work}/state"
 [dns]
 listen = ["127.0.0.1:{bd_port}"]
 upstreams = ["127.0.0.1:{up_port}"]
+[http]
+listen = []
+tls_listen = []
+[admin]
+listen = []
+[selftest]
+interval = 0
 [[lists]]
 authority = "bench"
 list = "hosts"
