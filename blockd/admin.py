@@ -23,6 +23,9 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from blockd import __version__, urls
+from blockd.audit import bundle
+from blockd.audit.log import AuditError
+from blockd.audit.recorder import utc
 from blockd.config import AdminConfig, split_endpoint
 from blockd.events import OperatorAction
 
@@ -55,6 +58,7 @@ class Admin:
         r.add_get("/api/v1/openapi.json", self.openapi)
         r.add_get("/api/v1/lists", self.lists)
         r.add_get("/api/v1/checkpoint", self.checkpoint)
+        r.add_get("/api/v1/audit/export", self.export)
         r.add_post("/api/v1/sync", self.sync)
         r.add_post("/api/v1/lists/{authority}/{list}/approve", self.approve)
         r.add_post("/api/v1/lists/{authority}/{list}/rollback", self.rollback)
@@ -157,6 +161,25 @@ class Admin:
         if not notes:
             return _problem(404, "no checkpoint signed yet")
         return web.Response(text=notes[-1], content_type="text/plain")
+
+    async def export(self, request: web.Request) -> web.Response:
+        """Sign a checkpoint and return a bundle; ?from= and ?to= (UTC) select entries."""
+        if self.app.audit is None:
+            return _problem(404, "the audit log is off")
+        log = self.app.audit.log
+        start, end = request.query.get("from"), request.query.get("to")
+
+        def build() -> dict[str, object]:
+            log.sign_checkpoint(utc(time.time()))
+            begin, stop = log.index_range(start, end) if (start or end) else (0, log.head().size)
+            return bundle.export(log, begin, stop)
+
+        self._audit("export", f"from {start or 'start'} to {end or 'now'} (admin API)")
+        try:
+            data = await asyncio.to_thread(build)
+        except (ValueError, AuditError) as e:
+            return _problem(409, str(e))
+        return web.Response(text=bundle.dumps(data), content_type="application/json")
 
     def _audit(self, action: str, detail: str) -> None:
         self.app.bus.publish(OperatorAction(action, detail, self.app.config_digest()))

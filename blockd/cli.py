@@ -29,6 +29,7 @@ from blockd.feeds.trust import TrustError
 from blockd.feeds.verify import Rejected, check_body, verify_list, verify_trust
 from blockd.policy import entries as entry_rules
 from blockd.policy.guards import GuardConfigError
+from blockd.policy.snapshot import PolicySnapshot
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "blockd.toml"
 DEFAULT_CONFIG = Path(os.environ.get("BLOCKD_CONFIG", "/etc/blockd/blockd.toml"))
@@ -282,10 +283,58 @@ def _ago(d: timedelta) -> str:
     return f"{s}s"
 
 
+def _check_remote(a: argparse.Namespace) -> int:
+    """Ask a running daemon's admin API for the verdicts (it audits the check)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    if a.token_file is None:
+        raise UsageError("--admin needs --token-file")
+    if not a.admin.startswith(("http://", "https://")):
+        raise UsageError(f"--admin must be an http:// or https:// URL, not {a.admin!r}")
+    token = a.token_file.read_text("utf-8").strip()
+    request = urllib.request.Request(  # noqa: S310 - http(s) only, checked above
+        a.admin.rstrip("/") + "/api/v1/check",
+        data=json.dumps({"targets": a.targets}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - operator URL
+            results = json.loads(response.read())["results"]
+    except urllib.error.HTTPError as e:
+        raise UsageError(f"{a.admin}: HTTP {e.code}: {e.read().decode(errors='replace')}") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise UsageError(f"{a.admin}: cannot reach the admin API: {e}") from None
+    for r in results:
+        v = r.get("verdict")
+        if "error" in r:
+            print(f"{r['target']}: invalid: {r['error']}")
+        elif v is None:
+            print(f"{r['target']}: not blocked")
+        else:
+            print(
+                f"{r['target']}: {v['action']} ({v['authority']}/{v['list']} "
+                f"v{v['version']}, ref {v['reference']})"
+            )
+    return 0
+
+
 def cmd_check(a: argparse.Namespace) -> int:
-    """Show the verdict for hosts or URLs against the accepted state (offline)."""
-    snap = _feed_sync(a).snapshot
-    for target in a.targets:
+    """Show the verdict for hosts or URLs (offline, or from a running daemon with --admin)."""
+    if a.admin:
+        return _check_remote(a)
+    bus = EventBus()
+    sync = _feed_sync(a, bus)
+    snap = sync.snapshot
+    with audit_commands.operator_action(sync.config, bus, "check", f"{len(a.targets)} targets"):
+        _print_verdicts(snap, a.targets)
+    return 0
+
+
+def _print_verdicts(snap: PolicySnapshot, targets: Sequence[str]) -> None:
+    for target in targets:
         try:
             if "/" in target or ":" in target:
                 verdict = snap.url_verdict(target)
@@ -303,7 +352,6 @@ def cmd_check(a: argparse.Namespace) -> int:
                 f"{shown}: {verdict.action} ({verdict.authority}/{verdict.list} "
                 f"v{verdict.version}, ref {verdict.entry_ref})"
             )
-    return 0
 
 
 def cmd_approve(a: argparse.Namespace) -> int:
@@ -481,6 +529,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp = add("check", cmd_check, config=True)
     sp.add_argument("targets", nargs="+", metavar="HOST|URL")
+    sp.add_argument("--admin", help="ask a running daemon, e.g. http://127.0.0.1:9153")
+    sp.add_argument("--token-file", type=Path, help="the admin API bearer token file")
     sp = add("approve", cmd_approve, config=True)
     sp.add_argument("list", metavar="AUTHORITY/LIST")
     sp.add_argument("version", type=int)

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from blockd.app import App
-from blockd.audit import note
+from blockd.audit import bundle, note
 from blockd.cli import main
 from blockd.config import parse
 from blockd.events import OperatorAction, SelfTestResult
@@ -237,3 +237,36 @@ async def test_the_selftest_command_checks_a_running_daemon(
         assert "self-test passed" in capsys.readouterr().out
     finally:
         await app.stop()
+
+
+async def test_an_exported_bundle_verifies_with_the_key_alone(daemon: App) -> None:
+    assert daemon.audit is not None
+    await daemon.audit.flush()
+    status, data, _ = await call(daemon, "GET", "/api/v1/audit/export")
+    assert status == 200
+    verdict = bundle.verify(data, note.Verifier.from_vkey(daemon.audit.log.signer.verifier.vkey))
+    assert verdict.ok, verdict.message
+    assert verdict.entries[0]["type"] == "daemon-start"
+    assert (await call(daemon, "GET", "/api/v1/audit/export", token=None))[0] == 401
+
+
+async def test_check_asks_a_running_daemon(
+    daemon: App, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = Recorder(daemon.bus)
+    argv = [
+        "check",
+        "--admin",
+        base(daemon),
+        "--token-file",
+        str(tmp_path / "token"),
+        "www.blocked.demo.test",
+        "example.com",
+    ]
+    assert await asyncio.to_thread(main, argv) == 0
+    out = capsys.readouterr().out
+    assert "www.blocked.demo.test: notice (demo-authority/demo-hosts v1" in out
+    assert "example.com: not blocked" in out
+    assert [e.action for e in events.of(OperatorAction)] == ["check"]
+    bad = [*argv[:3], "--token-file", str(tmp_path / "nope"), "x.example"]
+    assert await asyncio.to_thread(main, bad) == 2
