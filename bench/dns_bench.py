@@ -107,15 +107,17 @@ def dnsperf(port: int, queries: Path, seconds: int) -> float:
     return float(match[1])
 
 
-def latencies(port: int, names: list[str]) -> list[float]:
-    """Time each query (sequentially), in milliseconds."""
-    out = []
-    for name in names:
-        t = time.perf_counter()
-        if query(port, name) is None:
-            continue
-        out.append((time.perf_counter() - t) * 1000)
-    return out
+def latencies(via_port: int, direct_port: int, n: int) -> tuple[list[float], list[float]]:
+    """Time n cache misses through blockd and n asked directly, alternating query by query
+    (so drift on a shared machine affects both alike); milliseconds."""
+    via: list[float] = []
+    direct: list[float] = []
+    for i in range(n):
+        for port, name, out in ((via_port, f"m{i}", via), (direct_port, f"d{i}", direct)):
+            t = time.perf_counter()
+            if query(port, f"{name}.bench.example") is not None:
+                out.append((time.perf_counter() - t) * 1000)
+    return via, direct
 
 
 def pct(values: list[float], p: float) -> float:
@@ -126,7 +128,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hosts", type=int, default=1_000_000)
     ap.add_argument("--seconds", type=int, default=10)
-    ap.add_argument("--latency-queries", type=int, default=3000)
+    ap.add_argument("--latency-queries", type=int, default=5000)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians reported")
     a = ap.parse_args()
     ensure_tools()
@@ -233,8 +235,7 @@ source = "file://{work}/hosts.dsse"
             results["blockd"]["rss_mb"] = rss_mb(procs[2].pid)
             results["unbound"]["rss_mb"] = rss_mb(procs[1].pid)
             n = a.latency_queries
-            via = latencies(bd_port, [f"m{i}.bench.example" for i in range(n)])
-            direct = latencies(up_port, [f"d{i}.bench.example" for i in range(n)])
+            via, direct = latencies(bd_port, up_port, n)
         finally:
             for p in procs:
                 p.terminate()

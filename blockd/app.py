@@ -18,6 +18,7 @@ from blockd.admin import Admin
 from blockd.audit.log import open_log
 from blockd.audit.recorder import AuditRecorder
 from blockd.audit.records import DAY, RecordKeeper
+from blockd.audit.writer import LogWriter
 from blockd.config import Config, ConfigError, split_endpoint
 from blockd.config import load as load_config
 from blockd.dns.answers import AnswerPolicy
@@ -108,9 +109,11 @@ class App:
                 )
                 self.pipeline.on_block = self.http_front.on_block = records.note
                 self.http_front.records_nothing = False
+            directory = audit.directory(config.state.dir)
             self.audit = AuditRecorder(
-                open_log(audit.directory(config.state.dir), audit.origin, audit.key_name),
+                open_log(directory, audit.origin, audit.key_name),
                 self.bus,
+                writer=LogWriter(directory, audit.origin, audit.key_name),
                 period=audit.period,
                 checkpoint_interval=audit.checkpoint_interval,
                 records=records,
@@ -283,6 +286,8 @@ class App:
         if self.audit is not None:
             await self.audit.stop()
             self.audit.log.close()
+            if self.audit.writer is not None:
+                await asyncio.to_thread(self.audit.writer.close)
         self._stopped.set()
 
     def config_digest(self) -> str:

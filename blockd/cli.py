@@ -323,7 +323,7 @@ def _check_remote(a: argparse.Namespace) -> int:
 
 def cmd_check(a: argparse.Namespace) -> int:
     """Show the verdict for hosts or URLs (offline, or from a running daemon with --admin)."""
-    if a.admin:
+    if getattr(a, "admin", None):
         return _check_remote(a)
     bus = EventBus()
     sync = _feed_sync(a, bus)

@@ -72,29 +72,43 @@ def _plain(value: object, depth: int = 0) -> bool:
     True for what log entries hold: ASCII keys (code point order is UTF-16 order there),
     strings, safe integers, booleans, null, lists and objects of those.
     """
-    if depth > 32:
-        return False
+    # Hot path (every audit entry): plain loops, scalars checked inline.
     kind = type(value)
-    if kind is str or value is None or kind is bool:
+    if kind is str or kind is bool or value is None:
         return True
     if kind is int:
         return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER  # type: ignore[operator]
+    if depth > 32:
+        return False
     if kind is dict:
-        return all(
-            type(k) is str and k.isascii() and _plain(v, depth + 1)
-            for k, v in value.items()  # type: ignore[attr-defined]
-        )
+        for k, v in value.items():  # type: ignore[attr-defined]
+            if type(k) is not str or not k.isascii():
+                return False
+            t = type(v)
+            if t is str or t is bool or v is None:
+                continue
+            if not _plain(v, depth + 1):
+                return False
+        return True
     if kind is list or kind is tuple:
-        return all(_plain(v, depth + 1) for v in value)  # type: ignore[attr-defined]
+        for v in value:  # type: ignore[attr-defined]
+            t = type(v)
+            if t is str or t is bool or v is None:
+                continue
+            if not _plain(v, depth + 1):
+                return False
+        return True
     return False
+
+
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def canonical(obj: object) -> bytes:
     """Return the canonical JSON encoding of obj as UTF-8 bytes."""
     if _plain(obj):  # hot path: the C encoder, five times faster
         try:
-            text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-            return text.encode("utf-8")
+            return _ENCODER.encode(obj).encode("utf-8")
         except UnicodeEncodeError:
             pass  # a lone surrogate: the slow path says what is wrong
     out: list[str] = []

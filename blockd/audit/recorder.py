@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from blockd import __version__
 from blockd.audit.log import AuditError, MerkleLog
 from blockd.audit.records import RecordKeeper
+from blockd.audit.writer import LogWriter
 from blockd.events import (
     DnsDecision,
     Event,
@@ -152,6 +153,7 @@ class AuditRecorder:
         flush_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
         records: RecordKeeper | None = None,
+        writer: LogWriter | None = None,
     ) -> None:
         """Record into log; counts cover `period` seconds (aligned to the epoch).
 
@@ -160,6 +162,7 @@ class AuditRecorder:
         """
         self.log = log
         self.records = records
+        self.writer = writer  # a helper process for writes; without one, a worker thread
         self.period = period
         self.checkpoint_interval = checkpoint_interval
         self.flush_interval = flush_interval
@@ -251,7 +254,10 @@ class AuditRecorder:
         batch, self._pending = self._pending, []
         if batch:
             try:
-                self.size = (await asyncio.to_thread(self.log.append, batch)).size
+                if self.writer is not None:
+                    self.size = (await self.writer.append(batch)).size
+                else:
+                    self.size = (await asyncio.to_thread(self.log.append, batch)).size
             except BaseException:
                 self._pending[:0] = batch  # nothing is lost: the next flush tries again
                 raise
@@ -259,7 +265,10 @@ class AuditRecorder:
         if checkpoint or self._want_checkpoint or due:
             self._want_checkpoint = False
             self.last_checkpoint = now
-            await asyncio.to_thread(self.log.sign_checkpoint, utc(now))
+            if self.writer is not None:
+                await self.writer.sign_checkpoint(utc(now))
+            else:
+                await asyncio.to_thread(self.log.sign_checkpoint, utc(now))
 
     def _records_work(self, now: float) -> None:
         """Seal queued records; destroy the periods past their retention, logging each."""

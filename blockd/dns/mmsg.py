@@ -151,6 +151,31 @@ class Batch:
         start = i * SLOT
         return bytes(self.view[start : start + self._recv32[base + _LEN4]])
 
+    def received(self, n: int) -> list[tuple[bytes | None, str]]:
+        """Return (datagram, or None when longer than a slot; client) for the last n read."""
+        # Hot path: one call per batch instead of two per datagram.
+        r32, view, words = self._recv32, self.view, self._words
+        names, addr_at, addr_len, clients = (
+            self._names,
+            self._addr_at,
+            self._addr_len,
+            self._clients,
+        )
+        out: list[tuple[bytes | None, str]] = []
+        for i in range(n):
+            base, start = i * words, i * SLOT
+            if r32[base + _FLAGS4] & MSG_TRUNC:
+                data = None
+            else:
+                data = bytes(view[start : start + r32[base + _LEN4]])
+            at = i * _NAME + addr_at
+            raw = bytes(names[at : at + addr_len])
+            text = clients.get(raw)
+            if text is None:
+                text = self.client(i)
+            out.append((data, text))
+        return out
+
     def client(self, i: int) -> str:
         """Return the source address of datagram i as text."""
         at = i * _NAME + self._addr_at

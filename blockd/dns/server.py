@@ -83,13 +83,12 @@ class _UdpListener:
         n = batch.receive()
         if not server.accepting:
             return
-        for i in range(n):
-            data = batch.datagram(i)
+        for i, (data, client) in enumerate(batch.received(n)):
             if data is None:
                 server.bus.publish(DnsProblem("dropped", "oversized", "udp"))
                 continue
             try:
-                decided = decide(data, batch.client(i), "udp")
+                decided = decide(data, client, "udp")
             except Exception:
                 log.exception("udp query failed")
                 continue

@@ -70,6 +70,8 @@ def test_an_oversized_datagram_is_flagged_not_mistaken(
     assert batch.receive() == 2
     assert batch.datagram(0) is None
     assert batch.datagram(1) == b"small"
+    client = cli.getsockname()[0]
+    assert batch.received(2) == [(None, client), (b"small", client)]
     assert not batch.reply(1, b"y" * (mmsg.SLOT + 1))  # too big for a slot: caller sends it
     assert batch.flush() == 0
 

@@ -1,0 +1,33 @@
+"""The helper process that writes the log: it commits, and it is replaced if it dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from blockd.audit.log import open_log
+from blockd.audit.writer import LogWriter
+
+
+def entries(start: int, n: int) -> list[dict[str, object]]:
+    return [{"time": "2026-11-23T00:00:00Z", "type": "t", "n": i} for i in range(start, start + n)]
+
+
+async def test_the_helper_commits_and_a_dead_helper_is_replaced(tmp_path: Path) -> None:
+    writer = LogWriter(tmp_path, "isp.example/blockd/t", "op")
+    try:
+        assert (await writer.append(entries(0, 5))).size == 5
+        await writer.sign_checkpoint("2026-11-23T00:00:01Z")
+        pool = writer._pool
+        assert pool is not None
+        for pid in list(pool._processes):  # the helper dies (OOM killer, say)
+            os.kill(pid, signal.SIGKILL)
+        head = await writer.append(entries(5, 3))  # a new helper takes the batch
+        assert head.size == 8
+        await writer.sign_checkpoint("2026-11-23T00:00:02Z")
+    finally:
+        writer.close()
+    log = open_log(tmp_path, "isp.example/blockd/t", "op")
+    assert log.verify_disk().size == 8
+    assert len(log.checkpoints()) == 2
