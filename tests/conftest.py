@@ -1,3 +1,3 @@
-"""Shared fixtures: the local HTTPS feed server and the loopback DNS upstream."""
+"""Shared fixtures: the HTTPS feed server, the loopback DNS upstream, headless Chromium."""
 
-pytest_plugins = ["tests.feedserver", "tests.dnsupstream"]
+pytest_plugins = ["tests.feedserver", "tests.dnsupstream", "tests.browser"]

@@ -65,14 +65,8 @@ class _UdpListener:
                 continue
             if isinstance(decided, bytes):
                 self.send(decided, addr)
-                continue
-            if server.inflight >= server.max_inflight:
-                server.bus.publish(DnsProblem("dropped", "overload", "udp"))
-                continue
-            server.inflight += 1
-            task = asyncio.get_running_loop().create_task(self._forward(decided, addr))
-            server.tasks.add(task)
-            task.add_done_callback(server.tasks.discard)
+            else:
+                self.forward(decided, addr)
 
     def on_readable_batched(self) -> None:
         """Like on_readable, reading and answering a batch per system call (Linux)."""
@@ -97,17 +91,22 @@ class _UdpListener:
             if isinstance(decided, bytes):
                 if not batch.reply(i, decided):
                     self.send(decided, batch.address(i))
-                continue
-            if server.inflight >= server.max_inflight:
-                server.bus.publish(DnsProblem("dropped", "overload", "udp"))
-                continue
-            server.inflight += 1
-            task = asyncio.get_running_loop().create_task(self._forward(decided, batch.address(i)))
-            server.tasks.add(task)
-            task.add_done_callback(server.tasks.discard)
+            else:
+                self.forward(decided, batch.address(i))
         unsent = batch.flush()
         for _ in range(unsent):
             server.bus.publish(DnsProblem("dropped", "send-buffer", "udp"))
+
+    def forward(self, q: wire.Query, addr: tuple[str | int, ...]) -> None:
+        """Answer q from upstream in a task, unless too many are in flight (then drop it)."""
+        server = self.server
+        if server.inflight >= server.max_inflight:
+            server.bus.publish(DnsProblem("dropped", "overload", "udp"))
+            return
+        server.inflight += 1
+        task = asyncio.get_running_loop().create_task(self._forward(q, addr))
+        server.tasks.add(task)
+        task.add_done_callback(server.tasks.discard)
 
     def send(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         try:

@@ -9,8 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
-import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -20,36 +19,8 @@ from blockd.audit.report import render_html
 from tests.audit.test_report import HOSTILE, whole
 from tests.http.cdp import Browser, Chromium, Page
 
-ROOT = Path(__file__).resolve().parents[2]
 WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
 A4_TEXT_WIDTH = 688  # CSS pixels across an A4 page inside the report's 14 mm margins
-
-
-@pytest.fixture(scope="session")
-def browser_tools() -> dict[str, str]:
-    """Install Chromium and axe-core if missing; return their paths."""
-    done = subprocess.run(
-        [str(ROOT / "tools" / "ensure-browser")], capture_output=True, text=True, timeout=900
-    )
-    if done.returncode != 0:
-        pytest.fail(f"tools/ensure-browser failed ({done.returncode}):\n{done.stderr}")
-    return dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
-
-
-@pytest.fixture(scope="module")
-def chromium(
-    browser_tools: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Chromium]:
-    """Run one headless Chromium for the module."""
-    browser = Chromium(browser_tools["CHROMIUM"], tmp_path_factory.mktemp("chromium") / "profile")
-    yield browser
-    browser.close()
-
-
-@pytest.fixture
-def axe_source(browser_tools: dict[str, str]) -> str:
-    """Return axe.min.js."""
-    return Path(browser_tools["AXE"]).read_text("utf-8")
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
-import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,6 @@ from blockd.policy.verdict import Verdict
 from tests.factories import authority
 from tests.http.cdp import Browser, Chromium, Page
 
-ROOT = Path(__file__).resolve().parents[2]
 WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
 TITLES = {"en": "This page is blocked", "km": "ទំព័រនេះត្រូវបានបិទ"}
 BLOCKED_PATH = "/gallery/photo.php?id=1234"
@@ -34,27 +32,6 @@ AUTHORITY = authority(
     contact="appeals@cpa.example",
 )
 VERDICT = Verdict("notice", "cpa", "hosts", 7, "r1-5e0c9a1b2f3d4c5b6a79")
-
-
-@pytest.fixture(scope="session")
-def browser_tools() -> dict[str, str]:
-    """Install Chromium, fonts and axe-core if missing; return their paths."""
-    done = subprocess.run(
-        [str(ROOT / "tools" / "ensure-browser")], capture_output=True, text=True, timeout=900
-    )
-    if done.returncode != 0:
-        pytest.fail(f"tools/ensure-browser failed ({done.returncode}):\n{done.stderr}")
-    return dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
-
-
-@pytest.fixture(scope="module")
-def chromium(
-    browser_tools: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Chromium]:
-    """Run one headless Chromium for the module."""
-    browser = Chromium(browser_tools["CHROMIUM"], tmp_path_factory.mktemp("chromium") / "profile")
-    yield browser
-    browser.close()
 
 
 class NoticeServer:
@@ -112,12 +89,6 @@ async def server() -> AsyncIterator[NoticeServer]:
     """Serve the default notice page on loopback."""
     async with NoticeServer(NoticePage(NoticeConfig())) as s:
         yield s
-
-
-@pytest.fixture
-def axe_source(browser_tools: dict[str, str]) -> str:
-    """Return axe.min.js."""
-    return Path(browser_tools["AXE"]).read_text("utf-8")
 
 
 @dataclass(frozen=True)
