@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from blockd.events import EventBus, HttpDecision, HttpProblem
@@ -92,25 +93,16 @@ def _port(text: str) -> int | None:
     return int(text)
 
 
+@dataclass(frozen=True)
 class Limits:
-    """Timeouts and caps of the HTTP side (from HttpConfig)."""
+    """Timeouts (seconds) and the default origin port of the HTTP side (from HttpConfig)."""
 
-    def __init__(
-        self,
-        header_timeout: float = 10.0,
-        idle_timeout: float = 30.0,
-        origin_timeout: float = 30.0,
-        connect_timeout: float = 5.0,
-        tunnel_idle_timeout: float = 300.0,
-        origin_port: int = 80,
-    ) -> None:
-        """Record the limits."""
-        self.header_timeout = header_timeout
-        self.idle_timeout = idle_timeout
-        self.origin_timeout = origin_timeout
-        self.connect_timeout = connect_timeout
-        self.tunnel_idle_timeout = tunnel_idle_timeout
-        self.origin_port = origin_port
+    header_timeout: float = 10.0
+    idle_timeout: float = 30.0
+    origin_timeout: float = 30.0
+    connect_timeout: float = 5.0
+    tunnel_idle_timeout: float = 300.0
+    origin_port: int = 80
 
 
 class HttpFront:
