@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -26,9 +29,17 @@ T = TypeVar("T")
 _LOG: MerkleLog | None = None  # the helper process's own connection
 
 
-def _open(directory: str, origin: str, key_name: str) -> None:
+def _open(directory: str, origin: str, key_name: str, parent: int) -> None:
     global _LOG
     _LOG = open_log(Path(directory), origin, key_name)
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    """End this helper when blockd is gone (killed, crashed): never linger as an orphan."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 def _append(entries: Sequence[dict[str, object]]) -> Head:
@@ -46,7 +57,7 @@ class LogWriter:
 
     def __init__(self, directory: Path, origin: str, key_name: str) -> None:
         """Prepare; the process starts on first use."""
-        self._args = (str(directory), origin, key_name)
+        self._args = (str(directory), origin, key_name, os.getpid())
         self._pool: ProcessPoolExecutor | None = None
 
     def _executor(self) -> ProcessPoolExecutor:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from blockd.audit.log import open_log
@@ -31,3 +34,42 @@ async def test_the_helper_commits_and_a_dead_helper_is_replaced(tmp_path: Path) 
     log = open_log(tmp_path, "isp.example/blockd/t", "op")
     assert log.verify_disk().size == 8
     assert len(log.checkpoints()) == 2
+
+
+ORPHAN = """
+import asyncio, os, sys
+from pathlib import Path
+from blockd.audit.writer import LogWriter
+
+async def main() -> None:
+    writer = LogWriter(Path(sys.argv[1]), "isp.example/blockd/t", "op")
+    await writer.append([{"time": "2026-11-23T00:00:00Z", "type": "t"}])
+    assert writer._pool is not None
+    print(*writer._pool._processes, flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+def test_the_helper_does_not_outlive_a_killed_blockd(tmp_path: Path) -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None
+    helper = int(parent.stdout.readline())
+    parent.kill()  # SIGKILL: no clean-up runs in blockd
+    parent.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and _alive(helper):
+        time.sleep(0.2)
+    assert not _alive(helper), "the log helper outlived blockd"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
