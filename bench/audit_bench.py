@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from dns_bench import UNBOUND, dnsperf, ensure_tools  # noqa: E402
+from dns_bench import UNBOUND, blockd_config, dnsperf, ensure_tools  # noqa: E402
 from policy_bench import free_port, make_data, query, unbound_conf, write_feeds  # noqa: E402
 
 CHILD = """
@@ -57,31 +57,10 @@ asyncio.run(main())
 
 
 def config(work: Path, port: int, up_port: int, audit: bool) -> Path:
-    """Write a blockd config for the load run."""
-    path = work / f"blockd-{'audit' if audit else 'plain'}.toml"
-    path.write_text(f"""[trust]
-pinned = "{work}/trust.dsse"
-[state]
-dir = "{work}/state-{"audit" if audit else "plain"}"
-[dns]
-listen = ["127.0.0.1:{port}"]
-upstreams = ["127.0.0.1:{up_port}"]
-[http]
-listen = []
-tls_listen = []
-[admin]
-listen = []
-[selftest]
-interval = 0
-[audit]
-enabled = {"true" if audit else "false"}
-checkpoint_interval = 5
-[[lists]]
-authority = "bench"
-list = "hosts"
-source = "file://{work}/hosts.dsse"
-""")
-    return path
+    """Write a blockd config for the load run, with the audit log on or off."""
+    mode = "audit" if audit else "plain"
+    extra = f"[audit]\nenabled = {'true' if audit else 'false'}\ncheckpoint_interval = 5\n"
+    return blockd_config(work / f"blockd-{mode}.toml", work, f"state-{mode}", port, up_port, extra)
 
 
 def under_load(a: argparse.Namespace, work: Path) -> dict[str, object]:

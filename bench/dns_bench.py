@@ -77,6 +77,32 @@ def measured(pid: int, port: int, queries: Path, seconds: int) -> tuple[float, f
     return qps, qps * seconds / used if used else float("nan")
 
 
+def blockd_config(
+    path: Path, work: Path, state: str, port: int, up_port: int, extra: str = ""
+) -> Path:
+    """Write a config for blockd under test: the bench hosts list, DNS listeners only."""
+    path.write_text(f"""[trust]
+pinned = "{work}/trust.dsse"
+[state]
+dir = "{work}/{state}"
+[dns]
+listen = ["127.0.0.1:{port}"]
+upstreams = ["127.0.0.1:{up_port}"]
+[http]
+listen = []
+tls_listen = []
+[admin]
+listen = []
+[selftest]
+interval = 0
+{extra}[[lists]]
+authority = "bench"
+list = "hosts"
+source = "file://{work}/hosts.dsse"
+""")
+    return path
+
+
 def dnsperf(port: int, queries: Path, seconds: int) -> float:
     """Run dnsperf at full speed; return queries per second."""
     out = subprocess.run(
@@ -158,26 +184,7 @@ def main() -> None:
             )
             t0 = time.monotonic()
             procs.append(subprocess.Popen([UNBOUND, "-c", str(ub)]))
-            cfg = work / "blockd.toml"
-            cfg.write_text(f"""[trust]
-pinned = "{work}/trust.dsse"
-[state]
-dir = "{work}/state"
-[dns]
-listen = ["127.0.0.1:{bd_port}"]
-upstreams = ["127.0.0.1:{up_port}"]
-[http]
-listen = []
-tls_listen = []
-[admin]
-listen = []
-[selftest]
-interval = 0
-[[lists]]
-authority = "bench"
-list = "hosts"
-source = "file://{work}/hosts.dsse"
-""")
+            cfg = blockd_config(work / "blockd.toml", work, "state", bd_port, up_port)
             procs.append(
                 subprocess.Popen(
                     [

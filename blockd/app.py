@@ -270,17 +270,13 @@ class App:
 
     async def stop(self) -> None:
         """Drain the listeners, stop syncing, release everything."""
-        if self._selftest_task is not None:
-            self._selftest_task.cancel()
-            await asyncio.gather(self._selftest_task, return_exceptions=True)
+        await _cancel(self._selftest_task)
         await self.admin.stop()
         await self.http.stop()
         if self._demo_origin is not None:
             self._demo_origin.close()
         await self.dns.stop()
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            await asyncio.gather(self._sync_task, return_exceptions=True)
+        await _cancel(self._sync_task)
         await self.feeds.close()
         await self.forwarder.close()
         if self.audit is not None:
@@ -319,6 +315,13 @@ class App:
         r = self.readiness()
         lines.append(f"  {'ready' if r.ready else 'NOT READY'}: {r.reason}")
         return "\n".join(lines)
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    """Cancel a background task and wait until it has ended."""
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def _limits(config: Config) -> Limits:

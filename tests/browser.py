@@ -6,13 +6,15 @@ when missing; a failure fails the tests that need them rather than skipping them
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.http.cdp import Chromium
+from tests.http.cdp import Chromium, Page
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,3 +44,18 @@ def chromium(
 def axe_source(browser_tools: dict[str, str]) -> str:
     """Return axe.min.js."""
     return Path(browser_tools["AXE"]).read_text("utf-8")
+
+
+WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
+
+
+async def run_axe(page: Page, axe_source: str) -> dict[str, Any]:
+    """Run axe-core's WCAG 2.x A and AA rules on the page; return passes and violations."""
+    await page.evaluate(axe_source + "\n;true")
+    options = {"runOnly": {"type": "tag", "values": WCAG_TAGS}, "resultTypes": ["violations"]}
+    result: dict[str, Any] = await page.evaluate(
+        f"axe.run(document, {json.dumps(options)}).then(r => ({{passed: r.passes.map(p => "
+        "p.id), violations: r.violations.map(v => ({id: v.id, help: v.help, nodes: "
+        "v.nodes.map(n => n.html)}))}))"
+    )
+    return result

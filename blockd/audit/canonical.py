@@ -81,24 +81,21 @@ def _plain(value: object, depth: int = 0) -> bool:
     if depth > 32:
         return False
     if kind is dict:
-        for k, v in value.items():  # type: ignore[attr-defined]
+        for k in value:  # type: ignore[attr-defined]
             if type(k) is not str or not k.isascii():
                 return False
-            t = type(v)
-            if t is str or t is bool or v is None:
-                continue
-            if not _plain(v, depth + 1):
-                return False
-        return True
-    if kind is list or kind is tuple:
-        for v in value:  # type: ignore[attr-defined]
-            t = type(v)
-            if t is str or t is bool or v is None:
-                continue
-            if not _plain(v, depth + 1):
-                return False
-        return True
-    return False
+        items = value.values()  # type: ignore[attr-defined]
+    elif kind is list or kind is tuple:
+        items = value
+    else:
+        return False
+    for v in items:
+        t = type(v)
+        if t is str or t is bool or v is None:
+            continue
+        if not _plain(v, depth + 1):
+            return False
+    return True
 
 
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -17,9 +17,9 @@ import pytest
 
 from blockd.audit.report import render_html
 from tests.audit.test_report import HOSTILE, whole
+from tests.browser import run_axe
 from tests.http.cdp import Browser, Chromium, Page
 
-WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
 A4_TEXT_WIDTH = 688  # CSS pixels across an A4 page inside the report's 14 mm margins
 
 
@@ -119,13 +119,7 @@ async def test_axe_finds_no_wcag_a_or_aa_violations(
     chromium: Chromium, report_file: Path, axe_source: str
 ) -> None:
     async with report_tab(chromium, report_file) as page:
-        await page.evaluate(axe_source + "\n;true")
-        options = {"runOnly": {"type": "tag", "values": WCAG_TAGS}, "resultTypes": ["violations"]}
-        result = await page.evaluate(
-            f"axe.run(document, {json.dumps(options)}).then(r => ({{passed: r.passes.map(p => "
-            "p.id), violations: r.violations.map(v => ({id: v.id, help: v.help, nodes: "
-            "v.nodes.map(n => n.html)}))}))"
-        )
+        result = await run_axe(page, axe_source)
     assert result["violations"] == [], json.dumps(result["violations"], indent=1)
     assert {"color-contrast", "html-has-lang", "svg-img-alt", "th-has-data-cells"} <= set(
         result["passed"]

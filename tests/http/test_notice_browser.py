@@ -18,10 +18,10 @@ import pytest
 
 from blockd.http.notice import NoticeConfig, NoticePage
 from blockd.policy.verdict import Verdict
+from tests.browser import run_axe
 from tests.factories import authority
 from tests.http.cdp import Browser, Chromium, Page
 
-WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
 TITLES = {"en": "This page is blocked", "km": "ទំព័រនេះត្រូវបានបិទ"}
 BLOCKED_PATH = "/gallery/photo.php?id=1234"
 
@@ -143,13 +143,7 @@ async def test_axe_finds_no_wcag_a_or_aa_violations(
 ) -> None:
     async with notice_tab(chromium, server, language, fragment) as page:
         assert [h.lang for h in await visible_headings(page)] == [shown]
-        await page.evaluate(axe_source + "\n;true")
-        options = {"runOnly": {"type": "tag", "values": WCAG_TAGS}, "resultTypes": ["violations"]}
-        result = await page.evaluate(
-            f"axe.run(document, {json.dumps(options)}).then(r => ({{passed: r.passes.map(p => "
-            "p.id), violations: r.violations.map(v => ({id: v.id, help: v.help, nodes: "
-            "v.nodes.map(n => n.html)}))}))"
-        )
+        result = await run_axe(page, axe_source)
     assert result["violations"] == [], json.dumps(
         result["violations"], indent=1, ensure_ascii=False
     )
