@@ -35,7 +35,7 @@ from blockd.http.origin import OriginResolver
 from blockd.http.proxy import HttpFront, Limits
 from blockd.http.server import HttpServer, demo_origin
 from blockd.http.tls import TlsFront
-from blockd.metrics import AuditStatus, Metrics, MetricsState
+from blockd.metrics import AuditStatus, BlockCounts, Metrics, MetricsState
 from blockd.policy.guards import GuardConfigError
 
 log = logging.getLogger("blockd")
@@ -95,6 +95,7 @@ class App:
         )
         self.http = HttpServer(config.http, self.http_front, self.tls_front, self.bus)
         self._demo_origin: asyncio.Server | None = None
+        self.blocks = BlockCounts(self.bus)  # one count for metrics and audit
         self.audit: AuditRecorder | None = None
         records: RecordKeeper | None = None
         if config.audit.enabled:
@@ -117,6 +118,7 @@ class App:
                 period=audit.period,
                 checkpoint_interval=audit.checkpoint_interval,
                 records=records,
+                blocks=self.blocks,
             )
         self.metrics = Metrics(
             self.bus,
@@ -131,6 +133,7 @@ class App:
                 http_connections=lambda: self.http.connections,
             ),
             dns=self.pipeline.counts,
+            blocks=self.blocks,
         )
         self.admin = Admin(self, config.admin)
         self._selftest_task: asyncio.Task[None] | None = None

@@ -1,10 +1,11 @@
 """Turn enforcement events into audit entries, off the query path.
 
-The event handlers only append to a list or bump a counter (microseconds, no I/O); a
-background task writes batches to the MerkleLog in a worker thread and signs checkpoints:
+The event handlers only append to a list (microseconds, no I/O); a background task writes
+batches to the MerkleLog in a helper process (or a worker thread) and signs checkpoints:
 after every policy activation and at least every `checkpoint_interval`. Block decisions
-are never logged one by one: they are counted per authority, list, version, action and
-transport, and the counts are logged once per period. Nothing about a client is recorded.
+are never logged one by one: `BlockCounts` counts them per authority, list, version, action
+and transport (the same counts the metrics show), and what each period added is logged
+once per period. Nothing about a client is recorded.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -21,25 +21,23 @@ from blockd.audit.log import AuditError, MerkleLog
 from blockd.audit.records import RecordKeeper
 from blockd.audit.writer import LogWriter
 from blockd.events import (
-    DnsDecision,
     Event,
     EventBus,
     FeedAccepted,
     FeedRejected,
     FeedUnchanged,
     GuardIntervention,
-    HttpDecision,
     OperatorAction,
     PolicyActivated,
     SelfTestResult,
     TrustAccepted,
     TrustRejected,
 )
+from blockd.metrics.counters import BlockCounts, Decided
 
 log = logging.getLogger(__name__)
 
 Entry = dict[str, object]
-CountKey = tuple[str, str, int, str, str]  # authority, list, version, action, transport
 
 
 def utc(ts: float) -> str:
@@ -154,11 +152,13 @@ class AuditRecorder:
         clock: Callable[[], float] = time.time,
         records: RecordKeeper | None = None,
         writer: LogWriter | None = None,
+        blocks: BlockCounts | None = None,
     ) -> None:
         """Record into log; counts cover `period` seconds (aligned to the epoch).
 
         records, when the operator keeps legally required records, is sealed and purged on
-        the same schedule, and each purge is logged.
+        the same schedule, and each purge is logged. blocks are the running block counts
+        (blockd shares its metrics' ones); without them, the recorder counts on bus itself.
         """
         self.log = log
         self.records = records
@@ -169,7 +169,8 @@ class AuditRecorder:
         self.clock = clock
         self.size = log.head().size  # entries in the log as of the last write (for metrics)
         self._pending: list[Entry] = []
-        self._counts: Counter[CountKey] = Counter()
+        self.blocks = blocks or BlockCounts(bus)
+        self._counted = self.blocks.totals()  # the totals as of the last period's end
         self._period_start = self._align(clock())
         self._want_checkpoint = False
         self._second, self._second_text = -1, ""
@@ -178,8 +179,6 @@ class AuditRecorder:
         self._wake = asyncio.Event()
         for kind in AUDITED:  # not Event: decisions, the hot ones, are only counted
             bus.subscribe(kind, self._on_event)
-        bus.subscribe(DnsDecision, self._on_dns)
-        bus.subscribe(HttpDecision, self._on_http)
 
     def _align(self, ts: float) -> float:
         return ts - ts % self.period
@@ -199,16 +198,6 @@ class AuditRecorder:
                 self._want_checkpoint = True
                 self._wake.set()
 
-    def _on_dns(self, event: DnsDecision) -> None:
-        # Hot path: one tuple and one counter bump per blocked or routed answer.
-        v = event.verdict
-        self._counts[(v.authority, v.list, v.version, v.action, event.transport)] += 1
-
-    def _on_http(self, event: HttpDecision) -> None:
-        v = event.verdict
-        if v is not None and event.outcome in ("notice", "refused"):
-            self._counts[(v.authority, v.list, v.version, event.outcome, event.transport)] += 1
-
     def record(self, kind: str, **fields: object) -> None:
         """Queue an entry that has no event (daemon start and stop, retention purges)."""
         self._pending.append(
@@ -217,7 +206,12 @@ class AuditRecorder:
 
     def _take_counts(self, end: float) -> Entry | None:
         """Return the counts entry for the period that ends at `end`, and start anew."""
-        counts, self._counts = self._counts, Counter()
+        totals = self.blocks.totals()
+        counts: dict[Decided, int] = {}
+        for key, n in totals.items():
+            if n > self._counted.get(key, 0):
+                counts[key] = n - self._counted.get(key, 0)
+        self._counted = totals
         start, self._period_start = self._period_start, self._align(end)
         if not counts:
             return None

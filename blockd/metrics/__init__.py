@@ -1,13 +1,14 @@
 """Prometheus metrics: events and state in, the exposition text out.
 
 Nothing calls into metrics to record: handlers subscribed to the event bus bump plain-int
-tallies, the DNS pipeline bumps `DnsCounters` for the answers that publish no event, and
-state (lists, trust, cache, upstreams, audit log, readiness) is read through `MetricsState`
-when Prometheus scrapes. One `Collector` turns all of it into metric families.
+tallies, the DNS pipeline bumps `DnsCounters` for the answers that publish no event,
+`BlockCounts` counts the answers lists decided (shared with the audit log), and state
+(lists, trust, cache, upstreams, audit log, readiness) is read through `MetricsState` when
+Prometheus scrapes. One `Collector` turns all of it into metric families.
 
 `catalogue` names every metric and makes the README's table, `counters` holds what the DNS
-pipeline counts, `collector` builds the families at scrape time; this module keeps the
-tallies the events feed.
+pipeline counts and the block counts, `collector` builds the families at scrape time; this
+module keeps the tallies the events feed.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from prometheus_client.process_collector import ProcessCollector
 
 from blockd import __version__
 from blockd.events import (
-    DnsDecision,
     DnsProblem,
     EventBus,
     FeedAccepted,
@@ -50,7 +50,7 @@ from blockd.metrics.catalogue import (
     metrics_table,
 )
 from blockd.metrics.collector import Collector
-from blockd.metrics.counters import UPSTREAM_BUCKETS, DnsCounters, LatencyHistogram
+from blockd.metrics.counters import UPSTREAM_BUCKETS, BlockCounts, DnsCounters, LatencyHistogram
 
 if TYPE_CHECKING:  # the DNS pipeline imports this module: keep its imports light
     from blockd.dns.forward import UpstreamState
@@ -65,6 +65,7 @@ __all__ = [
     "SYNC_OUTCOMES",
     "UPSTREAM_BUCKETS",
     "AuditStatus",
+    "BlockCounts",
     "CacheView",
     "DnsCounters",
     "Kind",
@@ -127,10 +128,8 @@ def _tally() -> Tally:
 class _Tallies:
     """Event counts."""
 
-    dns: Tally = field(default_factory=_tally)  # authority list action transport
     dns_problems: Tally = field(default_factory=_tally)  # kind reason transport
     http: Tally = field(default_factory=_tally)  # transport outcome
-    http_blocked: Tally = field(default_factory=_tally)
     http_problems: Tally = field(default_factory=_tally)
     syncs: Tally = field(default_factory=_tally)
     rejections: Tally = field(default_factory=_tally)
@@ -151,12 +150,17 @@ class Metrics:
         state: MetricsState | None = None,
         *,
         dns: DnsCounters | None = None,
+        blocks: BlockCounts | None = None,
         clock: Callable[[], float] = time.time,
         version: str = __version__,
     ) -> None:
-        """Subscribe to bus; read state and the pipeline's dns counters when scraped."""
+        """Subscribe to bus; read state, the pipeline's dns counters and blocks when scraped.
+
+        Without blocks, count them here (blockd shares one BlockCounts with its audit log).
+        """
         self.state = state or MetricsState()
         self.dns = dns or DnsCounters()
+        self.blocks = blocks or BlockCounts(bus)
         self.clock = clock
         self.version = version
         self.tallies = _Tallies()
@@ -165,7 +169,6 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.registry.register(Collector(self))
         ProcessCollector(namespace="blockd", registry=self.registry)
-        bus.subscribe(DnsDecision, self._on_dns)
         bus.subscribe(DnsProblem, self._on_dns_problem)
         bus.subscribe(HttpDecision, self._on_http)
         bus.subscribe(HttpProblem, self._on_http_problem)
@@ -185,21 +188,12 @@ class Metrics:
 
     # -- event handlers: each bumps a tally and returns -----------------------------------
 
-    def _on_dns(self, event: DnsDecision) -> None:
-        # Hot path (every blocked or routed answer, ~100k/s): one tuple, one dict bump.
-        v = event.verdict
-        self.tallies.dns[(v.authority, v.list, v.action, event.transport)] += 1
-
     def _on_dns_problem(self, event: DnsProblem) -> None:
         # Hot under a flood of junk packets: as cheap as _on_dns.
         self.tallies.dns_problems[(event.kind, event.reason, event.transport)] += 1
 
     def _on_http(self, event: HttpDecision) -> None:
-        t = self.tallies
-        t.http[(event.transport, event.outcome)] += 1
-        v = event.verdict
-        if v is not None and event.outcome in ("notice", "refused"):
-            t.http_blocked[(v.authority, v.list, event.outcome, event.transport)] += 1
+        self.tallies.http[(event.transport, event.outcome)] += 1
 
     def _on_http_problem(self, event: HttpProblem) -> None:
         self.tallies.http_problems[(event.transport, event.kind, event.reason)] += 1

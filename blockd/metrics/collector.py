@@ -81,7 +81,7 @@ class Collector(registry.Collector):
         queries: Counter[Labels] = Counter()
         blocked: Counter[Labels] = Counter()
         routed: Counter[Labels] = Counter()
-        for (authority, lst, action, transport), n in list(t.dns.items()):
+        for (authority, lst, _version, action, transport), n in list(m.blocks.dns.items()):
             result = "routed" if action == "route" else "blocked"
             queries[(transport, result)] += n
             if action == "route":
@@ -130,7 +130,10 @@ class Collector(registry.Collector):
     def _http(self) -> Iterator[Metric]:
         t = self.m.tallies
         yield _counter("blockd_http_decisions_total", t.http)
-        yield _counter("blockd_http_blocked_total", t.http_blocked)
+        http_blocked: Counter[Labels] = Counter()
+        for (authority, lst, _version, outcome, transport), n in list(self.m.blocks.http.items()):
+            http_blocked[(authority, lst, outcome, transport)] += n
+        yield _counter("blockd_http_blocked_total", http_blocked)
         yield _counter("blockd_http_problems_total", t.http_problems)
         yield _gauge("blockd_http_connections", {(): self.m.state.http_connections()})
 

@@ -1,4 +1,4 @@
-"""What the DNS pipeline counts itself, as plain numbers.
+"""What the DNS pipeline counts itself, and the answers lists decided, as plain numbers.
 
 Counted on the DNS hot path: keep this module's imports light.
 """
@@ -8,6 +8,8 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Sequence
+
+from blockd.events import DnsDecision, EventBus, HttpDecision
 
 # Seconds; forwarding gives up after dns.total_timeout (3 s by default).
 UPSTREAM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -52,3 +54,39 @@ class DnsCounters:
         self.cached: defaultdict[str, int] = defaultdict(int)  # answered from the cache
         self.forwarded: defaultdict[str, int] = defaultdict(int)  # answered by an upstream
         self.upstream_seconds = LatencyHistogram()
+
+
+Decided = tuple[str, str, int, str, str]  # authority, list, version, action or outcome, transport
+
+
+class BlockCounts:
+    """Answers a list decided, counted once for both metrics and the audit log's block counts.
+
+    Hot path (every blocked or routed DNS answer): one subscriber, one tuple, one dict bump.
+    `dns` counts DNS answers by verdict action (notice, nxdomain, route); `http` counts the
+    notice pages served and TLS connections refused. Totals only grow; readers take
+    differences.
+    """
+
+    __slots__ = ("dns", "http")
+
+    def __init__(self, bus: EventBus | None = None) -> None:
+        """Start at zero; count the decisions published on bus, if given."""
+        self.dns: defaultdict[Decided, int] = defaultdict(int)
+        self.http: defaultdict[Decided, int] = defaultdict(int)
+        if bus is not None:
+            bus.subscribe(DnsDecision, self._on_dns)
+            bus.subscribe(HttpDecision, self._on_http)
+
+    def _on_dns(self, event: DnsDecision) -> None:
+        v = event.verdict
+        self.dns[(v.authority, v.list, v.version, v.action, event.transport)] += 1
+
+    def _on_http(self, event: HttpDecision) -> None:
+        v = event.verdict
+        if v is not None and event.outcome in ("notice", "refused"):
+            self.http[(v.authority, v.list, v.version, event.outcome, event.transport)] += 1
+
+    def totals(self) -> dict[Decided, int]:
+        """Return a copy of every count, DNS and HTTP (their transports differ)."""
+        return {**self.dns, **self.http}
