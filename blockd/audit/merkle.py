@@ -123,6 +123,21 @@ class CompactRange:
         nodes.append(h)
         self._end += 1
 
+    def extend(self, leaf_hashes: Sequence[bytes]) -> None:
+        """Add leaves in order: append's binary counter, checked once, looped inline."""
+        if not _well_formed(*leaf_hashes):
+            raise ValueError(f"a leaf hash must be {HASH_SIZE} bytes")
+        # Hot path (every audit entry written).
+        nodes, begin, end, sha = self._nodes, self._begin, self._end, _sha256
+        for h in leaf_hashes:
+            level = 0
+            while (end >> level) & 1 and ((end >> level) - 1) << level >= begin:
+                h = sha(b"\x01" + nodes.pop() + h).digest()
+                level += 1
+            nodes.append(h)
+            end += 1
+        self._end = end
+
     def root(self) -> bytes:
         """Return the root of the tree of size end; only a range from 0 has one."""
         if self._begin != 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import sqlite3
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -176,11 +177,32 @@ def test_a_bundle_missing_a_consistency_proof_or_malformed_fails(log: MerkleLog)
         assert not check(log, bad).ok
 
 
-def test_blockd_never_signs_over_a_changed_history(tmp_path: Path, log: MerkleLog) -> None:
-    db = sqlite3.connect(tmp_path / "audit/log.db")
-    db.execute("UPDATE entries SET data = ? WHERE idx = 3", (canonical.canonical(entry(99)),))
+def tamper(path: Path, idx: int, *, data: bytes | None = None, leaf: bytes | None = None) -> None:
+    """Change one entry's bytes or leaf hash on disk, as an attacker with the file could."""
+    db = sqlite3.connect(path)
+    first, count, blob, ends, leaves = db.execute(
+        "SELECT first, count, data, ends, leaves FROM batches WHERE first <= ?"
+        " ORDER BY first DESC LIMIT 1",
+        (idx,),
+    ).fetchone()
+    offsets = [0, *struct.unpack(f"<{count}I", ends)]
+    datas = [blob[offsets[i] : offsets[i + 1]] for i in range(count)]
+    hashes = [leaves[i : i + 32] for i in range(0, 32 * count, 32)]
+    if data is not None:
+        datas[idx - first] = data
+    if leaf is not None:
+        hashes[idx - first] = leaf
+    new_ends = [sum(len(d) for d in datas[: i + 1]) for i in range(count)]
+    db.execute(
+        "UPDATE batches SET data = ?, ends = ?, leaves = ? WHERE first = ?",
+        (b"".join(datas), struct.pack(f"<{count}I", *new_ends), b"".join(hashes), first),
+    )
     db.commit()
     db.close()
+
+
+def test_blockd_never_signs_over_a_changed_history(tmp_path: Path, log: MerkleLog) -> None:
+    tamper(tmp_path / "audit/log.db", 3, data=canonical.canonical(entry(99)))
     log.append([entry(40)])
     with pytest.raises(AuditError, match="changed on disk"):
         log.verify_disk()  # as blockd does at start
@@ -192,10 +214,7 @@ def test_blockd_never_signs_a_tree_that_does_not_extend_the_last(
     tmp_path: Path, log: MerkleLog
 ) -> None:
     log.append([entry(40)])
-    db = sqlite3.connect(tmp_path / "audit/log.db")
-    db.execute("UPDATE entries SET leaf = ? WHERE idx = 40", (b"\x00" * 32,))
-    db.commit()
-    db.close()
+    tamper(tmp_path / "audit/log.db", 40, leaf=b"\x00" * 32)
     with pytest.raises(AuditError, match="does not extend the last checkpoint"):
         log.sign_checkpoint("2026-11-03T00:00:00Z")
 

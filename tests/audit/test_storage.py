@@ -1,0 +1,144 @@
+"""The log's rows on disk: one per append, read back across rows, moved from the old layout."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from blockd.audit import bundle, canonical, merkle
+from blockd.audit.log import AuditError, MerkleLog, load_or_create_key, open_log
+from tests.audit.test_bundle import ORIGIN, entry
+
+# The earlier layout: one row per entry.
+OLD_SCHEMA = """
+CREATE TABLE entries (
+    idx  INTEGER PRIMARY KEY,
+    time TEXT NOT NULL,
+    type TEXT NOT NULL,
+    data BLOB NOT NULL,
+    leaf BLOB NOT NULL
+);
+CREATE INDEX entries_time ON entries (time);
+CREATE TABLE checkpoints (size INTEGER NOT NULL, time TEXT NOT NULL, note TEXT NOT NULL,
+                          frontier BLOB NOT NULL);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+"""
+
+
+def old_log(directory: Path, n: int, *, skip: int | None = None) -> None:
+    """Write a log of n entries in the earlier layout (no checkpoint)."""
+    directory.mkdir(parents=True)
+    load_or_create_key(directory / "log.key", "test-operator")
+    db = sqlite3.connect(directory / "log.db")
+    db.executescript(OLD_SCHEMA)
+    frontier = merkle.CompactRange()
+    for i in range(n):
+        data = canonical.canonical(entry(i))
+        leaf = merkle.leaf_hash(data)
+        frontier.append(leaf)
+        if i != skip:
+            db.execute(
+                "INSERT INTO entries VALUES (?, ?, ?, ?, ?)", (i, entry(i)["time"], "t", data, leaf)
+            )
+    db.executemany(
+        "INSERT INTO meta VALUES (?, ?)",
+        [("frontier", b"".join(frontier.nodes)), ("size", str(n).encode())],
+    )
+    db.commit()
+    db.close()
+
+
+def tables(path: Path) -> set[str]:
+    db = sqlite3.connect(path)
+    try:
+        return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        db.close()
+
+
+def test_each_append_is_one_row_and_reads_cross_rows(tmp_path: Path) -> None:
+    log = open_log(tmp_path / "audit", ORIGIN, "test-operator")
+    for start, end in ((0, 3), (3, 4), (4, 20)):
+        log.append([entry(i) for i in range(start, end)])
+    db = sqlite3.connect(tmp_path / "audit/log.db")
+    assert db.execute("SELECT first, count FROM batches ORDER BY first").fetchall() == [
+        (0, 3),
+        (3, 1),
+        (4, 16),
+    ]
+    db.close()
+    want = [canonical.canonical(entry(i)) for i in range(20)]
+    for begin, end in ((0, 20), (2, 5), (3, 4), (4, 4), (19, 20), (1, 19)):
+        assert [d for _, d in log.entries(begin, end)] == want[begin:end]
+        assert [i for i, _ in log.entries(begin, end)] == list(range(begin, end))
+        assert log.leaf_hashes(begin, end) == [merkle.leaf_hash(d) for d in want[begin:end]]
+    with pytest.raises(AuditError, match="not all on disk"):
+        log.leaf_hashes(15, 21)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "DELETE FROM batches WHERE first = 3",
+        "UPDATE batches SET ends = x'0102' WHERE first = 4",
+        "UPDATE batches SET leaves = x'00' WHERE first = 0",
+        "UPDATE batches SET first = 5 WHERE first = 4",
+    ],
+)
+def test_a_damaged_row_is_an_error_not_a_wrong_answer(tmp_path: Path, damage: str) -> None:
+    log = open_log(tmp_path / "audit", ORIGIN, "test-operator")
+    for start, end in ((0, 3), (3, 4), (4, 20)):
+        log.append([entry(i) for i in range(start, end)])
+    db = sqlite3.connect(tmp_path / "audit/log.db")
+    db.execute(damage)
+    db.commit()
+    db.close()
+    with pytest.raises(AuditError, match="not all on disk"):
+        log.leaf_hashes(0, 20)
+    with pytest.raises(AuditError):
+        log.verify_disk()
+
+
+def test_damaged_times_are_an_error(tmp_path: Path) -> None:
+    log = open_log(tmp_path / "audit", ORIGIN, "test-operator")
+    log.append([entry(i) for i in range(5)])
+    db = sqlite3.connect(tmp_path / "audit/log.db")
+    db.execute("UPDATE batches SET times = '[1, 2' WHERE first = 0")
+    db.commit()
+    db.close()
+    with pytest.raises(AuditError, match="times on disk are damaged"):
+        log.index_range("2026-11-01T00:00:00Z", None)
+
+
+def test_an_old_log_is_moved_once_and_verifies(tmp_path: Path) -> None:
+    old_log(tmp_path / "audit", 25_003)
+    log = open_log(tmp_path / "audit", ORIGIN, "test-operator")
+    assert tables(tmp_path / "audit/log.db") == {"batches", "checkpoints", "meta"}
+    assert log.verify_disk().size == 25_003
+    assert [d for _, d in log.entries(9_999, 10_001)] == [
+        canonical.canonical(entry(i)) for i in (9_999, 10_000)
+    ]
+    log.append([entry(25_003)])
+    log.sign_checkpoint("2026-11-30T00:00:00Z")
+    verdict = bundle.verify(bundle.export(log, 0, log.head().size), log.signer.verifier)
+    assert verdict.ok, verdict.message
+    head = log.head()
+    log.close()
+    again = open_log(tmp_path / "audit", ORIGIN, "test-operator")  # nothing left to move
+    assert again.head() == head
+
+
+def test_an_old_log_with_a_hole_is_left_as_it_was(tmp_path: Path) -> None:
+    old_log(tmp_path / "audit", 30, skip=12)
+    with pytest.raises(AuditError, match="entry 12 is missing"):
+        MerkleLog(
+            tmp_path / "audit/log.db",
+            load_or_create_key(tmp_path / "audit/log.key", "test-operator"),
+            ORIGIN,
+        )
+    db = sqlite3.connect(tmp_path / "audit/log.db")
+    assert db.execute("SELECT COUNT(*) FROM entries").fetchone() == (29,)
+    assert db.execute("SELECT COUNT(*) FROM batches").fetchone() == (0,)
+    db.close()
