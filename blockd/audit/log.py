@@ -16,6 +16,7 @@ import struct
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from hashlib import sha256
 from pathlib import Path
 
 from blockd.audit import canonical, merkle, note
@@ -53,6 +54,29 @@ def _ints(packed: bytes) -> tuple[int, ...]:
     return struct.unpack(f"<{len(packed) // 4}I", packed) if len(packed) % 4 == 0 else ()
 
 
+class _Chain:
+    """The checkpoint this process signed last, and the leaves it appended since.
+
+    While the tree on disk is exactly that checkpoint's extended by those leaves, signing the
+    next checkpoint needs no replay of them: comparing one digest of the leaves on disk is
+    enough. Any other writer in between breaks the chain, and the next checkpoint replays.
+    """
+
+    def __init__(self, signed: str, frontier: merkle.CompactRange) -> None:
+        self.note = signed
+        self.end, self.nodes = frontier.end, frontier.nodes
+        self.leaves = sha256()
+
+    def holds(self, frontier: merkle.CompactRange) -> bool:
+        """Say whether frontier is the tree this chain ends with."""
+        return frontier.end == self.end and frontier.nodes == self.nodes
+
+    def extend(self, frontier: merkle.CompactRange, leaves: list[bytes]) -> None:
+        """Follow an append of leaves by this process that gave frontier."""
+        self.end, self.nodes = frontier.end, frontier.nodes
+        self.leaves.update(b"".join(leaves))
+
+
 class AuditError(Exception):
     """The log on disk is inconsistent with what was signed, or cannot be used."""
 
@@ -81,6 +105,7 @@ class MerkleLog:
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.executescript(SCHEMA)
         self._migrate()
+        self._chain: _Chain | None = None
         self.broken = ""  # why signing is refused, once the disk was found inconsistent
         path.chmod(0o600)
 
@@ -117,6 +142,8 @@ class MerkleLog:
             db.execute("BEGIN IMMEDIATE")
             try:
                 frontier = self._frontier()
+                chain = self._chain
+                ours = chain is not None and chain.holds(frontier)
                 self._insert(frontier.end, times, datas, leaves)
                 frontier.extend(leaves)
                 self._put_frontier(frontier)
@@ -124,6 +151,10 @@ class MerkleLog:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            if chain is not None and ours:
+                chain.extend(frontier, leaves)
+            else:
+                self._chain = None  # someone else appended: the next checkpoint replays
         return Head(frontier.end, frontier.root())
 
     def _insert(
@@ -212,6 +243,7 @@ class MerkleLog:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            self._chain = _Chain(signed, frontier)
         return signed
 
     def _check_extends(
@@ -221,8 +253,18 @@ class MerkleLog:
 
         The frontier stored with the last checkpoint must give its signed root, and appending
         the leaves committed since must give the tree now on disk: O(new entries), so it is
-        cheap enough for every checkpoint. Whole-history checks are verify_disk's.
+        cheap enough for every checkpoint. When this process signed the last checkpoint and
+        alone appended since (the usual case), one digest of those leaves stands in for the
+        replay. Whole-history checks are verify_disk's.
         """
+        chain = self._chain
+        if (  # only this process appended since it signed old_note, and the disk agrees
+            chain is not None
+            and chain.note == old_note
+            and chain.holds(now)
+            and sha256(self._leaf_bytes(old_size, now.end)).digest() == chain.leaves.digest()
+        ):
+            return
         old = note.Checkpoint.parse(note.open_note(old_note, [self.signer.verifier])[0])
         if now.end < old_size:
             raise AuditError(f"log shrank from {old_size} to {now.end} entries: refusing to sign")
@@ -284,15 +326,19 @@ class MerkleLog:
             raise AuditError(f"entries {begin}..{end} are not all on disk")
         return out
 
+    def _leaf_bytes(self, begin: int, end: int) -> bytes:
+        """Return the leaf hashes of entries [begin, end) back to back."""
+        return b"".join(
+            leaves[32 * (max(begin, first) - first) : 32 * (min(end, first + count) - first)]
+            for first, count, _, _, leaves in self._rows(begin, end)
+        )
+
     def leaf_hashes(self, begin: int, end: int, *, recompute: bool = False) -> list[bytes]:
         """Return the leaf hashes of entries [begin, end) (recomputed from the data if asked)."""
         if recompute:
             return [merkle.leaf_hash(data) for _, data in self.entries(begin, end)]
-        out: list[bytes] = []
-        for first, count, _, _, leaves in self._rows(begin, end):
-            lo, hi = max(begin, first) - first, min(end, first + count) - first
-            out += [leaves[i : i + 32] for i in range(32 * lo, 32 * hi, 32)]
-        return out
+        packed = self._leaf_bytes(begin, end)
+        return [packed[i : i + 32] for i in range(0, len(packed), 32)]
 
     def entries(self, begin: int, end: int) -> Iterator[tuple[int, bytes]]:
         """Yield (index, canonical bytes) of entries [begin, end)."""

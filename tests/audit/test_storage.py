@@ -142,3 +142,53 @@ def test_an_old_log_with_a_hole_is_left_as_it_was(tmp_path: Path) -> None:
     assert db.execute("SELECT COUNT(*) FROM entries").fetchone() == (29,)
     assert db.execute("SELECT COUNT(*) FROM batches").fetchone() == (0,)
     db.close()
+
+
+def replays(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record how many leaves each replay read (signing replays through leaf_hashes)."""
+    seen: list[int] = []
+    real = MerkleLog.leaf_hashes
+
+    def spy(log: MerkleLog, begin: int, end: int, *, recompute: bool = False) -> list[bytes]:
+        seen.append(end - begin)
+        return real(log, begin, end, recompute=recompute)
+
+    monkeypatch.setattr(MerkleLog, "leaf_hashes", spy)
+    return seen
+
+
+def test_a_checkpoint_after_only_our_appends_needs_no_replay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = open_log(tmp_path / "audit", ORIGIN, "test-operator")
+    replayed = replays(monkeypatch)
+    log.append([entry(i) for i in range(5)])
+    log.sign_checkpoint("2026-11-01T00:00:05Z")
+    for start in (5, 9, 12):
+        log.append([entry(i) for i in range(start, start + 3 if start < 12 else 15)])
+        log.sign_checkpoint(f"2026-11-01T00:00:{start:02d}Z")
+    assert replayed == []
+    other = open_log(tmp_path / "audit", ORIGIN, "test-operator")  # `blockd approve`, say
+    other.append([entry(15)])
+    log.append([entry(16)])
+    log.sign_checkpoint("2026-11-01T00:01:00Z")
+    assert replayed == [2]  # another writer broke the chain: the leaves were replayed
+    log.append([entry(17)])
+    log.sign_checkpoint("2026-11-01T00:01:01Z")
+    assert replayed == [2]
+    other.sign_checkpoint("2026-11-01T00:01:02Z")  # not its own chain: it replays
+    assert replayed == [2, 0]
+    verdict = bundle.verify(bundle.export(log, 0, 18), log.signer.verifier)
+    assert verdict.ok, verdict.message
+
+
+def test_the_shortcut_still_refuses_a_changed_leaf(tmp_path: Path) -> None:
+    from tests.audit.test_bundle import tamper
+
+    log = open_log(tmp_path / "audit", ORIGIN, "test-operator")
+    log.append([entry(i) for i in range(5)])
+    log.sign_checkpoint("2026-11-01T00:00:05Z")
+    log.append([entry(i) for i in range(5, 9)])
+    tamper(tmp_path / "audit/log.db", 7, leaf=merkle.leaf_hash(b"forged"))
+    with pytest.raises(AuditError, match="does not extend the last checkpoint"):
+        log.sign_checkpoint("2026-11-01T00:00:09Z")
