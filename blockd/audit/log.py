@@ -193,7 +193,10 @@ class MerkleLog:
                     db.execute("COMMIT")  # another process moved it meanwhile
                     return
                 cursor = db.execute("SELECT idx, time, data, leaf FROM entries ORDER BY idx")
-                expected = 0
+                # An older blockd run after the move (a rollback) appended after the batches.
+                expected = db.execute(
+                    "SELECT COALESCE(MAX(first + count), 0) FROM batches"
+                ).fetchone()[0]
                 while rows := cursor.fetchmany(MIGRATE_BATCH):
                     for i, row in enumerate(rows, expected):
                         if row[0] != i:

@@ -11,20 +11,45 @@ from blockd.audit import bundle, canonical, merkle
 from blockd.audit.log import AuditError, MerkleLog, load_or_create_key, open_log
 from tests.audit.test_bundle import ORIGIN, entry
 
-# The earlier layout: one row per entry.
+# The earlier layout (the schema as blockd wrote it): one row per entry.
 OLD_SCHEMA = """
-CREATE TABLE entries (
+CREATE TABLE IF NOT EXISTS entries (
     idx  INTEGER PRIMARY KEY,
     time TEXT NOT NULL,
     type TEXT NOT NULL,
     data BLOB NOT NULL,
     leaf BLOB NOT NULL
 );
-CREATE INDEX entries_time ON entries (time);
-CREATE TABLE checkpoints (size INTEGER NOT NULL, time TEXT NOT NULL, note TEXT NOT NULL,
-                          frontier BLOB NOT NULL);
-CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS entries_time ON entries (time);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size INTEGER NOT NULL,
+    time TEXT NOT NULL,
+    note TEXT NOT NULL,
+    frontier BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
+
+
+def old_append(db: sqlite3.Connection, indices: range, *, skip: int | None = None) -> None:
+    """Append entries as the earlier layout's writer did: a row each, then the frontier."""
+    db.executescript(OLD_SCHEMA)
+    rows = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    blob, size = bytes(rows.get("frontier", b"")), int(rows.get("size", b"0"))
+    frontier = merkle.CompactRange(0, size, [blob[i : i + 32] for i in range(0, len(blob), 32)])
+    for i in indices:
+        data = canonical.canonical(entry(i))
+        frontier.append(merkle.leaf_hash(data))
+        if i != skip:
+            db.execute(
+                "INSERT INTO entries VALUES (?, ?, 't', ?, ?)",
+                (i, entry(i)["time"], data, merkle.leaf_hash(data)),
+            )
+    db.executemany(
+        "REPLACE INTO meta VALUES (?, ?)",
+        [("frontier", b"".join(frontier.nodes)), ("size", str(frontier.end).encode())],
+    )
+    db.commit()
 
 
 def old_log(directory: Path, n: int, *, skip: int | None = None) -> None:
@@ -32,21 +57,7 @@ def old_log(directory: Path, n: int, *, skip: int | None = None) -> None:
     directory.mkdir(parents=True)
     load_or_create_key(directory / "log.key", "test-operator")
     db = sqlite3.connect(directory / "log.db")
-    db.executescript(OLD_SCHEMA)
-    frontier = merkle.CompactRange()
-    for i in range(n):
-        data = canonical.canonical(entry(i))
-        leaf = merkle.leaf_hash(data)
-        frontier.append(leaf)
-        if i != skip:
-            db.execute(
-                "INSERT INTO entries VALUES (?, ?, ?, ?, ?)", (i, entry(i)["time"], "t", data, leaf)
-            )
-    db.executemany(
-        "INSERT INTO meta VALUES (?, ?)",
-        [("frontier", b"".join(frontier.nodes)), ("size", str(n).encode())],
-    )
-    db.commit()
+    old_append(db, range(n), skip=skip)
     db.close()
 
 
@@ -128,6 +139,21 @@ def test_an_old_log_is_moved_once_and_verifies(tmp_path: Path) -> None:
     log.close()
     again = open_log(tmp_path / "audit", ORIGIN, "test-operator")  # nothing left to move
     assert again.head() == head
+
+
+def test_entries_an_older_blockd_appended_after_the_move_join_the_log(tmp_path: Path) -> None:
+    log = open_log(tmp_path / "audit", ORIGIN, "test-operator")
+    log.append([entry(i) for i in range(5)])
+    log.sign_checkpoint("2026-11-01T00:00:05Z")
+    log.close()
+    db = sqlite3.connect(tmp_path / "audit/log.db")  # a rollback: the old layout's writer
+    old_append(db, range(5, 7))
+    db.close()
+    again = open_log(tmp_path / "audit", ORIGIN, "test-operator")
+    assert again.verify_disk().size == 7
+    again.sign_checkpoint("2026-11-01T00:00:07Z")
+    verdict = bundle.verify(bundle.export(again, 0, 7), again.signer.verifier)
+    assert verdict.ok, verdict.message
 
 
 def test_an_old_log_with_a_hole_is_left_as_it_was(tmp_path: Path) -> None:
