@@ -2,12 +2,17 @@
 
     make bench-audit     (or: .venv/bin/python bench/audit_bench.py)
 
-1. Under load: blockd runs (in a child process, one core's worth) with the audit log on,
-   and a pump inside it publishes audited events at --rate per second (list syncs that found
-   nothing new, the commonest audited event: each becomes a log entry) while dnsperf
-   measures blocked answers per second. The same run is repeated with the audit log off
-   (the pump still publishing), interleaved, medians reported: the ratio is what auditing
-   costs the DNS path. The entries the log really took per second are read back from it.
+1. Under load: two blockd processes run, one with the audit log on and one with it off,
+   each with a pump inside publishing audited events at --rate per second (list syncs
+   that found nothing new, the commonest audited event: with the log on, each becomes an
+   entry). dnsperf measures blocked answers per second of each in turn, --rounds pairs of
+   --seconds, the order alternating, the process not measured stopped (SIGSTOP). dnsperf
+   has CPU 0, blockd's main process CPU 1, its log helper either: on this shared 2-core
+   machine, leaving placement to the scheduler moved single rounds by ±25 %. The ratio is
+   the median of the rounds' ratios with a bootstrap 90 % interval: what auditing costs
+   the DNS path. Answers per CPU-second of blockd and its helper together are reported
+   too: what the log costs in CPU, whether or not the machine had a core to spare. The
+   entries the log really took per second are read from its commits during the runs.
 2. Verification: a log of --entries entries is built, exported and verified with
    `blockd audit verify`'s code path; the time to verify is reported.
 """
@@ -16,20 +21,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import signal
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import cast
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from dns_bench import UNBOUND, blockd_config, dnsperf, ensure_tools  # noqa: E402
+from dns_bench import UNBOUND, blockd_config, cpu_seconds, dnsperf, ensure_tools  # noqa: E402
 from policy_bench import free_port, make_data, query, unbound_conf, write_feeds  # noqa: E402
+
+CPUS = sorted(os.sched_getaffinity(0))  # before any pinning
 
 CHILD = """
 import asyncio, sys, time
@@ -44,9 +55,12 @@ async def main() -> None:
     await app.feeds.sync_all()
     rate = float(sys.argv[2])
     print("ready", flush=True)
-    start, sent = time.monotonic(), 0
+    start, sent, last = time.monotonic(), 0, time.monotonic()
     while True:  # the pump: audited events at `rate` per second, catching up when late
-        due = int(rate * (time.monotonic() - start))
+        now = time.monotonic()
+        if now - last > 0.5:  # the benchmark stopped this process (SIGSTOP): start afresh
+            start, sent = now, 0
+        due, last = int(rate * (now - start)), now
         for _ in range(due - sent):
             app.bus.publish(FeedUnchanged("bench", "hosts", 1))
         sent = due
@@ -73,52 +87,159 @@ def under_load(a: argparse.Namespace, work: Path) -> dict[str, object]:
     names = work / "blocked.txt"
     names.write_text("".join(f"{h} A\n" for h in random.Random(3).sample(hosts, 20000)))
     runs: dict[str, list[float]] = {"audit": [], "plain": []}
+    per_cpu: dict[str, list[float]] = {"audit": [], "plain": []}  # blockd and its helper
     appended: list[float] = []
+    children: dict[str, tuple[subprocess.Popen[str], int]] = {}
+    os.sched_setaffinity(0, {CPUS[0]})  # this process and dnsperf, its child, on one core
     try:
-        for _ in range(a.rounds):
-            for mode in ("audit", "plain"):
-                port = free_port()
-                cfg = config(work, port, up_port, mode == "audit")
-                child = subprocess.Popen(
-                    [sys.executable, "-c", CHILD, str(cfg), str(a.rate)],
-                    cwd=ROOT,
-                    stdout=subprocess.PIPE,
-                    text=True,
-                )
-                try:
-                    assert child.stdout is not None
-                    assert child.stdout.readline().strip() == "ready"
-                    while query(port, hosts[0], timeout=0.5) is None:
-                        time.sleep(0.1)
-                    size0 = _log_size(work / "state-audit") if mode == "audit" else 0
-                    t0 = time.monotonic()
-                    runs[mode].append(dnsperf(port, names, a.seconds))
-                    if mode == "audit":
-                        took = _log_size(work / "state-audit") - size0
-                        appended.append(took / (time.monotonic() - t0))
-                finally:
-                    child.terminate()
-                    child.wait(timeout=30)
+        for mode in ("audit", "plain"):  # both start once; the one not measured is stopped
+            port = free_port()
+            cfg = config(work, port, up_port, mode == "audit")
+            child = subprocess.Popen(
+                [sys.executable, "-c", CHILD, str(cfg), str(a.rate)],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                text=True,
+                start_new_session=True,  # its own process group, with the log helper
+            )
+            children[mode] = child, port
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "ready"
+            while query(port, hosts[0], timeout=0.5) is None:
+                time.sleep(0.1)
+            os.killpg(child.pid, signal.SIGSTOP)
+        for i in range(a.rounds):  # pairs, in alternating order: the machine's drift cancels
+            for mode in ("audit", "plain") if i % 2 == 0 else ("plain", "audit"):
+                child, port = children[mode]
+                os.killpg(child.pid, signal.SIGCONT)
+                pin(child.pid)
+                time.sleep(1.0)  # the pump and the log settle
+                before = tree_cpu_seconds(child.pid)
+                if mode == "audit":
+                    with _Commits(work / "state-audit") as commits:
+                        qps = dnsperf(port, names, a.seconds)
+                    appended.append(commits.rate())
+                else:
+                    qps = dnsperf(port, names, a.seconds)
+                runs[mode].append(qps)
+                per_cpu[mode].append(qps * a.seconds / (tree_cpu_seconds(child.pid) - before))
+                os.killpg(child.pid, signal.SIGSTOP)
     finally:
+        for child, _ in children.values():
+            os.killpg(child.pid, signal.SIGCONT)
+            child.terminate()
+            child.wait(timeout=30)
         upstream.terminate()
         upstream.wait(timeout=30)
-    audit, plain = statistics.median(runs["audit"]), statistics.median(runs["plain"])
     return {
         "rate_requested": a.rate,
         "entries_per_s": statistics.median(appended),
-        "blocked_qps_audit": audit,
-        "blocked_qps_plain": plain,
-        "ratio": audit / plain,
+        "entries_per_s_runs": appended,
+        "blocked_qps_audit": statistics.median(runs["audit"]),
+        "blocked_qps_plain": statistics.median(runs["plain"]),
+        "ratio": paired(runs),
+        "ratio_90ci": interval(runs),
+        "per_cpu_s_audit": statistics.median(per_cpu["audit"]),
+        "per_cpu_s_plain": statistics.median(per_cpu["plain"]),
+        "per_cpu_ratio": paired(per_cpu),
+        "per_cpu_ratio_90ci": interval(per_cpu),
         "runs": runs,
+        "per_cpu_runs": per_cpu,
     }
 
 
-def _log_size(state: Path) -> int:
-    db = sqlite3.connect(state / "audit/log.db", timeout=30)
-    try:
-        return int(db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
-    finally:
-        db.close()
+def ratios(by_mode: dict[str, list[float]]) -> list[float]:
+    """Return each round's audit/plain ratio."""
+    return [a / p for a, p in zip(by_mode["audit"], by_mode["plain"], strict=True)]
+
+
+def paired(by_mode: dict[str, list[float]]) -> float:
+    """Return the median of the rounds' audit/plain ratios."""
+    return statistics.median(ratios(by_mode))
+
+
+def interval(by_mode: dict[str, list[float]], level: float = 0.9) -> tuple[float, float]:
+    """Return a bootstrap confidence interval for the median ratio (seeded: reproducible)."""
+    values, rng = ratios(by_mode), random.Random(0)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(2000))
+    tail = int(len(medians) * (1 - level) / 2)
+    return medians[tail], medians[-1 - tail]
+
+
+def tree(pid: int) -> list[int]:
+    """Return a process and all its descendants (the log helper)."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            todo += [int(c) for t in Path(f"/proc/{p}/task").iterdir()
+                     for c in (t / "children").read_text().split()]  # fmt: skip
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # it ended meanwhile
+        found.append(p)
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """Return the CPU time used by a process and all its descendants."""
+    total = 0.0
+    for p in tree(pid):
+        try:
+            total += cpu_seconds(p)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def pin(pid: int) -> None:
+    """Put blockd on CPU 1 (dnsperf has CPU 0); its helpers may run on either.
+
+    Without pinning, where the scheduler puts dnsperf and blockd moves single rounds by ±25 %,
+    which would hide a 5 % difference. The helper taking its CPU time from either is the
+    cost being measured.
+    """
+    for p in tree(pid):
+        os.sched_setaffinity(p, {CPUS[-1]} if p == pid else set(CPUS))
+
+
+class _Commits:
+    """Watch the log's size while the DNS benchmark runs; give the entries written per second.
+
+    The log commits a batch about once a second, so the size is a staircase: the rate is
+    measured from the first step to the last one seen, which a plain before-and-after
+    difference would miss by up to a batch.
+    """
+
+    def __init__(self, state: Path) -> None:
+        self._db = sqlite3.connect(state / "audit/log.db", timeout=30, check_same_thread=False)
+        self._steps: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _size(self) -> int:
+        return int(self._db.execute("SELECT MAX(first + count) FROM batches").fetchone()[0] or 0)
+
+    def _watch(self) -> None:
+        last = self._size()
+        while not self._stop.wait(0.05):
+            size = self._size()
+            if size != last:
+                self._steps.append((time.monotonic(), size))
+                last = size
+
+    def __enter__(self) -> _Commits:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def rate(self) -> float:
+        """Return entries per second between the first and the last commit seen."""
+        self._db.close()
+        (t0, n0), (t1, n1) = self._steps[0], self._steps[-1]
+        return (n1 - n0) / (t1 - t0)
 
 
 def verification(entries: int, work: Path) -> dict[str, float]:
@@ -155,8 +276,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hosts", type=int, default=100_000)
     ap.add_argument("--rate", type=float, default=10_000, help="audited events per second")
-    ap.add_argument("--seconds", type=int, default=10)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=24)
     ap.add_argument("--entries", type=int, default=1_000_000, help="log size to verify")
     a = ap.parse_args()
     ensure_tools()
@@ -167,10 +288,20 @@ def main() -> None:
     report = {"under_load": load, "verification": verify}
     (ROOT / "bench/out").mkdir(exist_ok=True)
     (ROOT / "bench/out/audit.json").write_text(json.dumps(report, indent=1))
+
+    def ci(key: str) -> str:
+        low, high = cast(tuple[float, float], load[key])
+        return f"(90% interval {low:.3f}..{high:.3f}, {a.rounds} rounds)"
+
     print(f"audited events requested {a.rate:,.0f}/s; log took {load['entries_per_s']:,.0f}/s")
     print(
         f"blocked answers/s  audit on {load['blocked_qps_audit']:,.0f}   off "
-        f"{load['blocked_qps_plain']:,.0f}   ratio {load['ratio']:.3f}"
+        f"{load['blocked_qps_plain']:,.0f}   ratio {load['ratio']:.3f} {ci('ratio_90ci')}"
+    )
+    print(
+        f"blocked answers per CPU-second of blockd and its helper  audit on "
+        f"{load['per_cpu_s_audit']:,.0f}   off {load['per_cpu_s_plain']:,.0f}   "
+        f"ratio {load['per_cpu_ratio']:.3f} {ci('per_cpu_ratio_90ci')}"
     )
     print(
         f"verify {verify['entries']:,} entries: {verify['verify_s']:.1f} s "
