@@ -43,7 +43,7 @@ from policy_bench import free_port, make_data, query, unbound_conf, write_feeds 
 CPUS = sorted(os.sched_getaffinity(0))  # before any pinning
 
 CHILD = """
-import asyncio, sys, time
+import asyncio, signal, sys, time
 from pathlib import Path
 from blockd.app import App
 from blockd.config import load
@@ -54,9 +54,11 @@ async def main() -> None:
     await app.start()
     await app.feeds.sync_all()
     rate = float(sys.argv[2])
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     print("ready", flush=True)
     start, sent, last = time.monotonic(), 0, time.monotonic()
-    while True:  # the pump: audited events at `rate` per second, catching up when late
+    while not stop.is_set():  # the pump: audited events at `rate` per second, catching up
         now = time.monotonic()
         if now - last > 0.5:  # the benchmark stopped this process (SIGSTOP): start afresh
             start, sent = now, 0
@@ -65,6 +67,7 @@ async def main() -> None:
             app.bus.publish(FeedUnchanged("bench", "hosts", 1))
         sent = due
         await asyncio.sleep(0.01)
+    await app.stop()  # as blockd stops: the log helper ends, the log is closed
 
 asyncio.run(main())
 """
@@ -81,11 +84,12 @@ def under_load(a: argparse.Namespace, work: Path) -> dict[str, object]:
     """Blocked answers/s with and without the audit log, the pump running in both."""
     hosts, urls = make_data(a.hosts, 10)
     write_feeds(work, hosts, urls)
+    names = work / "blocked.txt"
+    sample = random.Random(3).sample(hosts, min(20000, len(hosts)))
+    names.write_text("".join(f"{h} A\n" for h in sample))
     up_port = free_port()
     up = unbound_conf(work, "upstream", up_port, "")
     upstream = subprocess.Popen([UNBOUND, "-c", str(up)])
-    names = work / "blocked.txt"
-    names.write_text("".join(f"{h} A\n" for h in random.Random(3).sample(hosts, 20000)))
     runs: dict[str, list[float]] = {"audit": [], "plain": []}
     per_cpu: dict[str, list[float]] = {"audit": [], "plain": []}  # blockd and its helper
     appended: list[float] = []
