@@ -47,12 +47,14 @@ import asyncio, signal, sys, time
 from pathlib import Path
 from blockd.app import App
 from blockd.config import load
+from blockd.daemon import freeze_startup
 from blockd.events import FeedUnchanged
 
 async def main() -> None:
     app = App(load(Path(sys.argv[1])))
     await app.start()
     await app.feeds.sync_all()
+    freeze_startup()  # as `blockd run` does once started
     rate = float(sys.argv[2])
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

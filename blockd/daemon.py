@@ -4,12 +4,14 @@ SIGTERM and SIGINT drain and stop; SIGHUP reloads the configuration; SIGUSR1 tur
 logging and SIGUSR2 restores the configured level. Under systemd (Type=notify), READY is sent
 once the last verified policy is loaded and the listeners are open, STATUS says what is
 enforced, RELOADING/READY bracket a reload, and WATCHDOG pings go out only while blockd's
-own DNS listener answers a query.
+own DNS listener answers a query. Once serving, what startup built is left out of cyclic
+garbage collection (`freeze_startup`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,6 +20,18 @@ from blockd import logs, selftest, systemd
 from blockd.app import App
 from blockd.config import Config
 from blockd.events import PolicyActivated
+
+
+def freeze_startup() -> None:
+    """Exempt what startup built from cyclic garbage collection from now on.
+
+    Modules, configuration and the App live as long as the process; without this, every
+    full collection walks them all again. Queued audit entries trigger collections at up
+    to 10,000 entries/s, and the walks then cost about 0.5 µs per entry on the event loop.
+    Frozen objects are still freed when their last reference goes.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def status_line(app: App) -> str:
@@ -47,6 +61,7 @@ async def serve(config: Config, config_path: Path | None) -> None:
     notifier = systemd.Notifier()
     app = App(config, config_path)
     await app.start()
+    freeze_startup()
     print(app.describe(), flush=True)
     notifier.ready(status_line(app))
 

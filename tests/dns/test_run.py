@@ -130,3 +130,15 @@ def test_run_speaks_sd_notify(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_startup_objects_are_left_out_of_garbage_collection() -> None:
+    # In a process of its own: freezing pytest's objects would outlive this test.
+    code = (
+        "import gc; from blockd.daemon import freeze_startup; before = gc.get_freeze_count();"
+        " freeze_startup(); print(before, gc.get_freeze_count())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    before, after = map(int, out.stdout.split())
+    assert before == 0
+    assert after > 1000  # the modules, functions and classes blockd loaded
