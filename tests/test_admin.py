@@ -15,9 +15,8 @@ import pytest
 from blockd.app import App
 from blockd.audit import bundle, note
 from blockd.cli import main
-from blockd.config import parse
 from blockd.events import OperatorAction, SelfTestResult
-from tests.dns.test_daemon import demo_config
+from tests.dns.test_daemon import demo_config, running
 from tests.factories import Recorder
 
 if TYPE_CHECKING:
@@ -42,11 +41,8 @@ def config(tmp: Path, upstream: Upstream, *, token: bool = True, **extra: Any) -
 @pytest.fixture
 async def daemon(tmp_path: Path, upstream: Upstream) -> AsyncIterator[App]:
     upstream.add("example.com", "A", "192.0.2.80")
-    app = App(parse(config(tmp_path, upstream), tmp_path))
-    await app.start()
-    await app.feeds.sync_all()
-    yield app
-    await app.stop()
+    async with running(config(tmp_path, upstream), tmp_path) as app:
+        yield app
 
 
 def base(app: App) -> str:
@@ -81,14 +77,10 @@ async def test_health_readiness_and_status_page_are_open(daemon: App) -> None:
 
 
 async def test_not_ready_says_why(tmp_path: Path, upstream: Upstream) -> None:
-    app = App(parse(config(tmp_path, upstream), tmp_path))
-    await app.start()  # no sync: nothing verified yet
-    try:
-        status, body, _ = await call(app, "GET", "/readyz", token=None)
+    async with running(config(tmp_path, upstream), tmp_path, sync=False) as app:
+        status, body, _ = await call(app, "GET", "/readyz", token=None)  # nothing verified yet
         assert status == 503
         assert "no verified list" in body["reason"]
-    finally:
-        await app.stop()
 
 
 async def test_the_api_needs_the_bearer_token(daemon: App) -> None:
@@ -114,13 +106,9 @@ async def test_guessing_is_counted_and_the_right_token_still_works(daemon: App) 
 
 
 async def test_without_a_token_file_the_api_is_off(tmp_path: Path, upstream: Upstream) -> None:
-    app = App(parse(config(tmp_path, upstream, token=False), tmp_path))
-    await app.start()
-    try:
+    async with running(config(tmp_path, upstream, token=False), tmp_path, sync=False) as app:
         assert (await call(app, "GET", "/api/v1/lists"))[0] == 403
         assert (await call(app, "GET", "/healthz", token=None))[0] == 200
-    finally:
-        await app.stop()
 
 
 async def test_checks_are_an_audited_oracle(daemon: App) -> None:
@@ -199,15 +187,10 @@ async def test_selftest_fails_when_a_probe_is_not_blocked(
     text = config(tmp_path, upstream).replace(
         "[dns]", '[guards]\nnever_block = ["selftest.demo.test"]\n[dns]'
     )
-    app = App(parse(text, tmp_path))
-    await app.start()
-    try:
-        await app.feeds.sync_all()
+    async with running(text, tmp_path) as app:
         result = await app.run_selftest()
         assert not result.passed
         assert any("selftest.demo.test" in f for f in result.failures)
-    finally:
-        await app.stop()
 
 
 def free_port() -> int:
@@ -225,18 +208,11 @@ async def test_the_selftest_command_checks_a_running_daemon(
         'listen = ["127.0.0.1:0"]\n', f'listen = ["127.0.0.1:{dns}"]\n', 1
     )
     text = text.replace('[http]\nlisten = ["127.0.0.1:0"]', f'[http]\nlisten = ["127.0.0.1:{web}"]')
-    conf = tmp_path / "blockd.toml"
-    conf.write_text(text)
-    app = App(parse(text, tmp_path), conf)
-    await app.start()
-    try:
-        await app.feeds.sync_all()
+    async with running(text, tmp_path, write=True) as app:
         assert ("udp", "127.0.0.1", dns) in app.dns.bound
-        code = await asyncio.to_thread(main, ["selftest", "-c", str(conf)])
+        code = await asyncio.to_thread(main, ["selftest", "-c", str(tmp_path / "blockd.toml")])
         assert code == 0, capsys.readouterr().out
         assert "self-test passed" in capsys.readouterr().out
-    finally:
-        await app.stop()
 
 
 async def test_an_exported_bundle_verifies_with_the_key_alone(daemon: App) -> None:

@@ -18,8 +18,7 @@ import pytest
 from blockd.app import App
 from blockd.audit import canonical
 from blockd.cli import main
-from blockd.config import parse
-from tests.dns.test_daemon import demo_config
+from tests.dns.test_daemon import demo_config, running
 
 if TYPE_CHECKING:
     from tests.dnsupstream import Upstream
@@ -55,20 +54,13 @@ async def ran(tmp_path: Path, upstream: Upstream) -> Path:
     """Run blockd, send blocked and clean traffic, stop it; return the config file."""
     upstream.add(CLEAN, "A", "192.0.2.44")
     text = demo_config(tmp_path, upstream.addr, allow=["127.0.0.0/8"])
-    conf = tmp_path / "blockd.toml"
-    conf.write_text(text)
-    app = App(parse(text, tmp_path), conf)
-    await app.start()
-    try:
-        await app.feeds.sync_all()
+    async with running(text, tmp_path, write=True) as app:
         for _ in range(3):
             assert (await dns(app, "www.blocked.demo.test")).rr
         assert (await dns(app, CLEAN)).rr
         assert (await dns(app, "partial.demo.test")).rr
         assert b" 451 " in await http(app, "blocked.demo.test")
-    finally:
-        await app.stop()
-    return conf
+    return tmp_path / "blockd.toml"
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 import dnslib
 import pytest
 
-from blockd.app import App
 from blockd.audit import bundle
 from blockd.audit.log import open_log
 from blockd.audit.recorder import AuditRecorder
@@ -18,7 +17,7 @@ from blockd.audit.records import DAY, RecordKeeper, RecordsError
 from blockd.config import ConfigError, parse
 from blockd.events import EventBus
 from blockd.policy.verdict import Verdict
-from tests.dns.test_daemon import demo_config
+from tests.dns.test_daemon import demo_config, running
 
 if TYPE_CHECKING:
     from tests.dnsupstream import Upstream
@@ -133,10 +132,7 @@ async def test_a_daemon_with_records_keeps_only_pseudonyms(
     tmp_path: Path, upstream: Upstream
 ) -> None:
     text = demo_config(tmp_path, upstream.addr) + "\n[audit.records]\nenabled = true\n"
-    app = App(parse(text, tmp_path))
-    await app.start()
-    try:
-        await app.feeds.sync_all()
+    async with running(text, tmp_path) as app:
         port = next(p for t, _, p in app.dns.bound if t == "udp")
         loop = asyncio.get_running_loop()
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -155,5 +151,3 @@ async def test_a_daemon_with_records_keeps_only_pseudonyms(
         assert len(records) == 2 and records[0]["client"] == records[1]["client"]
         assert b"127.0.0.7" not in everything_on_disk(tmp_path / "state")
         assert not app.http_front.records_nothing  # the notice page must not say otherwise
-    finally:
-        await app.stop()

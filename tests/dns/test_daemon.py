@@ -76,13 +76,29 @@ def _toml(v: object) -> str:
     return str(v)
 
 
+@contextlib.asynccontextmanager
+async def running(
+    text: str, tmp: Path, *, sync: bool = True, write: bool = False
+) -> AsyncIterator[App]:
+    """Run blockd on config text: synced from its lists (file://) unless told not to, the
+    text written to tmp/blockd.toml first if asked (for reload and the CLI); stop it after."""
+    conf = tmp / "blockd.toml" if write else None
+    if conf is not None:
+        conf.write_text(text)
+    app = App(parse(text, tmp), conf)
+    await app.start()
+    try:
+        if sync:
+            await app.feeds.sync_all()
+        yield app
+    finally:
+        await app.stop()
+
+
 @pytest.fixture
 async def daemon(tmp_path: Path, upstream: Upstream) -> AsyncIterator[App]:
-    app = App(parse(demo_config(tmp_path, upstream.addr), tmp_path))
-    await app.start()
-    await app.feeds.sync_all()  # the demo lists, from file://
-    yield app
-    await app.stop()
+    async with running(demo_config(tmp_path, upstream.addr), tmp_path) as app:
+        yield app
 
 
 def port(app: App, transport: str = "udp") -> int:
@@ -261,13 +277,10 @@ async def test_tcp_pipelined_queries_are_all_answered(daemon: App, upstream: Ups
 
 
 async def test_access_list_refuses_other_networks(tmp_path: Path, upstream: Upstream) -> None:
-    app = App(parse(demo_config(tmp_path, upstream.addr, allow=["192.0.2.0/24"]), tmp_path))
-    await app.start()
-    try:
+    text = demo_config(tmp_path, upstream.addr, allow=["192.0.2.0/24"])
+    async with running(text, tmp_path, sync=False) as app:
         reply = await ask(app, "blocked.demo.test")
         assert reply.header.rcode == dnslib.RCODE.REFUSED and not reply.rr
-    finally:
-        await app.stop()
 
 
 async def test_policy_loads_from_disk_before_the_first_query(
@@ -292,16 +305,12 @@ async def test_policy_loads_from_disk_before_the_first_query(
 async def test_without_any_list_it_forwards_and_says_not_ready(
     tmp_path: Path, upstream: Upstream
 ) -> None:
-    app = App(parse(demo_config(tmp_path, upstream.addr), tmp_path))
-    await app.start()
-    try:
+    async with running(demo_config(tmp_path, upstream.addr), tmp_path, sync=False) as app:
         r = app.readiness()
         assert not r.ready and "no verified list" in r.reason
         upstream.add("blocked.demo.test", "A", "192.0.2.99")
         reply = await ask(app, "blocked.demo.test")
         assert [str(rr.rdata) for rr in reply.rr] == ["192.0.2.99"]
-    finally:
-        await app.stop()
 
 
 async def test_hostile_packets_do_not_stop_the_server(daemon: App) -> None:
@@ -379,10 +388,7 @@ async def test_a_new_policy_applies_to_the_next_query(daemon: App, upstream: Ups
 async def test_mutated_packets_and_a_flood_leave_the_server_answering(
     tmp_path: Path, upstream: Upstream
 ) -> None:
-    app = App(parse(demo_config(tmp_path, upstream.addr, max_inflight=16), tmp_path))
-    await app.start()
-    await app.feeds.sync_all()
-    try:
+    async with running(demo_config(tmp_path, upstream.addr, max_inflight=16), tmp_path) as app:
         rng = random.Random(7)
         base = dnslib.DNSRecord.question("www.blocked.demo.test", "A")
         base.add_ar(dnslib.EDNS0(udp_len=1232))
@@ -413,8 +419,6 @@ async def test_mutated_packets_and_a_flood_leave_the_server_answering(
         reply = await ask(app, "blocked.demo.test")  # not queued behind the flood
         assert [str(rr.rdata) for rr in reply.rr] == ["127.0.0.1"]
         assert app.dns.inflight <= 16
-    finally:
-        await app.stop()
 
 
 async def test_dnssec_records_and_bits_are_relayed_untouched(
@@ -441,9 +445,7 @@ async def test_tcp_idle_connections_are_closed_and_connections_capped(
     tmp_path: Path, upstream: Upstream
 ) -> None:
     config = demo_config(tmp_path, upstream.addr, tcp_idle_timeout=0.3, max_tcp_connections=2)
-    app = App(parse(config, tmp_path))
-    await app.start()
-    try:
+    async with running(config, tmp_path, sync=False) as app:
         tcp = port(app, "tcp")
         idle_r, idle_w = await asyncio.open_connection("127.0.0.1", tcp)
         async with asyncio.timeout(3):
@@ -457,20 +459,14 @@ async def test_tcp_idle_connections_are_closed_and_connections_capped(
         extra_w.close()
         for _, w in held:
             w.close()
-    finally:
-        await app.stop()
 
 
 async def test_sighup_reload_applies_guards_and_refuses_bad_files(
     tmp_path: Path, upstream: Upstream
 ) -> None:
     text = demo_config(tmp_path, upstream.addr)
-    path = tmp_path / "blockd.toml"
-    path.write_text(text)
-    app = App(parse(text, tmp_path), path)
-    await app.start()
-    await app.feeds.sync_all()
-    try:
+    path = tmp_path / "blockd.toml"  # running() writes it; the test rewrites it
+    async with running(text, tmp_path, write=True) as app:
         upstream.add("blocked.demo.test", "A", "192.0.2.88")
         path.write_text(text.replace("[dns]", '[guards]\nnever_block = ["bad name!"]\n[dns]'))
         assert (await app.reload()).startswith("reload refused")
@@ -483,16 +479,11 @@ async def test_sighup_reload_applies_guards_and_refuses_bad_files(
         reply = await ask(app, "blocked.demo.test")
         assert [str(rr.rdata) for rr in reply.rr] == ["192.0.2.88"]
         assert app.readiness().ready
-    finally:
-        await app.stop()
 
 
 async def test_serves_ipv6_loopback_too(tmp_path: Path, upstream: Upstream) -> None:
     config = demo_config(tmp_path, upstream.addr, listen=["127.0.0.1:0", "[::1]:0"])
-    app = App(parse(config, tmp_path))
-    await app.start()
-    await app.feeds.sync_all()
-    try:
+    async with running(config, tmp_path) as app:
         v6 = next(p for t, a, p in app.dns.bound if t == "udp" and a == "::1")
         q = dnslib.DNSRecord.question("blocked.demo.test", "AAAA")
         loop = asyncio.get_running_loop()
@@ -503,5 +494,3 @@ async def test_serves_ipv6_loopback_too(tmp_path: Path, upstream: Upstream) -> N
             async with asyncio.timeout(3):
                 reply = dnslib.DNSRecord.parse(await loop.sock_recv(sock, 4096))
         assert [str(rr.rdata) for rr in reply.rr] == ["::1"]
-    finally:
-        await app.stop()

@@ -10,10 +10,8 @@ from typing import TYPE_CHECKING
 import dnslib
 import pytest
 
-from blockd.app import App
-from blockd.config import parse
 from blockd.dns import mmsg
-from tests.dns.test_daemon import ask, demo_config
+from tests.dns.test_daemon import ask, demo_config, running
 
 if TYPE_CHECKING:
     from tests.dnsupstream import Upstream
@@ -105,14 +103,9 @@ async def test_the_portable_path_answers_the_same(
 ) -> None:
     monkeypatch.setattr(mmsg, "available", lambda: False)
     upstream.add("clean.example.com", "A", "192.0.2.7")
-    app = App(parse(demo_config(tmp_path, upstream.addr), tmp_path))
-    await app.start()
-    try:
-        await app.feeds.sync_all()
+    async with running(demo_config(tmp_path, upstream.addr), tmp_path) as app:
         blocked = await ask(app, "www.blocked.demo.test")
         assert [str(rr.rdata) for rr in blocked.rr] == ["127.0.0.1"]
         clean = await ask(app, "clean.example.com")
         assert clean.header.rcode == dnslib.RCODE.NOERROR
         assert [str(rr.rdata) for rr in clean.rr] == ["192.0.2.7"]
-    finally:
-        await app.stop()
