@@ -13,8 +13,9 @@ ValueError, for values that cannot be encoded and for bytes that are not exactly
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import TypeAlias
+
+import orjson
 
 MAX_SAFE_INTEGER = 2**53 - 1
 
@@ -68,23 +69,19 @@ def _encode(value: object, out: list[str]) -> None:
 
 
 def _plain(value: object, depth: int = 0) -> bool:
-    """Say whether json.dumps(sort_keys) already gives the canonical form of value.
+    """Say whether value holds only what the fast encoder may see.
 
-    True for what log entries hold: ASCII keys (code point order is UTF-16 order there),
-    strings, safe integers, booleans, null, lists and objects of those.
+    True for what log entries hold: strings, integers, booleans, null, and lists, tuples and
+    string-keyed objects of those. Floats (orjson would write them, NaN as null) and other
+    types go to the reference encoder, which refuses them; so do deep structures.
     """
     # Hot path (every audit entry): plain loops, scalars checked inline.
     kind = type(value)
-    if kind is str or kind is bool or value is None:
+    if kind is str or kind is int or kind is bool or value is None:
         return True
-    if kind is int:
-        return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER  # type: ignore[operator]
     if depth > 32:
         return False
     if kind is dict:
-        for k in value:  # type: ignore[attr-defined]
-            if type(k) is not str or not k.isascii():
-                return False
         items = value.values()  # type: ignore[attr-defined]
     elif kind is list or kind is tuple:
         items = value
@@ -92,38 +89,37 @@ def _plain(value: object, depth: int = 0) -> bool:
         return False
     for v in items:
         t = type(v)
-        if t is str or t is bool or v is None:
-            continue
-        if t is int and -MAX_SAFE_INTEGER <= v <= MAX_SAFE_INTEGER:
+        if t is str or t is int or t is bool or v is None:
             continue
         if not _plain(v, depth + 1):
             return False
     return True
 
 
-def _c_encoder() -> Callable[[object], str]:
-    """Return json's encoder with sorted keys and no whitespace, made once.
-
-    JSONEncoder.encode builds its C encoder again on every call, which costs more than
-    encoding a log entry; this keeps one (no cycle check: _plain bounds the depth).
-    """
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # an interpreter without the C accelerator
-        return json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
-    encode = make(None, None, json.encoder.encode_basestring, None, ":", ",", True, False, True)
-    return lambda obj: "".join(encode(obj, 0))
+def _ascii_keys(value: object) -> bool:
+    """Say whether every object key in value is ASCII (code point order is then UTF-16 order)."""
+    if isinstance(value, dict):
+        return all(k.isascii() and _ascii_keys(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(_ascii_keys(v) for v in value)
+    return True
 
 
-_DUMP = _c_encoder()
+# Sorted keys, integers within ±(2**53 - 1), compact, UTF-8, JCS escapes (lowercase \u00xx).
+_FAST = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 
 
 def canonical(obj: object) -> bytes:
     """Return the canonical JSON encoding of obj as UTF-8 bytes."""
-    if _plain(obj):  # hot path: the C encoder, ten times faster
+    if _plain(obj):  # hot path: orjson, ten times faster than the reference encoder
         try:
-            return _DUMP(obj).encode("utf-8")
-        except UnicodeEncodeError:
-            pass  # a lone surrogate: the slow path says what is wrong
+            data = orjson.dumps(obj, option=_FAST)
+        except orjson.JSONEncodeError:
+            pass  # a key not a string, an integer out of range, a lone surrogate: see below
+        else:
+            # orjson sorts keys by code point; that is UTF-16 order for ASCII keys.
+            if data.isascii() or _ascii_keys(obj):
+                return data
     out: list[str] = []
     _encode(obj, out)
     try:

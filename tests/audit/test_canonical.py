@@ -172,3 +172,29 @@ def test_the_fast_path_agrees_with_the_reference_encoder(value: JSONValue) -> No
     except UnicodeEncodeError:
         return  # a lone surrogate: refused either way
     assert canonical(value) == reference
+
+
+class _Text(str):
+    pass
+
+
+class _Object(dict[str, object]):
+    pass
+
+
+def test_subclasses_and_non_ascii_go_through_the_reference_encoder() -> None:
+    # The fast encoder sees only exact built-in types; what it would treat otherwise, or
+    # sort differently (non-ASCII keys), is encoded by the reference encoder.
+    value = _Object(b=_Text("x"), a=[_Text("é")])
+    assert canonical(value) == '{"a":["é"],"b":"x"}'.encode()
+    assert canonical({"é": 1, "z": {"\U00010000": 2, "\ue000": 3}}) == (
+        '{"z":{"\U00010000":2,"\ue000":3},"é":1}'.encode()
+    )
+    assert canonical({"a": "é"}) == '{"a":"é"}'.encode()
+
+
+def test_nan_and_infinity_never_become_null() -> None:
+    # orjson writes NaN as null; the reference encoder refuses it, at any depth.
+    for value in ({"a": float("nan")}, [[float("inf")]], {"a": {"b": [1, float("-inf")]}}):
+        with pytest.raises(ValueError, match="floats are not allowed"):
+            canonical(value)
