@@ -124,19 +124,28 @@ class CompactRange:
         self._end += 1
 
     def extend(self, leaf_hashes: Sequence[bytes]) -> None:
-        """Add leaves in order: append's binary counter, checked once, looped inline."""
+        """Add leaves in order, hashing the new nodes a level at a time."""
         if not _well_formed(*leaf_hashes):
             raise ValueError(f"a leaf hash must be {HASH_SIZE} bytes")
-        # Hot path (every audit entry written).
-        nodes, begin, end, sha = self._nodes, self._begin, self._end, _sha256
-        for h in leaf_hashes:
-            level = 0
-            while (end >> level) & 1 and ((end >> level) - 1) << level >= begin:
-                h = sha(b"\x01" + nodes.pop() + h).digest()
-                level += 1
-            nodes.append(h)
-            end += 1
-        self._end = end
+        # Hot path (every audit entry written): what `append` does leaf by leaf, done level
+        # by level over packed hashes, so each parent is one slice and one hash.
+        nodes, begin, sha = self._nodes, self._begin, _sha256
+        level, index, new = 0, self._end, b"".join(leaf_hashes)  # new: nodes from `index` on
+        right: list[bytes] = []  # lone last nodes of each level: the new right border
+        while new:
+            if index & 1:  # the first new node is a right child
+                if (index - 1) << level >= begin:  # its sibling is held: the last hash
+                    new, index = nodes.pop() + new, index - 1
+                else:  # its sibling is outside the range: it stays, on the left border
+                    nodes.append(new[:32])
+                    new, index = new[32:], index + 1
+            pairs = len(new) // 64 * 64
+            if pairs != len(new):
+                right.append(new[pairs:])
+            new = b"".join([sha(b"\x01" + new[i : i + 64]).digest() for i in range(0, pairs, 64)])
+            level, index = level + 1, index >> 1
+        nodes.extend(reversed(right))
+        self._end += len(leaf_hashes)
 
     def root(self) -> bytes:
         """Return the root of the tree of size end; only a range from 0 has one."""

@@ -371,6 +371,19 @@ def test_compact_range_appends_from_any_start(begin: int) -> None:
             compact.root()
 
 
+@pytest.mark.parametrize("begin", [0, 1, 2, 3, 5, 8, 13, 32, 33])
+def test_compact_range_extends_in_batches_as_it_appends(begin: int) -> None:
+    # Batches of every size from every end: extend hashes level by level, append leaf by leaf.
+    for end in range(begin, begin + 40):
+        for count in (0, 1, 2, 3, 7, 8, 9, 31):
+            compact = CompactRange(begin, end, ref_compact(begin, end))
+            compact.extend(H[end : end + count])
+            assert list(compact.nodes) == ref_compact(begin, end + count), (begin, end, count)
+            assert compact.end == end + count
+    with pytest.raises(ValueError, match="32 bytes"):
+        CompactRange().extend([H[0], b"short"])
+
+
 def test_compact_range_resumes_from_stored_nodes() -> None:
     stored = CompactRange(0, 44, ref_compact(0, 44))
     assert len(stored.nodes) == 3  # one per set bit of 44
@@ -435,8 +448,11 @@ def test_a_large_tree_agrees_across_builders() -> None:
     compact = CompactRange()
     for h in leaves:
         compact.append(h)
+    batched = CompactRange()
+    for start in range(0, len(leaves), 10_000):
+        batched.extend(leaves[start : start + 10_000])
     tree = TreeLevels(leaves)
-    assert merkle.root(leaves) == compact.root() == tree.root()
+    assert merkle.root(leaves) == compact.root() == batched.root() == tree.root()
     index = 40_000
     assert verify_inclusion(
         leaves[index], index, len(leaves), tree.inclusion_proof(index), tree.root()
