@@ -24,8 +24,8 @@ from aiohttp import web
 
 from blockd import __version__, urls
 from blockd.audit import bundle
+from blockd.audit.entries import utc
 from blockd.audit.log import AuditError
-from blockd.audit.recorder import utc
 from blockd.config import AdminConfig, split_endpoint
 from blockd.events import OperatorAction
 

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from blockd.audit import bundle, note, report
+from blockd.audit.entries import entry_of, utc
 from blockd.audit.log import MerkleLog, open_log
-from blockd.audit.recorder import entry_of, utc
 from blockd.config import Config
 from blockd.config import load as load_config
 from blockd.events import Event, EventBus, OperatorAction

@@ -14,138 +14,24 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from blockd import __version__
-from blockd.audit.log import AuditError, MerkleLog
+from blockd.audit.entries import (
+    AUDITED,
+    CHECKPOINT_AFTER,
+    Entry,
+    Queued,
+    entries_of,
+    field_values,
+    utc,
+)
+from blockd.audit.log import AuditError, Head, MerkleLog
 from blockd.audit.records import RecordKeeper
 from blockd.audit.writer import LogWriter
-from blockd.events import (
-    Event,
-    EventBus,
-    FeedAccepted,
-    FeedRejected,
-    FeedUnchanged,
-    GuardIntervention,
-    OperatorAction,
-    PolicyActivated,
-    SelfTestResult,
-    TrustAccepted,
-    TrustRejected,
-)
+from blockd.events import Event, EventBus
 from blockd.metrics.counters import BlockCounts, Decided
 
 log = logging.getLogger(__name__)
-
-Entry = dict[str, object]
-
-
-def utc(ts: float) -> str:
-    """Return a Unix time as ISO 8601 UTC to the second."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-AUDITED: tuple[type[Event], ...] = (
-    FeedAccepted,
-    FeedRejected,
-    FeedUnchanged,
-    TrustAccepted,
-    TrustRejected,
-    GuardIntervention,
-    PolicyActivated,
-    OperatorAction,
-    SelfTestResult,
-)
-
-CHECKPOINT_AFTER = (PolicyActivated, OperatorAction)  # events that get a checkpoint at once
-
-
-def entry_of(event: Event, now: str) -> Entry | None:
-    """Return the audit entry for an event, or None if it is not audited itself."""
-    entry = _fields(event)
-    if entry is not None:  # one dict per entry: up to 10,000 a second on the event loop
-        entry["time"] = now
-        entry["blockd"] = __version__
-    return entry
-
-
-def _fields(event: Event) -> Entry | None:
-    """Return what an entry says of an event, but for its time and blockd's version."""
-    match event:
-        case FeedAccepted():
-            return {
-                "type": "feed-accepted",
-                "authority": event.authority,
-                "list": event.list,
-                "version": event.version,
-                "envelope_sha256": event.envelope_sha256,
-                "keyids": list(event.keyids),
-                "entries": event.entries,
-                "rejected_entries": dict(sorted(event.rejected_entries.items())),
-            }
-        case FeedRejected():
-            return {
-                "type": "feed-rejected",
-                "authority": event.authority,
-                "list": event.list,
-                "version": event.version,
-                "envelope_sha256": event.envelope_sha256,
-                "keyids": list(event.keyids),
-                "reason": event.reason,
-            }
-        case FeedUnchanged():
-            return {
-                "type": "feed-unchanged",
-                "authority": event.authority,
-                "list": event.list,
-                "version": event.version,
-            }
-        case TrustAccepted():
-            return {
-                "type": "trust-accepted",
-                "version": event.version,
-                "envelope_sha256": event.envelope_sha256,
-                "keyids": list(event.keyids),
-            }
-        case TrustRejected():
-            return {
-                "type": "trust-rejected",
-                "version": event.version,
-                "envelope_sha256": event.envelope_sha256,
-                "reason": event.reason,
-            }
-        case GuardIntervention():
-            return {
-                "type": "guard-intervention",
-                "kind": event.kind,
-                "authority": event.authority,
-                "list": event.list,
-                "version": event.version,
-                "detail": event.detail,
-                "count": event.count,
-            }
-        case PolicyActivated():
-            return {
-                "type": "policy-activated",
-                "generation": event.generation,
-                "versions": dict(sorted(event.versions.items())),
-                "entries": event.entries,
-            }
-        case OperatorAction():
-            return {
-                "type": "operator-action",
-                "action": event.action,
-                "detail": event.detail,
-                "config_sha256": event.config_sha256,
-            }
-        case SelfTestResult():
-            return {
-                "type": "self-test",
-                "passed": event.passed,
-                "checks": event.checks,
-                "failures": list(event.failures),
-            }
-    return None
 
 
 class AuditRecorder:
@@ -178,12 +64,12 @@ class AuditRecorder:
         self.flush_interval = flush_interval
         self.clock = clock
         self.size = log.head().size  # entries in the log as of the last write (for metrics)
-        self._pending: list[Entry] = []
+        self._pending: list[Queued | Entry] = []  # in order; entries are made in the helper
+        self._values: dict[type[Event], Callable[[Event], tuple[object, ...]]] = {}
         self.blocks = blocks or BlockCounts(bus)
         self._counted = self.blocks.totals()  # the totals as of the last period's end
         self._period_start = self._align(clock())
         self._want_checkpoint = False
-        self._second, self._second_text = -1, ""
         self.last_checkpoint = 0.0
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -193,20 +79,16 @@ class AuditRecorder:
     def _align(self, ts: float) -> float:
         return ts - ts % self.period
 
-    def _now(self) -> str:
-        """Return the time as text, formatted at most once a second."""
-        second = int(self.clock())
-        if second != self._second:
-            self._second, self._second_text = second, utc(second)
-        return self._second_text
-
     def _on_event(self, event: Event) -> None:
-        entry = entry_of(event, self._now())
-        if entry is not None:
-            self._pending.append(entry)
-            if isinstance(event, CHECKPOINT_AFTER):
-                self._want_checkpoint = True
-                self._wake.set()
+        # Hot path (up to 10,000 a second on the event loop): a tuple, no entry, no text.
+        kind = type(event)
+        values = self._values.get(kind)
+        if values is None:
+            values = self._values[kind] = field_values(kind)
+        self._pending.append((kind, self.clock(), values(event)))
+        if isinstance(event, CHECKPOINT_AFTER):
+            self._want_checkpoint = True
+            self._wake.set()
 
     def record(self, kind: str, **fields: object) -> None:
         """Queue an entry that has no event (daemon start and stop, retention purges)."""
@@ -261,7 +143,7 @@ class AuditRecorder:
                 if self.writer is not None:
                     self.size = (await self.writer.append(batch)).size
                 else:
-                    self.size = (await asyncio.to_thread(self.log.append, batch)).size
+                    self.size = (await asyncio.to_thread(self._append, batch)).size
             except BaseException:
                 self._pending[:0] = batch  # nothing is lost: the next flush tries again
                 raise
@@ -273,6 +155,9 @@ class AuditRecorder:
                 await self.writer.sign_checkpoint(utc(now))
             else:
                 await asyncio.to_thread(self.log.sign_checkpoint, utc(now))
+
+    def _append(self, batch: list[Queued | Entry]) -> Head:
+        return self.log.append(entries_of(batch))
 
     def _records_work(self, now: float) -> None:
         """Seal queued records; destroy the periods past their retention, logging each."""

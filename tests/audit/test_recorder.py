@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
+from blockd import __version__
+from blockd.audit.entries import entries_of, entry_of, field_values, utc
 from blockd.audit.log import open_log
 from blockd.audit.recorder import AuditRecorder
-from blockd.events import DnsDecision, EventBus, FeedUnchanged, HttpDecision
+from blockd.audit.writer import LogWriter
+from blockd.events import (
+    DnsDecision,
+    Event,
+    EventBus,
+    FeedAccepted,
+    FeedRejected,
+    FeedUnchanged,
+    GuardIntervention,
+    HttpDecision,
+    OperatorAction,
+    PolicyActivated,
+    SelfTestResult,
+    TrustAccepted,
+    TrustRejected,
+)
 from blockd.metrics import Metrics
 from blockd.metrics.counters import BlockCounts
 from blockd.policy.verdict import Verdict
@@ -82,3 +102,73 @@ async def test_metrics_and_audit_share_one_count(tmp_path: Path) -> None:
     assert expected in text
     assert [c["counts"][0]["count"] for c in logged(recorder, "block-counts")] == [1, 1]  # type: ignore[index]
     assert len(logged(recorder, "feed-unchanged")) == 1
+
+
+AUDITED_EVENTS: list[Event] = [
+    FeedAccepted("a", "hosts", 3, "ab" * 32, ("k1", "k2"), 10, {"wildcard": 2, "ip": 1}),
+    FeedRejected("a", "hosts", None, None, (), "signature", "bad signature"),
+    FeedUnchanged("a", "hosts", 3),
+    TrustAccepted(2, "cd" * 32, ("root",)),
+    TrustRejected(None, None, "expired", "too old"),
+    GuardIntervention("never-block", "a", "hosts", 3, "example.com", 1),
+    PolicyActivated(7, {"a/urls": 5, "a/hosts": 3}, 12),
+    OperatorAction("reload", "config", "ef" * 32),
+    SelfTestResult(False, 4, ("probe failed",)),
+]
+
+
+@pytest.mark.parametrize("helper", [False, True], ids=["thread", "helper"])
+async def test_events_become_the_entries_they_describe_in_order(
+    tmp_path: Path, helper: bool
+) -> None:
+    # The event loop queues (kind, time, field values); entries are made where they are
+    # written, and must be what entry_of gives for the event at the time it was published.
+    clock = Clock(1_795_459_200.0)
+    bus = EventBus()
+    log = open_log(tmp_path / "audit", "isp.example/blockd/t", "op")
+    writer = LogWriter(tmp_path / "audit", "isp.example/blockd/t", "op") if helper else None
+    recorder = AuditRecorder(log, bus, clock=clock, writer=writer)
+    expected = []
+    try:
+        for i, event in enumerate(AUDITED_EVENTS):
+            clock.now += i * 0.7  # some share a second, some do not
+            bus.publish(event)
+            expected.append(entry_of(event, utc(clock.now)))
+            if i == 4:  # an entry made on the loop keeps its place among the events
+                recorder.record("retention-purge", records=2)
+                purge = {"time": utc(clock.now), "blockd": __version__, "records": 2}
+                expected.append({**purge, "type": "retention-purge"})
+        bus.publish(DnsDecision(HOSTS, "udp"))  # counted, not logged
+        await recorder.flush()
+    finally:
+        if writer is not None:
+            writer.close()
+    entries = [json.loads(data) for _, data in log.entries(0, log.head().size)]
+    assert entries == json.loads(json.dumps(expected))
+
+
+def test_entries_of_keeps_order_and_formats_each_second_once() -> None:
+    items = [
+        (FeedUnchanged, 59.9, ("a", "hosts", 1)),
+        {"time": "x", "type": "daemon-start"},
+        (FeedUnchanged, 60.0, ("a", "hosts", 2)),
+        (Event, 60.5, ()),  # not audited itself: no entry
+    ]
+    got = entries_of(items)  # type: ignore[arg-type]
+    assert [(e["type"], e["time"]) for e in got] == [
+        ("feed-unchanged", "1970-01-01T00:00:59Z"),
+        ("daemon-start", "x"),
+        ("feed-unchanged", "1970-01-01T00:01:00Z"),
+    ]
+    assert [e.get("version") for e in got] == [1, None, 2]
+
+
+@dataclass(frozen=True)
+class _One(Event):
+    only: str
+
+
+def test_field_values_are_a_tuple_in_the_order_the_class_takes_them() -> None:
+    assert field_values(_One)(_One("x")) == ("x",)
+    event = GuardIntervention("quarantine", "a", "hosts", 3, "held", 9)
+    assert GuardIntervention(*field_values(GuardIntervention)(event)) == event  # type: ignore[arg-type]
