@@ -1,20 +1,23 @@
 """What the audit log says of an event: the entries, and their compact form in transit.
 
-The event loop does as little as it can per audited event: it queues the event's kind, the
-time and the event's field values (`Queued`, read with `field_values`), one tuple, which
-crosses to the log's helper process cheaply. The helper (or a worker thread) turns them into
-entries (`entries_of`). Events are facts: a producer never changes what it published, so
-reading the fields later gives what they were when published.
+An entry is an event's type, the fields its `Shape` keeps, the time and blockd's version.
+The event loop does as little as it can per audited event: it queues the entry's type, the
+time and the field values (`Queued`), one tuple, which crosses to the log's helper process
+cheaply. The helper (or a worker thread) encodes them (`encode`), straight into the bytes
+`canonical(entry)` would give, without making the entry. Events are facts: a producer never
+changes what it published, so reading the fields later gives what they were when published.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from operator import attrgetter
 
 from blockd import __version__
+from blockd.audit.canonical import MAX_SAFE_INTEGER, canonical
 from blockd.events import (
     Event,
     FeedAccepted,
@@ -29,7 +32,7 @@ from blockd.events import (
 )
 
 Entry = dict[str, object]
-Queued = tuple[type[Event], float, tuple[object, ...]]  # kind, Unix time, field values
+Queued = tuple[str, float, tuple[object, ...]]  # entry type, Unix time, field values
 
 
 def utc(ts: float) -> str:
@@ -37,131 +40,141 @@ def utc(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-AUDITED: tuple[type[Event], ...] = (
-    FeedAccepted,
-    FeedRejected,
-    FeedUnchanged,
-    TrustAccepted,
-    TrustRejected,
-    GuardIntervention,
-    PolicyActivated,
-    OperatorAction,
-    SelfTestResult,
-)
+@dataclass(frozen=True)
+class Shape:
+    """How an event becomes an entry: the entry's type and the event fields it keeps."""
 
-CHECKPOINT_AFTER = (PolicyActivated, OperatorAction)  # events that get a checkpoint at once
+    type: str
+    fields: tuple[str, ...]
+
+
+SHAPES: dict[type[Event], Shape] = {
+    FeedAccepted: Shape(
+        "feed-accepted",
+        (
+            "authority",
+            "list",
+            "version",
+            "envelope_sha256",
+            "keyids",
+            "entries",
+            "rejected_entries",
+        ),
+    ),
+    FeedRejected: Shape(
+        "feed-rejected", ("authority", "list", "version", "envelope_sha256", "keyids", "reason")
+    ),
+    FeedUnchanged: Shape("feed-unchanged", ("authority", "list", "version")),
+    TrustAccepted: Shape("trust-accepted", ("version", "envelope_sha256", "keyids")),
+    TrustRejected: Shape("trust-rejected", ("version", "envelope_sha256", "reason")),
+    GuardIntervention: Shape(
+        "guard-intervention", ("kind", "authority", "list", "version", "detail", "count")
+    ),
+    PolicyActivated: Shape("policy-activated", ("generation", "versions", "entries")),
+    OperatorAction: Shape("operator-action", ("action", "detail", "config_sha256")),
+    SelfTestResult: Shape("self-test", ("passed", "checks", "failures")),
+}
+BY_TYPE = {shape.type: shape for shape in SHAPES.values()}
+AUDITED = tuple(SHAPES)  # decisions, the hot events, are only counted
+
+
+def shape_of(kind: type[Event]) -> Shape | None:
+    """Return the shape of an event class's entries (a subclass's is its base's), if audited."""
+    return next((SHAPES[k] for k in kind.__mro__ if k in SHAPES), None)
+
+
+def values_of(shape: Shape) -> Callable[[Event], tuple[object, ...]]:
+    """Return a function giving the values of an event's fields that its entry keeps."""
+    if len(shape.fields) == 1:
+        get = attrgetter(shape.fields[0])
+        return lambda event: (get(event),)
+    return attrgetter(*shape.fields)  # C code: a tuple in one call
+
+
+def entry(shape: Shape, values: Sequence[object], time: str) -> Entry:
+    """Return the entry for an event of shape with these field values, at time."""
+    return {"type": shape.type, **dict(zip(shape.fields, values, strict=True)), "time": time,
+            "blockd": __version__}  # fmt: skip
 
 
 def entry_of(event: Event, now: str) -> Entry | None:
     """Return the audit entry for an event, or None if it is not audited itself."""
-    entry = _fields(event)
-    if entry is not None:
-        entry["time"] = now
-        entry["blockd"] = __version__
-    return entry
-
-
-def _fields(event: Event) -> Entry | None:
-    """Return what an entry says of an event, but for its time and blockd's version."""
-    match event:
-        case FeedAccepted():
-            return {
-                "type": "feed-accepted",
-                "authority": event.authority,
-                "list": event.list,
-                "version": event.version,
-                "envelope_sha256": event.envelope_sha256,
-                "keyids": list(event.keyids),
-                "entries": event.entries,
-                "rejected_entries": dict(sorted(event.rejected_entries.items())),
-            }
-        case FeedRejected():
-            return {
-                "type": "feed-rejected",
-                "authority": event.authority,
-                "list": event.list,
-                "version": event.version,
-                "envelope_sha256": event.envelope_sha256,
-                "keyids": list(event.keyids),
-                "reason": event.reason,
-            }
-        case FeedUnchanged():
-            return {
-                "type": "feed-unchanged",
-                "authority": event.authority,
-                "list": event.list,
-                "version": event.version,
-            }
-        case TrustAccepted():
-            return {
-                "type": "trust-accepted",
-                "version": event.version,
-                "envelope_sha256": event.envelope_sha256,
-                "keyids": list(event.keyids),
-            }
-        case TrustRejected():
-            return {
-                "type": "trust-rejected",
-                "version": event.version,
-                "envelope_sha256": event.envelope_sha256,
-                "reason": event.reason,
-            }
-        case GuardIntervention():
-            return {
-                "type": "guard-intervention",
-                "kind": event.kind,
-                "authority": event.authority,
-                "list": event.list,
-                "version": event.version,
-                "detail": event.detail,
-                "count": event.count,
-            }
-        case PolicyActivated():
-            return {
-                "type": "policy-activated",
-                "generation": event.generation,
-                "versions": dict(sorted(event.versions.items())),
-                "entries": event.entries,
-            }
-        case OperatorAction():
-            return {
-                "type": "operator-action",
-                "action": event.action,
-                "detail": event.detail,
-                "config_sha256": event.config_sha256,
-            }
-        case SelfTestResult():
-            return {
-                "type": "self-test",
-                "passed": event.passed,
-                "checks": event.checks,
-                "failures": list(event.failures),
-            }
-    return None
-
-
-def field_values(kind: type[Event]) -> Callable[[Event], tuple[object, ...]]:
-    """Return a function giving an event's field values, in the order its class takes them."""
-    names = [f.name for f in dataclasses.fields(kind)]
-    if len(names) == 1:
-        get = attrgetter(names[0])
-        return lambda event: (get(event),)
-    return attrgetter(*names)  # C code: a tuple in one call
+    shape = shape_of(type(event))
+    if shape is None:
+        return None
+    return entry(shape, values_of(shape)(event), now)
 
 
 def entries_of(items: Sequence[Queued | Entry]) -> list[Entry]:
-    """Return the log entries for queued items, in order (events not audited are skipped)."""
-    entries: list[Entry] = []
-    second, text = -1, ""
+    """Return the log entries queued items stand for, in order."""
+    return [
+        item if isinstance(item, dict) else entry(BY_TYPE[item[0]], item[2], utc(item[1]))
+        for item in items
+    ]
+
+
+class _Template:
+    """The canonical JSON of one shape's entries, with a slot for each value that varies."""
+
+    def __init__(self, shape: Shape) -> None:
+        constant = {"type": shape.type, "blockd": __version__}
+        pairs, self.slots = [], list[int]()  # slot: a field's index, or -1 for the time
+        for key in sorted([*shape.fields, *constant, "time"]):  # ASCII keys: UTF-16 order
+            if key in constant:
+                pairs.append(f"{encode_basestring(key)}:{encode_basestring(constant[key])}")
+                pairs[-1] = pairs[-1].replace("%", "%%")
+            else:
+                pairs.append(f"{encode_basestring(key)}:%s")
+                self.slots.append(-1 if key == "time" else shape.fields.index(key))
+        self.format = "{" + ",".join(pairs) + "}"
+
+
+_TEMPLATES = {shape.type: _Template(shape) for shape in SHAPES.values()}
+
+
+def encode(items: Sequence[Queued | Entry]) -> tuple[list[bytes], list[str]]:
+    """Return the canonical JSON and the time of each entry queued items stand for.
+
+    The bytes are canonical(entry) for each entry of entries_of(items), made without the
+    entries: a template per shape, strings and integers encoded inline, anything else by
+    canonical(). Raise ValueError for a value canonical JSON cannot hold.
+    """
+    # Hot path (every audit entry, in the log's helper): names recur, so strings are encoded
+    # once per batch; the time's text once a second.
+    datas: list[bytes] = []
+    times: list[str] = []
+    strings: dict[str, str] = {}
+    second, text, quoted = -1, "", ""
     for item in items:
         if isinstance(item, dict):
-            entries.append(item)
+            datas.append(canonical(item))
+            times.append(str(item["time"]))
             continue
         kind, ts, values = item
-        if int(ts) != second:  # time as text, formatted once a second
+        if int(ts) != second:
             second = int(ts)
             text = utc(second)
-        entry = entry_of(kind(*values), text)
-        if entry is not None:
-            entries.append(entry)
-    return entries
+            quoted = f'"{text}"'
+        template = _TEMPLATES[kind]
+        args = []
+        for i in template.slots:
+            if i < 0:
+                args.append(quoted)
+                continue
+            value = values[i]
+            if type(value) is str:
+                e = strings.get(value)
+                if e is None:
+                    e = strings[value] = encode_basestring(value)
+            elif type(value) is int and -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+                e = str(value)
+            else:
+                e = canonical(value).decode()
+            args.append(e)
+        try:
+            datas.append((template.format % tuple(args)).encode())
+        except UnicodeEncodeError:  # a lone surrogate: canonical() says so
+            canonical(entry(BY_TYPE[kind], values, text))
+            raise
+        times.append(text)
+    return datas, times

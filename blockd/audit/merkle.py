@@ -28,6 +28,12 @@ def leaf_hash(data: bytes) -> bytes:
     return _sha256(b"\x00" + data).digest()
 
 
+def leaf_hashes(datas: Iterable[bytes]) -> list[bytes]:
+    """Return the leaf hash of each entry: leaf_hash, without a call per entry."""
+    sha = _sha256
+    return [sha(b"\x00" + data).digest() for data in datas]
+
+
 def node_hash(left: bytes, right: bytes) -> bytes:
     """Return the RFC 6962 hash of an interior node: SHA-256(0x01 || left || right)."""
     return _sha256(b"\x01" + left + right).digest()

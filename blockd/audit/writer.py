@@ -23,7 +23,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import TypeVar
 
-from blockd.audit.entries import Entry, Queued, entries_of
+from blockd.audit.entries import Entry, Queued, encode
 from blockd.audit.log import Head, MerkleLog, open_log
 
 A = TypeVar("A")
@@ -46,7 +46,7 @@ def _exit_with(parent: int) -> None:
 
 def _append(items: Sequence[Queued | Entry]) -> Head:
     assert _LOG is not None
-    return _LOG.append(entries_of(items))
+    return _LOG.append_encoded(*encode(items))
 
 
 def _sign(time: str) -> str:
@@ -73,7 +73,7 @@ class LogWriter:
         return self._pool
 
     async def append(self, items: Sequence[Queued | Entry]) -> Head:
-        """Make entries of queued items and commit them in the helper; restart it if it died."""
+        """Encode queued items and commit them in the helper; restart it if it died."""
         return await self._call(_append, items)
 
     async def sign_checkpoint(self, time: str) -> str:

@@ -107,6 +107,8 @@ def test_hasher_vectors() -> None:
     assert bytes.fromhex(hasher["empty_root"]) == EMPTY_ROOT == merkle.root([])
     assert leaf_hash(b"").hex() == hasher["empty_leaf_hash"]
     assert leaf_hash(hasher["leaf"]["data_ascii"].encode()).hex() == hasher["leaf"]["hash"]
+    datas = [b"", hasher["leaf"]["data_ascii"].encode()]
+    assert merkle.leaf_hashes(datas) == [leaf_hash(d) for d in datas]
     left, right = hasher["node"]["left_ascii"].encode(), hasher["node"]["right_ascii"].encode()
     assert node_hash(left, right).hex() == hasher["node"]["hash"]
 
