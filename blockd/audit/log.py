@@ -17,7 +17,10 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from hashlib import sha256
+from itertools import accumulate
 from pathlib import Path
+
+import orjson
 
 from blockd.audit import canonical, merkle, note
 
@@ -172,10 +175,7 @@ class MerkleLog:
         self, first: int, times: list[str], datas: list[bytes], leaves: list[bytes]
     ) -> None:
         """Store entries [first, first + len(datas)) as one row."""
-        ends, end = [], 0
-        for data in datas:
-            end += len(data)
-            ends.append(end)
+        ends = list(accumulate(map(len, datas)))
         self._db.execute(
             "INSERT INTO batches (first, count, tmin, tmax, times, data, ends, leaves)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -184,7 +184,7 @@ class MerkleLog:
                 len(datas),
                 min(times),
                 max(times),
-                json.dumps(times),
+                orjson.dumps(times).decode(),
                 b"".join(datas),
                 struct.pack(f"<{len(ends)}I", *ends),
                 b"".join(leaves),
