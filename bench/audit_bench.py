@@ -13,6 +13,8 @@
    the DNS path. Answers per CPU-second of blockd and its helper together are reported
    too: what the log costs in CPU, whether or not the machine had a core to spare. The
    entries the log really took per second are read from its commits during the runs.
+   With --runs N the whole measurement is repeated with fresh processes, and the pairs of
+   all runs are pooled too: whole runs differ more than their intervals say.
 2. Verification: a log of --entries entries is built, exported and verified with
    `blockd audit verify`'s code path; the time to verify is reported.
 """
@@ -278,37 +280,69 @@ def verification(entries: int, work: Path) -> dict[str, float]:
             "bundle_mb": len(data) / 1e6}  # fmt: skip
 
 
+def pooled(loads: list[dict[str, object]]) -> dict[str, object]:
+    """Pool the pairs of several runs: the median ratio and its interval over all of them."""
+    runs: dict[str, list[float]] = {"audit": [], "plain": []}
+    per_cpu: dict[str, list[float]] = {"audit": [], "plain": []}
+    for load in loads:
+        for mode in runs:
+            runs[mode] += cast(dict[str, list[float]], load["runs"])[mode]
+            per_cpu[mode] += cast(dict[str, list[float]], load["per_cpu_runs"])[mode]
+    return {
+        "pairs": len(runs["audit"]),
+        "ratio": paired(runs),
+        "ratio_90ci": interval(runs),
+        "per_cpu_ratio": paired(per_cpu),
+        "per_cpu_ratio_90ci": interval(per_cpu),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hosts", type=int, default=100_000)
     ap.add_argument("--rate", type=float, default=10_000, help="audited events per second")
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=24)
+    ap.add_argument("--runs", type=int, default=1, help="whole runs, fresh processes each")
     ap.add_argument("--entries", type=int, default=1_000_000, help="log size to verify")
     a = ap.parse_args()
+    if a.seconds < 2:
+        ap.error("--seconds must be 2 or more: the log commits about once a second")
     ensure_tools()
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        load = under_load(a, work)
-        verify = verification(a.entries, work)
-    report = {"under_load": load, "verification": verify}
+        loads = []
+        for run in range(a.runs):
+            work = Path(tmp) / f"run{run}"
+            work.mkdir()
+            loads.append(under_load(a, work))
+        verify = verification(a.entries, Path(tmp))
+    pool = pooled(loads)
+    report = {"under_load": loads, "pooled": pool, "verification": verify}
     (ROOT / "bench/out").mkdir(exist_ok=True)
     (ROOT / "bench/out/audit.json").write_text(json.dumps(report, indent=1))
 
-    def ci(key: str) -> str:
+    def ci(load: dict[str, object], key: str, pairs: int) -> str:
         low, high = cast(tuple[float, float], load[key])
-        return f"(90% interval {low:.3f}..{high:.3f}, {a.rounds} rounds)"
+        return f"(90% interval {low:.3f}..{high:.3f}, {pairs} pairs)"
 
-    print(f"audited events requested {a.rate:,.0f}/s; log took {load['entries_per_s']:,.0f}/s")
-    print(
-        f"blocked answers/s  audit on {load['blocked_qps_audit']:,.0f}   off "
-        f"{load['blocked_qps_plain']:,.0f}   ratio {load['ratio']:.3f} {ci('ratio_90ci')}"
-    )
-    print(
-        f"blocked answers per CPU-second of blockd and its helper  audit on "
-        f"{load['per_cpu_s_audit']:,.0f}   off {load['per_cpu_s_plain']:,.0f}   "
-        f"ratio {load['per_cpu_ratio']:.3f} {ci('per_cpu_ratio_90ci')}"
-    )
+    for load in loads:
+        print(f"audited events requested {a.rate:,.0f}/s; log took {load['entries_per_s']:,.0f}/s")
+        print(
+            f"blocked answers/s  audit on {load['blocked_qps_audit']:,.0f}   off "
+            f"{load['blocked_qps_plain']:,.0f}   ratio {load['ratio']:.3f} "
+            f"{ci(load, 'ratio_90ci', a.rounds)}"
+        )
+        print(
+            f"blocked answers per CPU-second of blockd and its helper  audit on "
+            f"{load['per_cpu_s_audit']:,.0f}   off {load['per_cpu_s_plain']:,.0f}   "
+            f"ratio {load['per_cpu_ratio']:.3f} {ci(load, 'per_cpu_ratio_90ci', a.rounds)}"
+        )
+    if a.runs > 1:
+        pairs = cast(int, pool["pairs"])
+        print(
+            f"pooled: ratio {pool['ratio']:.3f} {ci(pool, 'ratio_90ci', pairs)}; per CPU-second "
+            f"{pool['per_cpu_ratio']:.3f} {ci(pool, 'per_cpu_ratio_90ci', pairs)}"
+        )
     print(
         f"verify {verify['entries']:,} entries: {verify['verify_s']:.1f} s "
         f"(export {verify['export_s']:.1f} s, bundle {verify['bundle_mb']:.0f} MB)"

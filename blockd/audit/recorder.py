@@ -1,11 +1,12 @@
 """Turn enforcement events into audit entries, off the query path.
 
-The event handlers only append to a list (microseconds, no I/O); a background task writes
-batches to the MerkleLog in a helper process (or a worker thread) and signs checkpoints:
-after every policy activation and at least every `checkpoint_interval`. Block decisions
-are never logged one by one: `BlockCounts` counts them per authority, list, version, action
-and transport (the same counts the metrics show), and what each period added is logged
-once per period. Nothing about a client is recorded.
+The event handlers only append a tuple to a list (well under a microsecond, no I/O); a
+background task has the batches encoded and written to the MerkleLog in a helper process
+(or a worker thread) and signs checkpoints: after every policy activation and at least
+every `checkpoint_interval`. Block decisions are never logged one by one: `BlockCounts`
+counts them per authority, list, version, action and transport (the same counts the metrics
+show), and what each period added is logged once per period. Nothing about a client is
+recorded.
 """
 
 from __future__ import annotations

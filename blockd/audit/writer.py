@@ -1,6 +1,6 @@
 """Append to the log in a helper process, so the query path never waits for the GIL.
 
-Making entries of events, encoding, hashing and SQLite cost about 4 µs of Python per entry.
+Encoding queued events, hashing and SQLite cost about 3 µs of Python per entry.
 In a thread, that work competes with the DNS and HTTP listeners for the interpreter lock; in
 its own process it runs on another core. The daemon's side only queues a tuple per event and
 pickles the batch (C code, well under 1 µs per entry). A batch is acknowledged when the
