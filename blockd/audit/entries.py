@@ -75,7 +75,6 @@ SHAPES: dict[type[Event], Shape] = {
     SelfTestResult: Shape("self-test", ("passed", "checks", "failures")),
 }
 BY_TYPE = {shape.type: shape for shape in SHAPES.values()}
-AUDITED = tuple(SHAPES)  # decisions, the hot events, are only counted
 
 
 def shape_of(kind: type[Event]) -> Shape | None:
@@ -120,11 +119,11 @@ class _Template:
         constant = {"type": shape.type, "blockd": __version__}
         pairs, self.slots = [], list[int]()  # slot: a field's index, or -1 for the time
         for key in sorted([*shape.fields, *constant, "time"]):  # ASCII keys: UTF-16 order
+            name = encode_basestring(key)
             if key in constant:
-                pairs.append(f"{encode_basestring(key)}:{encode_basestring(constant[key])}")
-                pairs[-1] = pairs[-1].replace("%", "%%")
+                pairs.append(f"{name}:{encode_basestring(constant[key])}".replace("%", "%%"))
             else:
-                pairs.append(f"{encode_basestring(key)}:%s")
+                pairs.append(f"{name}:%s")
                 self.slots.append(-1 if key == "time" else shape.fields.index(key))
         self.format = "{" + ",".join(pairs) + "}"
 

@@ -26,6 +26,8 @@ from blockd.metrics.counters import BlockCounts, Decided
 
 log = logging.getLogger(__name__)
 
+CHECKPOINT_AFTER = (PolicyActivated, OperatorAction)  # events that get a checkpoint at once
+
 
 class AuditRecorder:
     """Subscribe to the bus; batch entries and counts into the log; sign checkpoints."""
@@ -66,7 +68,7 @@ class AuditRecorder:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         for kind, shape in SHAPES.items():  # not Event: decisions, the hot ones, are counted
-            bus.subscribe(kind, self._queue(shape, kind in (PolicyActivated, OperatorAction)))
+            bus.subscribe(kind, self._queue(shape, issubclass(kind, CHECKPOINT_AFTER)))
 
     def _align(self, ts: float) -> float:
         return ts - ts % self.period
