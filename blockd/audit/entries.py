@@ -131,34 +131,62 @@ class _Template:
 _TEMPLATES = {shape.type: _Template(shape) for shape in SHAPES.values()}
 
 
+def refused(kind: object, time: str, error: ValueError) -> Entry:
+    """Return the entry logged in place of one canonical JSON cannot hold (a float, say)."""
+    return {"type": "entry-refused", "entry_type": str(kind), "reason": str(error),
+            "time": time, "blockd": __version__}  # fmt: skip
+
+
 def encode(items: Sequence[Queued | Entry]) -> tuple[list[bytes], list[str]]:
     """Return the canonical JSON and the time of each entry queued items stand for.
 
     The bytes are canonical(entry) for each entry of entries_of(items), made without the
     entries: a template per shape, strings and integers encoded inline, anything else by
-    canonical(). Raise ValueError for a value canonical JSON cannot hold.
+    canonical(). An entry canonical JSON cannot hold is logged as `refused`: one bad value
+    must not hold up the batch, and the log says that something was not logged, and why.
     """
-    # Hot path (every audit entry, in the log's helper): names recur, so strings are encoded
-    # once per batch; the time's text once a second.
     datas: list[bytes] = []
     times: list[str] = []
-    strings: dict[str, str] = {}
-    second, text, quoted = -1, "", ""
+    encoder = _Encoder()
     for item in items:
         if isinstance(item, dict):
-            datas.append(canonical(item))
-            times.append(str(item["time"]))
-            continue
-        kind, ts, values = item
-        if int(ts) != second:
-            second = int(ts)
-            text = utc(second)
-            quoted = f'"{text}"'
+            kind, text = item.get("type"), str(item["time"])
+        else:
+            kind, text = item[0], encoder.time(item[1])
+        try:
+            data = canonical(item) if isinstance(item, dict) else encoder.entry(item)
+        except ValueError as e:
+            data = canonical(refused(kind, text, e))
+        datas.append(data)
+        times.append(text)
+    return datas, times
+
+
+class _Encoder:
+    """One batch's encoding: strings are encoded once per batch, the time once a second."""
+
+    def __init__(self) -> None:
+        self.strings: dict[str, str] = {}  # names recur
+        self.second, self.text, self.quoted = -1, "", ""
+
+    def time(self, ts: float) -> str:
+        """Return the time's text (and keep it quoted for the entry)."""
+        if int(ts) != self.second:
+            self.second = int(ts)
+            self.text = utc(self.second)
+            self.quoted = f'"{self.text}"'
+        return self.text
+
+    def entry(self, item: Queued) -> bytes:
+        """Return canonical(entry) for a queued event whose time was just given to `time`."""
+        # Hot path (every audit entry, in the log's helper).
+        kind, _, values = item
         template = _TEMPLATES[kind]
+        strings = self.strings
         args = []
         for i in template.slots:
             if i < 0:
-                args.append(quoted)
+                args.append(self.quoted)
                 continue
             value = values[i]
             if type(value) is str:
@@ -171,9 +199,6 @@ def encode(items: Sequence[Queued | Entry]) -> tuple[list[bytes], list[str]]:
                 e = canonical(value).decode()
             args.append(e)
         try:
-            datas.append((template.format % tuple(args)).encode())
-        except UnicodeEncodeError:  # a lone surrogate: canonical() says so
-            canonical(entry(BY_TYPE[kind], values, text))
-            raise
-        times.append(text)
-    return datas, times
+            return (template.format % tuple(args)).encode()
+        except UnicodeEncodeError:  # a lone surrogate: canonical() says so, as ValueError
+            return canonical(entry(BY_TYPE[kind], values, self.text))

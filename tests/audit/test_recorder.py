@@ -226,10 +226,41 @@ def test_encode_gives_the_canonical_json_of_the_entries(
     items: list[Queued | Entry] = [
         (kind, ts, tuple(vals[: len(BY_TYPE[kind].fields)])) for kind, ts, vals in raw
     ]
-    try:
-        expected = [canonical(e) for e in entries_of(items)]
-    except ValueError:
-        with pytest.raises(ValueError):  # noqa: PT011 - the same refusal, whatever its words
-            encode(items)
-        return
-    assert encode(items) == (expected, [str(e["time"]) for e in entries_of(items)])
+    datas, times = encode(items)
+    assert times == [str(e["time"]) for e in entries_of(items)]
+    for data, want in zip(datas, entries_of(items), strict=True):
+        try:
+            assert data == canonical(want)
+        except ValueError:  # canonical JSON cannot hold it: a refusal is logged in its place
+            got = json.loads(data)
+            assert (got["type"], got["entry_type"], got["time"]) == (
+                "entry-refused",
+                want["type"],
+                want["time"],
+            )
+            assert got["reason"]
+
+
+async def test_an_entry_canonical_json_cannot_hold_does_not_hold_up_the_log(
+    tmp_path: Path,
+) -> None:
+    # A producer's mistake (a float where an integer belongs) is logged as refused, with the
+    # reason; the events before and after it are logged as usual.
+    bus = EventBus()
+    log = open_log(tmp_path / "audit", "isp.example/blockd/t", "op")
+    recorder = AuditRecorder(log, bus, clock=Clock(1_795_459_200.0))
+    bus.publish(FeedUnchanged("a", "hosts", 1))
+    bus.publish(FeedUnchanged("a", "hosts", 1.5))  # type: ignore[arg-type]
+    bus.publish(SelfTestResult(True, 2, ("lone \ud800",)))
+    bus.publish(FeedUnchanged("a", "hosts", 2))
+    await recorder.flush()
+    entries = [json.loads(data) for _, data in log.entries(0, log.head().size)]
+    assert [(e["type"], e.get("version"), e.get("entry_type")) for e in entries] == [
+        ("feed-unchanged", 1, None),
+        ("entry-refused", None, "feed-unchanged"),
+        ("entry-refused", None, "self-test"),
+        ("feed-unchanged", 2, None),
+    ]
+    assert "floats are not allowed" in entries[1]["reason"]
+    assert "valid Unicode" in entries[2]["reason"]
+    assert log.verify_disk().size == 4
