@@ -114,7 +114,12 @@ class App:
             self.audit = AuditRecorder(
                 open_log(directory, audit.origin, audit.key_name),
                 self.bus,
-                writer=LogWriter(directory, audit.origin, audit.key_name),
+                writer=LogWriter(
+                    directory,
+                    audit.origin,
+                    audit.key_name,
+                    idle=audit.helper_priority == "idle",
+                ),
                 period=audit.period,
                 checkpoint_interval=audit.checkpoint_interval,
                 records=records,

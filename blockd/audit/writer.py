@@ -13,6 +13,7 @@ logged twice, never lost.
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 import threading
@@ -26,13 +27,16 @@ from typing import TypeVar
 from blockd.audit.entries import Entry, Queued, encode
 from blockd.audit.log import Head, MerkleLog, open_log
 
+log = logging.getLogger(__name__)
 A = TypeVar("A")
 T = TypeVar("T")
 _LOG: MerkleLog | None = None  # the helper process's own connection
 
 
-def _open(directory: str, origin: str, key_name: str, parent: int) -> None:
+def _open(directory: str, origin: str, key_name: str, parent: int, idle: bool) -> None:
     global _LOG
+    if idle:  # only CPU time nothing else wants: the DNS and HTTP listeners come first
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     _LOG = open_log(Path(directory), origin, key_name)
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
 
@@ -54,12 +58,32 @@ def _sign(time: str) -> str:
     return _LOG.sign_checkpoint(time)
 
 
-class LogWriter:
-    """The helper process that writes one log directory."""
+IDLE = hasattr(os, "SCHED_IDLE")  # Linux
 
-    def __init__(self, directory: Path, origin: str, key_name: str) -> None:
+
+class LogWriter:
+    """The helper process that writes one log directory.
+
+    With idle=True the helper runs at idle priority (SCHED_IDLE): on a busy resolver it uses
+    only CPU time the listeners leave. If a call then takes longer than `starved_after`
+    seconds (a batch takes well under one), every core is busy and the log is falling
+    behind: the helper is replaced by one at normal priority, for good. An unprivileged
+    process cannot raise its own priority back, hence the new process.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        origin: str,
+        key_name: str,
+        *,
+        idle: bool = IDLE,
+        starved_after: float = 10.0,
+    ) -> None:
         """Prepare; the process starts on first use."""
         self._args = (str(directory), origin, key_name, os.getpid())
+        self.idle = idle and IDLE
+        self.starved_after = starved_after
         self._pool: ProcessPoolExecutor | None = None
 
     def _executor(self) -> ProcessPoolExecutor:
@@ -68,7 +92,7 @@ class LogWriter:
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),  # never fork an event loop
                 initializer=_open,
-                initargs=self._args,
+                initargs=(*self._args, self.idle),
             )
         return self._pool
 
@@ -84,7 +108,17 @@ class LogWriter:
         loop = asyncio.get_running_loop()
         for attempt in (1, 2):
             try:
-                return await loop.run_in_executor(self._executor(), fn, arg)
+                started = time.monotonic()
+                result = await loop.run_in_executor(self._executor(), fn, arg)
+                if self.idle and time.monotonic() - started > self.starved_after:
+                    log.warning(
+                        "audit log helper starved at idle priority (%.0f s for one call); "
+                        "it runs at normal priority from now on",
+                        time.monotonic() - started,
+                    )
+                    self.idle = False
+                    self.close()  # the next call starts a helper at normal priority
+                return result
             except BrokenProcessPool:
                 self.close()
                 if attempt == 2:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -62,6 +62,11 @@ class AuditConfig(_Section):
     )
     checkpoint_interval: float = Field(
         default=300, ge=1, le=86400, description="Longest time between signed checkpoints, s."
+    )
+    helper_priority: Literal["idle", "normal"] = Field(
+        default="idle",
+        description="Priority of the process that writes the log: idle uses only CPU time "
+        "the listeners leave (and turns normal for good if the log falls behind).",
     )
     records: RecordsConfig = RecordsConfig()
 

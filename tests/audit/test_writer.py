@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from blockd.audit.log import open_log
 from blockd.audit.writer import LogWriter
 
@@ -39,6 +41,8 @@ async def test_the_helper_commits_and_a_dead_helper_is_replaced(tmp_path: Path) 
 ORPHAN = """
 import asyncio, os, sys
 from pathlib import Path
+
+import pytest
 from blockd.audit.writer import LogWriter
 
 async def main() -> None:
@@ -73,3 +77,36 @@ def _alive(pid: int) -> bool:
         return False
     stat = Path(f"/proc/{pid}/stat")
     return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+
+
+def _helper_pid(writer: LogWriter) -> int:
+    pool = writer._pool
+    assert pool is not None
+    (pid,) = pool._processes
+    return pid
+
+
+async def test_the_helper_runs_at_idle_priority_unless_told_otherwise(tmp_path: Path) -> None:
+    for idle, policy in ((True, os.SCHED_IDLE), (False, os.SCHED_OTHER)):
+        writer = LogWriter(tmp_path / str(idle), "isp.example/blockd/t", "op", idle=idle)
+        try:
+            await writer.append(entries(0, 1))
+            assert os.sched_getscheduler(_helper_pid(writer)) == policy
+        finally:
+            writer.close()
+
+
+async def test_a_starved_idle_helper_is_replaced_by_a_normal_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every call "takes too long" here: after the first, the helper runs at normal priority.
+    writer = LogWriter(tmp_path, "isp.example/blockd/t", "op", idle=True, starved_after=0.0)
+    try:
+        assert (await writer.append(entries(0, 2))).size == 2
+        assert writer._pool is None and not writer.idle
+        assert "starved at idle priority" in caplog.text
+        assert (await writer.append(entries(2, 2))).size == 4
+        assert os.sched_getscheduler(_helper_pid(writer)) == os.SCHED_OTHER
+    finally:
+        writer.close()
+    assert open_log(tmp_path, "isp.example/blockd/t", "op").verify_disk().size == 4
