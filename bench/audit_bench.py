@@ -6,7 +6,8 @@
    each with a pump inside publishing audited events at --rate per second (list syncs
    that found nothing new, the commonest audited event: with the log on, each becomes an
    entry). dnsperf measures blocked answers per second of each in turn, --rounds pairs of
-   --seconds, the order alternating, the process not measured stopped (SIGSTOP). dnsperf
+   --seconds, the order alternating, the blockd not measured stopped (SIGSTOP; its log
+   helper is left to finish what it has, then has nothing to do). dnsperf
    has CPU 0, blockd's main process CPU 1, its log helper either: on this shared 2-core
    machine, leaving placement to the scheduler moved single rounds by ±25 %. The ratio is
    the median of the rounds' ratios with a bootstrap 90 % interval: what auditing costs
@@ -115,11 +116,11 @@ def under_load(a: argparse.Namespace, work: Path) -> dict[str, object]:
             assert child.stdout.readline().strip() == "ready"
             while query(port, hosts[0], timeout=0.5) is None:
                 time.sleep(0.1)
-            os.killpg(child.pid, signal.SIGSTOP)
+            os.kill(child.pid, signal.SIGSTOP)
         for i in range(a.rounds):  # pairs, in alternating order: the machine's drift cancels
             for mode in ("audit", "plain") if i % 2 == 0 else ("plain", "audit"):
                 child, port = children[mode]
-                os.killpg(child.pid, signal.SIGCONT)
+                os.kill(child.pid, signal.SIGCONT)
                 pin(child.pid)
                 time.sleep(1.0)  # the pump and the log settle
                 before = tree_cpu_seconds(child.pid)
@@ -131,7 +132,7 @@ def under_load(a: argparse.Namespace, work: Path) -> dict[str, object]:
                     qps = dnsperf(port, names, a.seconds)
                 runs[mode].append(qps)
                 per_cpu[mode].append(qps * a.seconds / (tree_cpu_seconds(child.pid) - before))
-                os.killpg(child.pid, signal.SIGSTOP)
+                os.kill(child.pid, signal.SIGSTOP)  # not its helper: a batch in hand ends
     finally:
         for child, _ in children.values():
             os.killpg(child.pid, signal.SIGCONT)

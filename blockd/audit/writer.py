@@ -13,6 +13,7 @@ logged twice, never lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -36,7 +37,8 @@ _LOG: MerkleLog | None = None  # the helper process's own connection
 def _open(directory: str, origin: str, key_name: str, parent: int, idle: bool) -> None:
     global _LOG
     if idle:  # only CPU time nothing else wants: the DNS and HTTP listeners come first
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        with contextlib.suppress(OSError):  # not allowed here: normal priority, as before
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     _LOG = open_log(Path(directory), origin, key_name)
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
 
@@ -46,6 +48,13 @@ def _exit_with(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(1.0)
     os._exit(0)
+
+
+def _timed(call: tuple[Callable[[A], T], A]) -> tuple[T, float]:
+    """Run fn(arg) in the helper; return its result and how long it took here (wall time)."""
+    fn, arg = call
+    start = time.monotonic()
+    return fn(arg), time.monotonic() - start
 
 
 def _append(items: Sequence[Queued | Entry]) -> Head:
@@ -67,7 +76,8 @@ class LogWriter:
     With idle=True the helper runs at idle priority (SCHED_IDLE): on a busy resolver it uses
     only CPU time the listeners leave. If a call then takes longer than `starved_after`
     seconds (a batch takes well under one), every core is busy and the log is falling
-    behind: the helper is replaced by one at normal priority, for good. An unprivileged
+    behind: the helper is replaced by one at normal priority, for good. The time is measured
+    in the helper, so time a call waits for the helper to be free does not count. An unprivileged
     process cannot raise its own priority back, hence the new process.
     """
 
@@ -108,13 +118,12 @@ class LogWriter:
         loop = asyncio.get_running_loop()
         for attempt in (1, 2):
             try:
-                started = time.monotonic()
-                result = await loop.run_in_executor(self._executor(), fn, arg)
-                if self.idle and time.monotonic() - started > self.starved_after:
+                result, took = await loop.run_in_executor(self._executor(), _timed, (fn, arg))
+                if self.idle and took > self.starved_after:
                     log.warning(
                         "audit log helper starved at idle priority (%.0f s for one call); "
                         "it runs at normal priority from now on",
-                        time.monotonic() - started,
+                        took,
                     )
                     self.idle = False
                     self.close()  # the next call starts a helper at normal priority
