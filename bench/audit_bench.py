@@ -98,6 +98,7 @@ def under_load(a: argparse.Namespace, work: Path) -> dict[str, object]:
     runs: dict[str, list[float]] = {"audit": [], "plain": []}
     per_cpu: dict[str, list[float]] = {"audit": [], "plain": []}  # blockd and its helper
     appended: list[float] = []
+    stalled = 0  # rounds in which the log committed fewer than twice
     children: dict[str, tuple[subprocess.Popen[str], int]] = {}
     os.sched_setaffinity(0, {CPUS[0]})  # this process and dnsperf, its child, on one core
     try:
@@ -127,7 +128,11 @@ def under_load(a: argparse.Namespace, work: Path) -> dict[str, object]:
                 if mode == "audit":
                     with _Commits(work / "state-audit") as commits:
                         qps = dnsperf(port, names, a.seconds)
-                    appended.append(commits.rate())
+                    rate = commits.rate()
+                    if rate is None:
+                        stalled += 1
+                    else:
+                        appended.append(rate)
                 else:
                     qps = dnsperf(port, names, a.seconds)
                 runs[mode].append(qps)
@@ -144,6 +149,7 @@ def under_load(a: argparse.Namespace, work: Path) -> dict[str, object]:
         "rate_requested": a.rate,
         "entries_per_s": statistics.median(appended),
         "entries_per_s_runs": appended,
+        "stalled_rounds": stalled,
         "blocked_qps_audit": statistics.median(runs["audit"]),
         "blocked_qps_plain": statistics.median(runs["plain"]),
         "ratio": paired(runs),
@@ -244,9 +250,14 @@ class _Commits:
         self._stop.set()
         self._thread.join()
 
-    def rate(self) -> float:
-        """Return entries per second between the first and the last commit seen."""
+    def rate(self) -> float | None:
+        """Return entries per second between the first and the last commit seen.
+
+        None if fewer than two commits were seen: the log fell behind in this round.
+        """
         self._db.close()
+        if len(self._steps) < 2:
+            return None
         (t0, n0), (t1, n1) = self._steps[0], self._steps[-1]
         return (n1 - n0) / (t1 - t0)
 
@@ -327,7 +338,10 @@ def main() -> None:
         return f"(90% interval {low:.3f}..{high:.3f}, {pairs} pairs)"
 
     for load in loads:
-        print(f"audited events requested {a.rate:,.0f}/s; log took {load['entries_per_s']:,.0f}/s")
+        print(
+            f"audited events requested {a.rate:,.0f}/s; log took {load['entries_per_s']:,.0f}/s"
+            f" (rounds with fewer than two commits: {load['stalled_rounds']})"
+        )
         print(
             f"blocked answers/s  audit on {load['blocked_qps_audit']:,.0f}   off "
             f"{load['blocked_qps_plain']:,.0f}   ratio {load['ratio']:.3f} "
