@@ -10,6 +10,7 @@ changes what it published, so reading the fields later gives what they were when
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,8 +37,12 @@ Queued = tuple[str, float, tuple[object, ...]]  # entry type, Unix time, field v
 
 
 def utc(ts: float) -> str:
-    """Return a Unix time as ISO 8601 UTC to the second."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Return a Unix time as ISO 8601 UTC to the second, truncated (never rounded up).
+
+    `datetime.fromtimestamp` rounds to the microsecond, so 59.9999996 would become the next
+    second; every time text in the log is the floor of the time, as `_Encoder.time` makes it.
+    """
+    return datetime.fromtimestamp(math.floor(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -171,8 +176,9 @@ class _Encoder:
 
     def time(self, ts: float) -> str:
         """Return the time's text (and keep it quoted for the entry)."""
-        if int(ts) != self.second:
-            self.second = int(ts)
+        second = math.floor(ts)
+        if second != self.second:
+            self.second = second
             self.text = utc(self.second)
             self.quoted = f'"{self.text}"'
         return self.text

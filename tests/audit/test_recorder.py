@@ -200,6 +200,23 @@ def test_every_shape_names_fields_its_event_has() -> None:
         assert shape.type not in BY_TYPE or BY_TYPE[shape.type] is shape
 
 
+@pytest.mark.parametrize(
+    "ts, want",
+    [
+        (1_795_478_399.9999995, "2026-11-23T23:59:59Z"),  # fromtimestamp would round it up
+        (1_795_478_400.0, "2026-11-24T00:00:00Z"),
+        (0.9999999, "1970-01-01T00:00:00Z"),
+    ],
+)
+def test_times_are_truncated_to_the_second_by_both_encoders(ts: float, want: str) -> None:
+    # One rule for every time text: the floor of the time, whichever path encodes it.
+    item: Queued = ("feed-unchanged", ts, ("a", "hosts", 1))
+    assert utc(ts) == want
+    datas, times = encode([item])
+    assert times == [want] == [str(e["time"]) for e in entries_of([item])]
+    assert json.loads(datas[0])["time"] == want
+
+
 # Values the fast encoder must encode exactly as canonical() does, or refuse as it does.
 text = st.text()  # lone surrogates included
 scalars = st.none() | st.booleans() | st.integers(-(2**60), 2**60) | text
