@@ -201,7 +201,7 @@ def test_every_shape_names_fields_its_event_has() -> None:
 
 
 @pytest.mark.parametrize(
-    "ts, want",
+    ("ts", "want"),
     [
         (1_795_478_399.9999995, "2026-11-23T23:59:59Z"),  # fromtimestamp would round it up
         (1_795_478_400.0, "2026-11-24T00:00:00Z"),
