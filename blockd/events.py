@@ -34,6 +34,7 @@ class FeedAccepted(Event):
     keyids: tuple[str, ...]
     entries: int
     rejected_entries: dict[str, int] = field(default_factory=dict)
+    payload_sha256: str | None = None  # the signed content's identity (envelopes vary)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class FeedRejected(Event):
     keyids: tuple[str, ...]
     reason: str
     message: str
+    payload_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class TrustAccepted(Event):
     version: int
     envelope_sha256: str
     keyids: tuple[str, ...]
+    payload_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class TrustRejected(Event):
     envelope_sha256: str | None
     reason: str
     message: str
+    payload_sha256: str | None = None
 
 
 @dataclass(frozen=True)

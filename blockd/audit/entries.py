@@ -64,14 +64,20 @@ SHAPES: dict[type[Event], Shape] = {
             "keyids",
             "entries",
             "rejected_entries",
+            "payload_sha256",
         ),
     ),
     FeedRejected: Shape(
-        "feed-rejected", ("authority", "list", "version", "envelope_sha256", "keyids", "reason")
+        "feed-rejected",
+        ("authority", "list", "version", "envelope_sha256", "payload_sha256", "keyids", "reason"),
     ),
     FeedUnchanged: Shape("feed-unchanged", ("authority", "list", "version")),
-    TrustAccepted: Shape("trust-accepted", ("version", "envelope_sha256", "keyids")),
-    TrustRejected: Shape("trust-rejected", ("version", "envelope_sha256", "reason")),
+    TrustAccepted: Shape(
+        "trust-accepted", ("version", "envelope_sha256", "payload_sha256", "keyids")
+    ),
+    TrustRejected: Shape(
+        "trust-rejected", ("version", "envelope_sha256", "payload_sha256", "reason")
+    ),
     GuardIntervention: Shape(
         "guard-intervention", ("kind", "authority", "list", "version", "detail", "count")
     ),

@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from blockd.feeds import strictjson
 from blockd.feeds.keys import PublicKey, SigningKey
 
 MAX_SIGNATURES = 32  # more than any real threshold; bounds verification work on hostile input
@@ -41,6 +42,11 @@ class Envelope:
     signatures: tuple[tuple[str, bytes], ...]  # (keyid, signature)
     sha256: str  # hex digest of the envelope bytes as received
 
+    @property
+    def payload_sha256(self) -> str:
+        """Return the hex digest of the payload: the signed content's identity."""
+        return hashlib.sha256(self.payload).hexdigest()
+
 
 def _b64(value: object, what: str) -> bytes:
     if not isinstance(value, str):
@@ -54,11 +60,11 @@ def _b64(value: object, what: str) -> bytes:
 
 
 def parse(raw: bytes) -> Envelope:
-    """Parse envelope bytes, checking shape only."""
+    """Parse envelope bytes (strict, bounded JSON), checking shape only."""
     try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EnvelopeError("malformed", f"envelope is not JSON: {e}") from None
+        doc = strictjson.loads(raw)
+    except strictjson.JSONError as e:
+        raise EnvelopeError("malformed", f"envelope is not JSON blockd reads: {e}") from None
     if not isinstance(doc, Mapping):
         raise EnvelopeError("malformed", "envelope must be a JSON object")
     ptype = doc.get("payloadType")

@@ -1,7 +1,8 @@
 """The signed documents' payloads: trust policy and list snapshot (feeds/FORMAT.md).
 
-Models are strict: unknown keys, wrong types and out-of-range values are errors, and every
-error is reported at once with its path.
+Models are strict: unknown keys, wrong types (no "2" or 2.0 for 2, no true for 1) and
+out-of-range values are errors, and every error is reported at once with its path. The
+JSON itself is read by `strictjson` (bounded, no duplicate keys).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Annotated, Literal, Self
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -22,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from blockd.feeds import strictjson
 from blockd.feeds.keys import KeyFileError, PublicKey
 
 TRUST_PAYLOAD_TYPE = "application/vnd.blockd.trust.v1+json"
@@ -36,6 +39,16 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 class PayloadError(ValueError):
     """A payload failed its schema; the message lists every problem with its path."""
+
+
+def _rfc3339(value: object) -> object:
+    """Read a timestamp from its JSON text (strict mode takes no strings for datetimes)."""
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("not an RFC 3339 time, e.g. 2026-01-01T00:00:00Z") from None
+    return value
 
 
 def _utc(value: datetime) -> datetime:
@@ -58,13 +71,13 @@ def _key(value: str) -> str:
     return value
 
 
-Timestamp = Annotated[datetime, AfterValidator(_utc)]
+Timestamp = Annotated[datetime, BeforeValidator(_rfc3339), AfterValidator(_utc)]
 Ident = Annotated[str, AfterValidator(_ident)]
 KeyB64 = Annotated[str, AfterValidator(_key)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class KeySet(_Strict):
@@ -215,9 +228,9 @@ def parse_list(payload: bytes) -> ListPayload:
 
 def _json(payload: bytes) -> object:
     try:
-        return json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PayloadError(f"payload is not JSON: {e}") from None
+        return strictjson.loads(payload)
+    except strictjson.JSONError as e:
+        raise PayloadError(f"payload is not JSON blockd reads: {e}") from None
 
 
 def dump(model: BaseModel) -> bytes:

@@ -173,6 +173,7 @@ class FeedSync:
                         e.keyids,
                         e.reason,
                         str(e),
+                        e.payload_sha256,
                     )
                 )
                 outcome = "rejected"
@@ -352,6 +353,7 @@ class FeedSync:
             v.keyids,
             entries.count,
             dict(entries.rejected),
+            v.payload_sha256,
         )
         return index_list(info, entries), accepted, guard
 

@@ -69,8 +69,10 @@ async def fetch_trust_updates(
         try:
             v = verify_trust(res.data, current, now)
         except Rejected as e:
-            bus.publish(TrustRejected(e.version, e.envelope_sha256, e.reason, str(e)))
+            bus.publish(
+                TrustRejected(e.version, e.envelope_sha256, e.reason, str(e), e.payload_sha256)
+            )
             return current
         store.save_trust(v.policy.version, v.envelope)
         current = v.policy
-        bus.publish(TrustAccepted(v.policy.version, v.envelope_sha256, v.keyids))
+        bus.publish(TrustAccepted(v.policy.version, v.envelope_sha256, v.keyids, v.payload_sha256))

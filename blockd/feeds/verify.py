@@ -44,6 +44,8 @@ REASONS = (
     "trust-expired",
     "fetch",
     "entries",
+    "version-mismatch",
+    "internal",
 )
 
 
@@ -59,6 +61,7 @@ class Rejected(Exception):
         list_id: str | None = None,
         version: int | None = None,
         envelope_sha256: str | None = None,
+        payload_sha256: str | None = None,
         keyids: tuple[str, ...] = (),
     ) -> None:
         super().__init__(message)
@@ -67,6 +70,7 @@ class Rejected(Exception):
         self.list_id = list_id
         self.version = version
         self.envelope_sha256 = envelope_sha256
+        self.payload_sha256 = payload_sha256
         self.keyids = keyids
 
 
@@ -78,11 +82,14 @@ class VerifiedList:
     authority: Authority
     envelope: bytes
     envelope_sha256: str
+    payload_sha256: str  # the signed content's identity: envelopes may differ around it
     keyids: tuple[str, ...]
 
     def reject(self, reason: str, message: str) -> Rejected:
         """Return a rejection of this version (for rules checked after the envelope)."""
-        return list_rejection(self.payload, self.envelope_sha256, self.keyids, reason, message)
+        return list_rejection(
+            self.payload, self.envelope_sha256, self.payload_sha256, self.keyids, reason, message
+        )
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,7 @@ class VerifiedTrust:
     policy: TrustPolicy
     envelope: bytes
     envelope_sha256: str
+    payload_sha256: str
     keyids: tuple[str, ...]
 
 
@@ -99,15 +107,18 @@ def verify_trust(raw: bytes, current: TrustPolicy | None, now: datetime) -> Veri
     """Accept a trust policy: the pinned one (current None) or an update to current.
 
     An update needs a threshold of the *current* regulator keys and a threshold of its own
-    keys (so a rotation cannot lock itself out), and a higher version.
+    keys (so a rotation cannot lock itself out), and exactly the next version (TUF: one
+    step at a time, so no signed version can be skipped).
     """
     env = _envelope(raw)
-    sha = env.sha256
+    sha, payload_sha = env.sha256, env.payload_sha256
     try:
         policy = parse_trust(env.payload)
     except PayloadError as e:
         # Unsigned content is not believed, but a malformed payload is reported as such.
-        raise Rejected("malformed", str(e), envelope_sha256=sha) from None
+        raise Rejected(
+            "malformed", str(e), envelope_sha256=sha, payload_sha256=payload_sha
+        ) from None
     signers = current.regulator if current is not None else policy.regulator
     try:
         keyids = dsse.verify(env, TRUST_PAYLOAD_TYPE, signers.public_keys(), signers.threshold)
@@ -116,22 +127,31 @@ def verify_trust(raw: bytes, current: TrustPolicy | None, now: datetime) -> Veri
                 env, TRUST_PAYLOAD_TYPE, policy.regulator.public_keys(), policy.regulator.threshold
             )
     except dsse.EnvelopeError as e:
-        raise Rejected(e.reason, f"trust policy: {e}", envelope_sha256=sha) from None
-    if current is not None and policy.version <= current.version:
         raise Rejected(
-            "rollback",
-            f"trust policy version {policy.version} is not above {current.version}",
-            version=policy.version,
-            envelope_sha256=sha,
+            e.reason, f"trust policy: {e}", envelope_sha256=sha, payload_sha256=payload_sha
+        ) from None
+
+    def reject(reason: str, message: str) -> Rejected:
+        return Rejected(
+            reason, message, version=policy.version, envelope_sha256=sha, payload_sha256=payload_sha
+        )
+
+    if current is not None and policy.version <= current.version:
+        raise reject(
+            "rollback", f"trust policy version {policy.version} is not above {current.version}"
+        )
+    if current is not None and policy.version != current.version + 1:
+        raise reject(
+            "version-mismatch",
+            f"trust policy version {policy.version} skips {current.version + 1}: "
+            "updates go one version at a time",
         )
     if policy.expires <= now:
-        raise Rejected(
+        raise reject(
             "expired",
             f"trust policy version {policy.version} expired at {policy.expires:%Y-%m-%dT%H:%M:%SZ}",
-            version=policy.version,
-            envelope_sha256=sha,
         )
-    return VerifiedTrust(policy, raw, sha, keyids)
+    return VerifiedTrust(policy, raw, sha, payload_sha, keyids)
 
 
 def verify_list(
@@ -154,7 +174,7 @@ def verify_list(
     if freshness and trust.expires <= now:
         raise Rejected("trust-expired", f"trust policy version {trust.version} has expired")
     env = _envelope(raw)
-    sha = env.sha256
+    sha, payload_sha = env.sha256, env.payload_sha256
     authority = _signing_authority(env, trust, expect)
 
     def early(reason: str, message: str, keyids: tuple[str, ...] = ()) -> Rejected:
@@ -164,6 +184,7 @@ def verify_list(
             authority=authority.id,
             list_id=expect[1] if expect else None,
             envelope_sha256=sha,
+            payload_sha256=payload_sha,
             keyids=keyids,
         )
 
@@ -179,7 +200,7 @@ def verify_list(
         raise early("malformed", str(e), keyids) from None
 
     def reject(reason: str, message: str) -> Rejected:
-        return list_rejection(p, sha, keyids, reason, message)
+        return list_rejection(p, sha, payload_sha, keyids, reason, message)
 
     if p.authority != authority.id:
         raise reject(
@@ -197,15 +218,20 @@ def verify_list(
         raise reject(
             "format-not-authorised", f"format {p.format!r} is not among {authority.formats}"
         )
-    if p.entry_count > authority.max_entries:
-        raise reject("too-large", f"{p.entry_count} entries, cap {authority.max_entries}")
+    total = p.entry_count + len(p.test_entries)  # self-test entries are entries too
+    if total > authority.max_entries:
+        raise reject(
+            "too-large",
+            f"{p.entry_count} entries and {len(p.test_entries)} test entries, "
+            f"cap {authority.max_entries}",
+        )
     if p.body is not None and len(raw) + p.body.size > authority.max_bytes:
         raise reject(
             "too-large",
             f"envelope and body are {len(raw) + p.body.size} bytes, cap {authority.max_bytes}",
         )
     if not freshness:
-        return VerifiedList(p, authority, raw, sha, keyids)
+        return VerifiedList(p, authority, raw, sha, payload_sha, keyids)
     if p.expires <= now:
         raise reject("expired", f"expired at {p.expires:%Y-%m-%dT%H:%M:%SZ}")
     if p.issued_at > now + skew:
@@ -220,11 +246,16 @@ def verify_list(
         raise reject("rollback", f"version is below the last accepted version {last_version}")
     if last_version is not None and p.version == last_version:
         return None
-    return VerifiedList(p, authority, raw, sha, keyids)
+    return VerifiedList(p, authority, raw, sha, payload_sha, keyids)
 
 
 def list_rejection(
-    p: ListPayload, envelope_sha256: str, keyids: tuple[str, ...], reason: str, message: str
+    p: ListPayload,
+    envelope_sha256: str,
+    payload_sha256: str,
+    keyids: tuple[str, ...],
+    reason: str,
+    message: str,
 ) -> Rejected:
     """Return the rejection of a signed list version, carrying its evidence."""
     return Rejected(
@@ -234,6 +265,7 @@ def list_rejection(
         list_id=p.list,
         version=p.version,
         envelope_sha256=envelope_sha256,
+        payload_sha256=payload_sha256,
         keyids=keyids,
     )
 
@@ -267,6 +299,7 @@ def _signing_authority(
                 "unknown-authority",
                 f"authority {expect[0]!r} is not in trust policy version {trust.version}",
                 envelope_sha256=env.sha256,
+                payload_sha256=env.payload_sha256,
             )
         return found
     hints = {keyid for keyid, _ in env.signatures}
@@ -278,5 +311,6 @@ def _signing_authority(
             if not matches
             else "signatures name keys of several authorities",
             envelope_sha256=env.sha256,
+            payload_sha256=env.payload_sha256,
         )
     return matches[0]

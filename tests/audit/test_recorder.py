@@ -225,6 +225,7 @@ values = st.recursive(
     lambda c: st.lists(c, max_size=3) | st.tuples(c) | st.dictionaries(text, c, max_size=3),
     max_leaves=6,
 )
+WIDEST = max(len(shape.fields) for shape in BY_TYPE.values())
 
 
 @given(
@@ -232,7 +233,7 @@ values = st.recursive(
         st.tuples(
             st.sampled_from(sorted(BY_TYPE)),
             st.floats(0, 4e9),
-            st.lists(st.one_of(scalars, values), min_size=7, max_size=7),
+            st.lists(st.one_of(scalars, values), min_size=WIDEST, max_size=WIDEST),
         ),
         max_size=4,
     )

@@ -240,6 +240,15 @@ def test_trust_update_must_raise_the_version() -> None:
         assert e.value.reason == "rollback"
 
 
+@pytest.mark.parametrize("version", [5, 7, 2**62])
+def test_trust_update_steps_exactly_one_version(version: int) -> None:
+    # TUF: N+1 only, so no signed version (say, one that revoked a key) can be skipped.
+    with pytest.raises(Rejected) as e:
+        verify_trust(sign_trust(trust(version=version), [R1]), trust(version=3), NOW)
+    assert e.value.reason == "version-mismatch" and e.value.version == version
+    assert verify_trust(sign_trust(trust(version=4), [R1]), trust(version=3), NOW)
+
+
 def test_expired_trust_update_is_refused() -> None:
     stale = trust(version=2, expires=NOW - timedelta(days=1))
     with pytest.raises(Rejected) as e:
