@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import ipaddress
 import logging
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 from blockd.config import Config, ListConfig
 from blockd.events import (
@@ -41,7 +43,7 @@ from blockd.feeds.verify import (
 )
 from blockd.policy import entries as entry_rules
 from blockd.policy.compile import IndexedList, compile_snapshot, index_list
-from blockd.policy.guards import NeverBlock, change
+from blockd.policy.guards import Change, NeverBlock, change
 from blockd.policy.snapshot import ListInfo, PolicySnapshot
 from blockd.policy.verdict import ListSource
 
@@ -73,6 +75,30 @@ def release_memory() -> None:
         return
 
 
+def feed_hosts(config: Config) -> list[str]:
+    """Return the names blockd fetches lists and trust from: no list may ever block them.
+
+    A list that blocked its own source (or the trust mirror) would freeze enforcement:
+    neither a fix nor a revocation could reach this resolver any more.
+    """
+    sources = [config.trust.updates, *(c.source for c in config.lists)]
+    hosts = {urlsplit(u).hostname for u in sources if u}
+    return sorted(h for h in hosts if h and not _is_address(h))
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _change(old: IndexedList, new: IndexedList) -> Change:
+    """Compare two versions over every key kind: hosts, routes and URLs."""
+    return change([old.hosts, old.routes, old.urls], [new.hosts, new.routes, new.urls])
+
+
 class FeedSync:
     """Owns the trust policy, the stored lists and the current PolicySnapshot."""
 
@@ -91,7 +117,7 @@ class FeedSync:
         self.store = ListStore(config.state.dir)
         self.fetcher = fetcher or Fetcher()
         self.clock = clock
-        self.never_block = NeverBlock(config.guards.never_block)
+        self.never_block = NeverBlock([*config.guards.never_block, *feed_hosts(config)])
         self._rng = rng or random.Random()
         self._indexed: dict[str, IndexedList] = {}
         self._ref_key = b""
@@ -223,7 +249,7 @@ class FeedSync:
         state.highest = version
         previous = self._indexed.get(cfg.ref)
         if previous is not None and self._too_big(previous, indexed):
-            delta = change([previous.hosts, previous.urls], [indexed.hosts, indexed.urls])
+            delta = _change(previous, indexed)
             state.quarantined = version
             self.bus.publish(
                 GuardIntervention(
@@ -243,7 +269,7 @@ class FeedSync:
         return "accepted"
 
     def _too_big(self, old: IndexedList, new: IndexedList) -> bool:
-        delta = change([old.hosts, old.urls], [new.hosts, new.urls])
+        delta = _change(old, new)
         guards = self.config.guards
         return (
             delta.added + delta.removed >= guards.min_change_entries
@@ -371,7 +397,9 @@ class FeedSync:
         return self._swap(await asyncio.to_thread(self._compile, ordered), ordered)
 
     def _compile(self, ordered: list[IndexedList]) -> PolicySnapshot:
-        snapshot = compile_snapshot(ordered, ref_key=self._ref_key, now=self.clock())
+        snapshot = compile_snapshot(
+            ordered, ref_key=self._ref_key, now=self.clock(), vetoes=self.never_block.vetoes
+        )
         release_memory()
         return snapshot
 

@@ -8,7 +8,7 @@ re-hash the others.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import count
@@ -51,9 +51,17 @@ def _join(a: KeyColumn, b: KeyColumn) -> KeyColumn:
 
 
 def compile_snapshot(
-    lists: Sequence[IndexedList], *, ref_key: bytes | None = None, now: datetime | None = None
+    lists: Sequence[IndexedList],
+    *,
+    ref_key: bytes | None = None,
+    now: datetime | None = None,
+    vetoes: Callable[[str], bool] | None = None,
 ) -> PolicySnapshot:
-    """Merge indexed lists, earlier lists taking precedence where they share a key."""
+    """Merge indexed lists, earlier lists taking precedence where they share a key.
+
+    vetoes says whether a name is protected (never-block); the snapshot applies it, and
+    the public-suffix boundary, to every match at lookup.
+    """
     return PolicySnapshot(
         generation=next(_generations),
         created_at=now or datetime.now(UTC),
@@ -62,7 +70,12 @@ def compile_snapshot(
         routes=KeySet([x.routes for x in lists]),
         urls=KeySet([x.urls for x in lists]),
         ref_key=ref_key if ref_key is not None else os.urandom(32),
+        vetoes=vetoes or _nothing,
     )
+
+
+def _nothing(name: str) -> bool:
+    return False
 
 
 def empty_snapshot() -> PolicySnapshot:

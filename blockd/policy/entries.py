@@ -40,8 +40,14 @@ class ListEntries:
 
     @property
     def count(self) -> int:
-        """Return how many keys were accepted (routes are not entries)."""
-        return len(self.hosts) + len(self.urls) + len(self.host_hashes) + len(self.url_hashes)
+        """Return how many keys were accepted, of every kind (hashed routes included)."""
+        return (
+            len(self.hosts)
+            + len(self.urls)
+            + len(self.host_hashes)
+            + len(self.url_hashes)
+            + len(self.route_hashes)
+        )
 
     def routed_hosts(self) -> set[str]:
         """Return the hosts that carry URL-level entries (plaintext lists)."""
@@ -134,9 +140,27 @@ def _collect(lines: Iterable[str], key_of: Callable[[str], K], rejected: Counter
     return distinct
 
 
+# Which self-test kinds each format may carry: a test entry is an entry, so it can only
+# block what the list's (authorised) format can express.
+PROBE_KINDS: dict[Format, tuple[str, ...]] = {
+    "hosts": ("host",),
+    "urls": ("url",),
+    "sha256": ("host", "url"),
+}
+
+
 def _add_probes(payload: ListPayload, out: ListEntries) -> None:
-    """Enforce the authority's self-test probes like entries, and remember them in plaintext."""
+    """Enforce the authority's self-test probes like entries, and remember them in plaintext.
+
+    Probes obey every rule entries obey: the list's format, validation (public suffixes,
+    bare TLDs) and, later, never-block; what fails is counted as `test-<reason>`.
+    """
+    allowed = PROBE_KINDS[payload.format]
     for probe in payload.test_entries:
+        kind = "host" if probe.host is not None else "url"
+        if kind not in allowed:
+            out.rejected["test-format"] += 1
+            continue
         try:
             if probe.host is not None:
                 out.hosts.append(host_key(probe.host))

@@ -9,12 +9,13 @@ is never mutated, so readers need no lock.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from blockd import urls
 from blockd.policy.index import KeySet, digest64
+from blockd.policy.suffixes import crosses_suffix
 from blockd.policy.verdict import ListSource, Verdict
 
 VERDICT_CACHE = 65536  # matched keys whose verdicts are kept ready
@@ -42,6 +43,8 @@ class PolicySnapshot:
     routes: KeySet  # hosts carrying URL-level entries
     urls: KeySet  # Safe Browsing expressions
     ref_key: bytes = field(repr=False)
+    # never-block (and blockd's own feed hosts): says whether an entry on a name is vetoed
+    vetoes: Callable[[str], bool] = field(default=lambda name: False, repr=False)
     _verdicts: dict[tuple[str, int, int], Verdict] = field(default_factory=dict, repr=False)
 
     @property
@@ -65,6 +68,15 @@ class PolicySnapshot:
             self._verdicts[key] = verdict
         return verdict
 
+    def _allows(self, host: str, entry: str) -> bool:
+        """Say whether an entry on `entry` (host or a parent) may act on host.
+
+        The boundaries hold at lookup, for every entry: pre-hashed entries hide their names
+        from the checks at compile time. An entry never reaches across a public suffix, and
+        never acts on a name never-block protects.
+        """
+        return not crosses_suffix(host, entry) and not self.vetoes(entry)
+
     def host_verdict(self, name: str) -> Verdict | None:
         """Decide a canonical host name: wholly blocked, routed to the proxy, or None.
 
@@ -87,13 +99,22 @@ class PolicySnapshot:
         hf, hm, rf, rm = hosts.filter, hosts.mask, routes.filter, routes.mask
         route = None
         routed: list[str] = []
+        host = name
         dot = name.find(".")
         while dot >= 0:
             h = hash(name)
             i, bit = (h >> 3), h & 7
-            if (hf[i & hm] >> bit) & 1 and (owner := hosts.confirm(name)) is not None:
+            if (
+                (hf[i & hm] >> bit) & 1
+                and (owner := hosts.confirm(name)) is not None
+                and self._allows(host, name)
+            ):
                 return owner, None, routed
-            if (rf[i & rm] >> bit) & 1 and (r := routes.confirm(name)) is not None:
+            if (
+                (rf[i & rm] >> bit) & 1
+                and (r := routes.confirm(name)) is not None
+                and self._allows(host, name)
+            ):
                 route = route or r
                 routed.append(name)
             name = name[dot + 1 :]
@@ -106,13 +127,14 @@ class PolicySnapshot:
         """Walk for snapshots holding pre-hashed entries: SHA-256 every suffix."""
         route = None
         routed: list[str] = []
+        host = name
         dot = name.find(".")
         while dot >= 0:
             owner = self.hosts.owner(name)
-            if owner is not None:
+            if owner is not None and self._allows(host, name):
                 return owner, None, routed
             r = self.routes.owner(name) if self.routes.size else None
-            if r is not None:
+            if r is not None and self._allows(host, name):
                 route = route or r
                 routed.append(name)
             name = name[dot + 1 :]
@@ -140,7 +162,7 @@ class PolicySnapshot:
         # host of up to 6 labels, a subset for deeper ones. Plaintext lists say which hosts
         # carry entries (routed); pre-hashed lists must be tried on every candidate.
         if table.needs_sha:
-            candidates = urls.host_suffixes(parts.host)
+            candidates = [c for c in urls.host_suffixes(parts.host) if self._allows(parts.host, c)]
         elif parts.host.count(".") <= 5:
             candidates = routed
         else:
@@ -157,9 +179,11 @@ class PolicySnapshot:
             for path in paths:
                 expression = host + path
                 h = hash(expression)
-                if (uf[(h >> 3) & um] >> (h & 7)) & 1 and (
-                    owner := table.confirm(expression)
-                ) is not None:
+                if (
+                    (uf[(h >> 3) & um] >> (h & 7)) & 1
+                    and (owner := table.confirm(expression)) is not None
+                    and self._allows(parts.host, host)
+                ):
                     return self._verdict(owner, "url")
         return None
 

@@ -46,3 +46,21 @@ def is_public_suffix(name: str) -> bool:
         return True
     parent = name.partition(".")[2]
     return parent in wild and name not in exceptions
+
+
+def crosses_suffix(host: str, entry: str) -> bool:
+    """Say whether an entry on `entry` would reach `host` across a public suffix.
+
+    entry is host or one of its parents. An entry blocks a site and its subdomains, never
+    the independent sites beneath a public suffix inside it: `amazonaws.com` does not
+    reach `bucket.s3.amazonaws.com` (s3.amazonaws.com is a public suffix), and an entry
+    that is itself a public suffix (a hashed `co.uk`, whose name a compile-time check
+    cannot see) reaches nothing. Run only when a lookup matched, so it costs the rare hits.
+    """
+    name = host
+    while True:
+        if is_public_suffix(name):
+            return True
+        if len(name) <= len(entry):
+            return False
+        name = name.partition(".")[2]

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 
 from blockd.feeds.authoring import hashed_entry
+from blockd.feeds.model import Format, ListPayload, dump
 from blockd.policy import entries as entry_rules
+from blockd.policy.entries import build
 from blockd.policy.guards import GuardConfigError, NeverBlock, change
 from blockd.policy.index import KeyColumn
-from blockd.policy.suffixes import is_public_suffix
+from blockd.policy.suffixes import crosses_suffix, is_public_suffix
+from tests.factories import payload
 
 
 @pytest.mark.parametrize(
@@ -103,3 +107,43 @@ def test_change_fraction_compares_digests() -> None:
     c = change([old], [new])
     assert (c.added, c.removed, c.before) == (30, 20, 100)
     assert c.fraction == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    ("host", "entry", "crosses"),
+    [
+        ("bucket.s3.amazonaws.com", "amazonaws.com", True),  # s3.amazonaws.com: PSL private
+        ("www.amazonaws.com", "amazonaws.com", False),
+        ("site.co.uk", "co.uk", True),  # an entry that is itself a suffix reaches nothing
+        ("user.github.io", "github.io", True),
+        ("www.site.co.uk", "site.co.uk", False),
+        ("a.b.blocked.demo.test", "blocked.demo.test", False),
+    ],
+)
+def test_entries_stop_at_public_suffixes(host: str, entry: str, crosses: bool) -> None:
+    assert crosses_suffix(host, entry) is crosses
+
+
+@pytest.mark.parametrize(
+    ("fmt", "probe", "kept"),
+    [
+        ("hosts", {"host": "probe.example"}, True),
+        ("hosts", {"url": "http://probe.example/x"}, False),  # a URL a hosts list can't hold
+        ("urls", {"host": "probe.example"}, False),  # a whole host from a URL-only list
+        ("urls", {"url": "http://probe.example/x"}, True),
+        ("sha256", {"host": "probe.example"}, True),
+        ("sha256", {"url": "http://probe.example/x"}, True),
+    ],
+)
+def test_self_test_entries_obey_the_list_format(
+    fmt: Format, probe: dict[str, str], kept: bool
+) -> None:
+    p = ListPayload.model_validate(
+        {
+            **json.loads(dump(payload(fmt=fmt, entries=[])[0])),
+            "test_entries": [probe],
+        }
+    )
+    out = build(fmt, [], p)
+    assert bool(out.probes) is kept and out.count == int(kept)
+    assert out.rejected == ({} if kept else {"test-format": 1})
