@@ -38,6 +38,7 @@ from blockd.http.tls import TlsFront
 from blockd.metrics import AuditStatus, BlockCounts, Metrics, MetricsState
 from blockd.policy.guards import GuardConfigError
 
+SYNC_RESTART_DELAY = 30  # seconds before a crashed sync loop starts again
 log = logging.getLogger("blockd")
 
 
@@ -178,6 +179,8 @@ class App:
         expired = [i.source.ref for i in snap.lists if i.expires <= now]
         if expired:
             return Readiness(False, f"expired lists enforced: {', '.join(expired)}")
+        if self._sync_task is not None and self._sync_task.done():
+            return Readiness(False, "feed sync stopped: lists are no longer kept current")
         missing = {c.ref for c in self.config.lists} - set(snap.versions)
         if missing:
             return Readiness(False, f"lists not loaded yet: {', '.join(sorted(missing))}")
@@ -227,13 +230,16 @@ class App:
             await asyncio.sleep(cfg.interval)
 
     async def _sync_forever(self) -> None:
-        try:
-            await self.feeds.sync_trust()
-            await self.feeds.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("feed sync stopped")
+        """Keep the lists current until cancelled; a bug restarts the loop, never ends it."""
+        while True:
+            try:
+                await self.feeds.sync_trust()
+                await self.feeds.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("feed sync failed; restarting it in %d s", SYNC_RESTART_DELAY)
+                await asyncio.sleep(SYNC_RESTART_DELAY)
 
     async def reload(self) -> str:
         """Re-read the configuration file; keep the old one if the new one is bad."""

@@ -52,6 +52,26 @@ class FeedRejected(Event):
 
 
 @dataclass(frozen=True)
+class FeedRevoked(Event):
+    """A stored list version no longer verifies under the trust policy and was dropped.
+
+    Raised when a trust change (a key rotated out, an authority or list withdrawn, a
+    format or cap narrowed) leaves an accepted version without authority. `entries` is
+    how many entries stopped being enforced (0 for a version kept only for rollback).
+    """
+
+    authority: str
+    list: str
+    version: int
+    envelope_sha256: str | None
+    payload_sha256: str | None
+    trust_version: int
+    reason: str
+    detail: str
+    entries: int = 0
+
+
+@dataclass(frozen=True)
 class FeedUnchanged(Event):
     """A sync found nothing new (same version, or not modified)."""
 

@@ -23,6 +23,7 @@ from blockd.events import (
     Event,
     FeedAccepted,
     FeedRejected,
+    FeedRevoked,
     FeedUnchanged,
     GuardIntervention,
     OperatorAction,
@@ -72,6 +73,20 @@ SHAPES: dict[type[Event], Shape] = {
         ("authority", "list", "version", "envelope_sha256", "payload_sha256", "keyids", "reason"),
     ),
     FeedUnchanged: Shape("feed-unchanged", ("authority", "list", "version")),
+    FeedRevoked: Shape(
+        "feed-revoked",
+        (
+            "authority",
+            "list",
+            "version",
+            "envelope_sha256",
+            "payload_sha256",
+            "trust_version",
+            "reason",
+            "detail",
+            "entries",
+        ),
+    ),
     TrustAccepted: Shape(
         "trust-accepted", ("version", "envelope_sha256", "payload_sha256", "keyids")
     ),

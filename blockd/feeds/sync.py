@@ -27,6 +27,7 @@ from blockd.events import (
     EventBus,
     FeedAccepted,
     FeedRejected,
+    FeedRevoked,
     FeedUnchanged,
     GuardIntervention,
     PolicyActivated,
@@ -94,6 +95,17 @@ def _is_address(host: str) -> bool:
     return True
 
 
+def _internal(cfg: ListConfig, e: Exception) -> Rejected:
+    """Turn an unforeseen error into a rejection (logged with its traceback: it is a bug)."""
+    log.error("%s: sync failed unexpectedly", cfg.ref, exc_info=e)
+    return Rejected(
+        "internal",
+        f"{cfg.ref}: unexpected {type(e).__name__}: {e}"[:500].replace("\n", " "),
+        authority=cfg.authority,
+        list_id=cfg.list,
+    )
+
+
 def _change(old: IndexedList, new: IndexedList) -> Change:
     """Compare two versions over every key kind: hosts, routes and URLs."""
     return change([old.hosts, old.routes, old.urls], [new.hosts, new.routes, new.urls])
@@ -124,6 +136,8 @@ class FeedSync:
         self.trust: TrustPolicy | None = None
         self.snapshot: PolicySnapshot = compile_snapshot([])
         self._lock = asyncio.Lock()
+        self._trust_lock = asyncio.Lock()
+        self._trust_refreshes = 0
 
     # -- start-up ---------------------------------------------------------------------
 
@@ -137,7 +151,13 @@ class FeedSync:
                 continue
             try:
                 indexed = self._load_stored(cfg, state.active)
-            except (Rejected, OSError, entry_rules.EntriesError) as e:
+            except Rejected:
+                # The trust policy changed while blockd was stopped: revoked, as at run time.
+                self._revoke(cfg, state.active, self._trust())
+                state.active = None
+                self.store.save_state(cfg.authority, cfg.list, state)
+                continue
+            except (OSError, entry_rules.EntriesError) as e:
                 log.error("%s: stored version %s unusable: %s", cfg.ref, state.active, e)
                 continue
             self._indexed[cfg.ref] = indexed
@@ -176,30 +196,38 @@ class FeedSync:
     # -- one sync ----------------------------------------------------------------------
 
     async def sync_all(self) -> None:
-        """Sync every configured list once (trust updates first)."""
+        """Sync every configured list once (trust refreshed once, first)."""
         await self.sync_trust()
         for cfg in self.config.lists:
-            await self.sync_list(cfg)
+            await self.sync_list(cfg, refresh_trust=False)
 
-    async def sync_list(self, cfg: ListConfig) -> str:
-        """Sync one list; return the outcome: accepted, unchanged, quarantined or rejected."""
+    async def sync_list(self, cfg: ListConfig, *, refresh_trust: bool = True) -> str:
+        """Sync one list; return the outcome: accepted, unchanged, quarantined or rejected.
+
+        Trust is refreshed first (TUF refreshes the root before every update), so a list
+        is never judged by keys the regulator has already rotated out. Whatever happens,
+        the outcome is an event: an unforeseen error is a rejection with reason `internal`.
+        """
+        if refresh_trust:
+            await self.sync_trust()
         async with self._lock:
             state = self.store.state(cfg.authority, cfg.list)
             state.last_attempt = time.time()
             try:
                 outcome = await self._sync(cfg, state)
-            except Rejected as e:
-                state.last_error, state.last_error_reason = str(e), e.reason
+            except Exception as e:
+                rejected = e if isinstance(e, Rejected) else _internal(cfg, e)
+                state.last_error, state.last_error_reason = str(rejected), rejected.reason
                 self.bus.publish(
                     FeedRejected(
                         cfg.authority,
                         cfg.list,
-                        e.version,
-                        e.envelope_sha256,
-                        e.keyids,
-                        e.reason,
-                        str(e),
-                        e.payload_sha256,
+                        rejected.version,
+                        rejected.envelope_sha256,
+                        rejected.keyids,
+                        rejected.reason,
+                        str(rejected),
+                        rejected.payload_sha256,
                     )
                 )
                 outcome = "rejected"
@@ -220,7 +248,10 @@ class FeedSync:
             self.bus.publish(FeedUnchanged(cfg.authority, cfg.list, state.active))
             return "unchanged"
         envelope, etag, last_modified = result
-        verified = self._verify(cfg, envelope, state.highest, freshness=True)
+        # Nothing enforced (never, or revoked): the same version re-signed is welcome.
+        verified = self._verify(
+            cfg, envelope, state.highest, freshness=True, equal_is_new=state.active is None
+        )
         if verified is None or (
             state.held_at_or_below is not None
             and verified.payload.version <= state.held_at_or_below
@@ -326,7 +357,13 @@ class FeedSync:
         return res.data, res.etag, res.last_modified
 
     def _verify(
-        self, cfg: ListConfig, envelope: bytes, last: int | None, *, freshness: bool
+        self,
+        cfg: ListConfig,
+        envelope: bytes,
+        last: int | None,
+        *,
+        freshness: bool,
+        equal_is_new: bool = False,
     ) -> VerifiedList | None:
         return verify_list(
             envelope,
@@ -336,6 +373,7 @@ class FeedSync:
             last_version=last,
             skew=timedelta(seconds=self.config.guards.clock_skew),
             freshness=freshness,
+            equal_is_new=equal_is_new,
         )
 
     def _prepare(
@@ -416,13 +454,94 @@ class FeedSync:
 
     # -- trust updates -------------------------------------------------------------------
 
-    async def sync_trust(self) -> None:
-        """Fetch and apply newer trust policy versions, one version step at a time."""
+    async def sync_trust(self) -> bool:
+        """Fetch newer trust policy versions, one step at a time; return whether it changed.
+
+        On a change every stored list version is verified again under the new policy and
+        what fails is dropped (`_reverify`). Callers that arrive while a refresh runs share
+        its result rather than fetching again.
+        """
         base = self.config.trust.updates
-        if base is not None:
-            self.trust = await fetch_trust_updates(
-                base, self._trust(), self.fetcher, self.store, self.bus, self.clock()
+        if base is None:
+            return False
+        seen = self._trust_refreshes
+        async with self._trust_lock:
+            if self._trust_refreshes != seen:
+                return False
+            before = self._trust()
+            try:
+                self.trust = await fetch_trust_updates(
+                    base, before, self.fetcher, self.store, self.bus, self.clock()
+                )
+            finally:
+                self._trust_refreshes += 1
+        if self.trust is before:
+            return False
+        async with self._lock:
+            await self._reverify()
+        return True
+
+    async def _reverify(self) -> None:
+        """Verify every stored version (enforced, rollback history, quarantined) again.
+
+        A version the trust policy in force no longer authorises (its keys rotated out, its
+        authority or list withdrawn, its format or size no longer allowed) is dropped: an
+        enforced one stops being enforced at once. Each drop is a FeedRevoked event. The
+        anti-rollback mark stays, so only the same or a newer version, signed under the
+        new policy, is enforced again; the next sync fetches it unconditionally.
+        """
+        trust = self._trust()
+        dropped_active = False
+        for cfg in self.config.lists:
+            state = self.store.state(cfg.authority, cfg.list)
+            if state.active is not None and self._revoke(cfg, state.active, trust) is not None:
+                state.active = None
+                self._indexed.pop(cfg.ref, None)
+                dropped_active = True
+            state.previous = [v for v in state.previous if self._revoke(cfg, v, trust) is None]
+            if state.quarantined is not None and self._revoke(cfg, state.quarantined, trust):
+                state.quarantined = None
+            self.store.save_state(cfg.authority, cfg.list, state)
+            self.store.prune(cfg.authority, cfg.list, state)
+        if dropped_active:
+            await self._activate_async()
+
+    def _revoke(self, cfg: ListConfig, version: int, trust: TrustPolicy) -> FeedRevoked | None:
+        """Check one stored version under trust; publish and return its revocation, if any."""
+        try:
+            envelope, _ = self.store.load_version(cfg.authority, cfg.list, version)
+            self._verify(cfg, envelope, None, freshness=False)
+        except OSError:
+            return None  # missing files are the store's concern, reported when used
+        except Rejected as e:
+            enforced = self._indexed.get(cfg.ref)
+            entries = (
+                enforced.info.entries
+                if enforced is not None and enforced.info.source.version == version
+                else 0
             )
+            effect = (
+                f"its {entries} entries are no longer enforced until {cfg.authority} "
+                "publishes a version signed under the new policy"
+                if entries
+                else "dropped from the versions kept for rollback and approval"
+            )
+            event = FeedRevoked(
+                cfg.authority,
+                cfg.list,
+                version,
+                e.envelope_sha256,
+                e.payload_sha256,
+                trust.version,
+                e.reason,
+                f"{cfg.ref} v{version} no longer verifies under trust policy "
+                f"v{trust.version} ({e.reason}); {effect}",
+                entries,
+            )
+            log.error("trust changed: %s", event.detail)
+            self.bus.publish(event)
+            return event
+        return None
 
     # -- operator actions ----------------------------------------------------------------
 

@@ -60,17 +60,19 @@ async def fetch_trust_updates(
         url = base.rstrip("/") + f"/{current.version + 1}.trust.dsse"
         try:
             res = await fetcher.fetch(url, UPDATE_POLICY)
+            if res.data is None:
+                return current
+            v = verify_trust(res.data, current, now)
         except FetchError as e:
             if e.reason != "not-found":
                 bus.publish(TrustRejected(None, None, "fetch", str(e)))
             return current
-        if res.data is None:
-            return current
-        try:
-            v = verify_trust(res.data, current, now)
-        except Rejected as e:
+        except Exception as e:  # nothing a mirror sends may stop the walk badly
+            r = e if isinstance(e, Rejected) else Rejected("internal", f"{url}: {type(e).__name__}")
+            if r is not e:
+                log.error("trust update %s: unexpected error", url, exc_info=e)
             bus.publish(
-                TrustRejected(e.version, e.envelope_sha256, e.reason, str(e), e.payload_sha256)
+                TrustRejected(r.version, r.envelope_sha256, r.reason, str(r), r.payload_sha256)
             )
             return current
         store.save_trust(v.policy.version, v.envelope)

@@ -163,13 +163,16 @@ def verify_list(
     last_version: int | None = None,
     skew: timedelta = DEFAULT_SKEW,
     freshness: bool = True,
+    equal_is_new: bool = False,
 ) -> VerifiedList | None:
     """Apply every acceptance rule that does not need the body; None means same version.
 
     expect is the (authority, list) the source is configured for; without it the
     authority is found from the signatures' key ids (the CLI's offline verify). With
     freshness False (reloading last-known-good at start), expiry, age and rollback are
-    not checked: an old policy is enforced and reported stale rather than dropped.
+    not checked: an old policy is enforced and reported stale rather than dropped. With
+    equal_is_new (nothing of the list is enforced, e.g. after a revocation) the last
+    accepted version, signed anew, is a new document rather than "unchanged".
     """
     if freshness and trust.expires <= now:
         raise Rejected("trust-expired", f"trust policy version {trust.version} has expired")
@@ -244,7 +247,7 @@ def verify_list(
         )
     if last_version is not None and p.version < last_version:
         raise reject("rollback", f"version is below the last accepted version {last_version}")
-    if last_version is not None and p.version == last_version:
+    if last_version is not None and p.version == last_version and not equal_is_new:
         return None
     return VerifiedList(p, authority, raw, sha, payload_sha, keyids)
 

@@ -28,6 +28,7 @@ from blockd.events import (
     EventBus,
     FeedAccepted,
     FeedRejected,
+    FeedRevoked,
     FeedUnchanged,
     GuardIntervention,
     HttpDecision,
@@ -133,6 +134,7 @@ class _Tallies:
     http_problems: Tally = field(default_factory=_tally)
     syncs: Tally = field(default_factory=_tally)
     rejections: Tally = field(default_factory=_tally)
+    revocations: Tally = field(default_factory=_tally)
     trust: Tally = field(default_factory=_tally)
     trust_rejections: Tally = field(default_factory=_tally)
     guards: Tally = field(default_factory=_tally)
@@ -175,6 +177,7 @@ class Metrics:
         bus.subscribe(FeedAccepted, self._on_feed_accepted)
         bus.subscribe(FeedUnchanged, self._on_feed_unchanged)
         bus.subscribe(FeedRejected, self._on_feed_rejected)
+        bus.subscribe(FeedRevoked, self._on_feed_revoked)
         bus.subscribe(TrustAccepted, self._on_trust_accepted)
         bus.subscribe(TrustRejected, self._on_trust_rejected)
         bus.subscribe(GuardIntervention, self._on_guard)
@@ -207,6 +210,9 @@ class Metrics:
     def _on_feed_rejected(self, event: FeedRejected) -> None:
         self.tallies.syncs[(event.authority, event.list, "rejected")] += 1
         self.tallies.rejections[(event.authority, event.list, event.reason)] += 1
+
+    def _on_feed_revoked(self, event: FeedRevoked) -> None:
+        self.tallies.revocations[(event.authority, event.list, event.reason)] += 1
 
     def _on_trust_accepted(self, event: TrustAccepted) -> None:
         self.tallies.trust[("accepted",)] += 1

@@ -64,6 +64,9 @@ CATALOGUE = _catalogue(
      "List syncs by outcome: accepted, unchanged, quarantined, rejected."),
     ("blockd_feed_rejections_total", "counter", "authority list reason",
      "List versions or fetches rejected, by reason (signature, fetch, expired, rollback...)."),
+    ("blockd_feed_revocations_total", "counter", "authority list reason",
+     "Accepted list versions dropped because they no longer verify under a new trust policy "
+     "(alert: the list is not enforced until its authority re-signs it)."),
     ("blockd_trust_updates_total", "counter", "outcome",
      "Trust policy updates accepted or rejected."),
     ("blockd_trust_rejections_total", "counter", "reason",

@@ -142,6 +142,7 @@ class Collector(registry.Collector):
         refs = [_split(s.ref) for s in lists]
         yield _counter("blockd_feed_syncs_total", t.syncs, _product(refs, SYNC_OUTCOMES))
         yield _counter("blockd_feed_rejections_total", t.rejections)
+        yield _counter("blockd_feed_revocations_total", t.revocations)
         yield _counter("blockd_guard_interventions_total", t.guards)
 
     def _lists(self, lists: Sequence[ListStatus]) -> Iterator[Metric]:

@@ -29,11 +29,6 @@ def _parents(name: str) -> Iterable[str]:
         yield name
 
 
-def _probe_host(probe: str) -> str:
-    """Return the host a self-test probe (a host, or a canonical URL) is about."""
-    return urls.split(probe).host if "/" in probe else probe
-
-
 class NeverBlock:
     """Protected names and the entries they veto."""
 
@@ -77,7 +72,6 @@ class NeverBlock:
         before = entries.count
         entries.hosts = [h for h in entries.hosts if not self.vetoes(h)]
         entries.urls = [u for u in entries.urls if not self.vetoes(u.partition("/")[0])]
-        entries.probes = [p for p in entries.probes if not self.vetoes(_probe_host(p))]
         digests = self._covering_digests
         entries.host_hashes = [d for d in entries.host_hashes if d not in digests]
         entries.route_hashes = [d for d in entries.route_hashes if d not in digests]
