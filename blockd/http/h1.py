@@ -17,6 +17,8 @@ MAX_REQUEST_LINE = 8192
 MAX_HEAD = 32768
 MAX_HEADERS = 100
 MAX_CHUNK_LINE = 1024
+MAX_CHUNK = 2**31 - 1  # origins that keep a chunk size in 32 signed bits read no other size
+NO_BODY_METHODS = frozenset({"GET", "HEAD", "TRACE"})  # a body here has no meaning (CL.0)
 
 Framing = Literal["none", "length", "chunked", "close"]
 
@@ -27,6 +29,7 @@ _TARGET = re.compile(rb"[\x21-\x7e]+")
 _VERSION = re.compile(rb"HTTP/1\.[01]")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
+_ENCODED_CONTROL = re.compile(rb"%(?:[01][0-9A-Fa-f]|7[Ff]|5[Cc])")  # %00-%1f, %7f, %5c (\\)
 _ABSOLUTE = re.compile(r"https?://[^/?#]", re.IGNORECASE)
 _STATUS_LINE = re.compile(rb"(HTTP/1\.[01]) ([1-9][0-9]{2})(?: [\t\x20-\x7e\x80-\xff]*)?")
 
@@ -53,7 +56,7 @@ class Request:
     framing: Framing  # of the request body: none, length or chunked
     length: int
     keep_alive: bool
-    upgrade: bool  # asks to switch protocols (e.g. WebSocket)
+    upgrade: bool  # asks to switch to WebSocket, the one protocol that carries no requests
 
     @property
     def path(self) -> str:
@@ -78,6 +81,7 @@ class Response:
     framing: Framing
     length: int
     keep_alive: bool
+    websocket: bool = False  # a 101 that switches to WebSocket
 
 
 def head_end(buffer: bytes | bytearray) -> int:
@@ -169,6 +173,16 @@ def _persistent(version: bytes, connection: set[bytes]) -> bool:
     return version == b"HTTP/1.1" or b"keep-alive" in connection
 
 
+def _upgrades_to(headers: tuple[tuple[bytes, bytes], ...]) -> list[bytes]:
+    """Return the protocols an Upgrade header asks for, lowercased."""
+    return [
+        p.strip(b" \t").lower()
+        for n, v in headers
+        if n.lower() == b"upgrade"
+        for p in v.split(b",")
+    ]
+
+
 def parse_request(head: bytes) -> Request:
     """Parse a request head ending in CRLF CRLF; raise HttpError for anything ambiguous."""
     line, headers = _split_head(head)
@@ -178,6 +192,10 @@ def parse_request(head: bytes) -> Request:
     method, target, version = parts
     if not _TOKEN.fullmatch(method) or not _TARGET.fullmatch(target):
         raise HttpError(400, "bad-request-line")
+    # One meaning: what RFC 9112/3986 forbid in a request-target, and what origins read
+    # in more than one way (`\` as `/`, a fragment, an encoded NUL), is refused.
+    if b"#" in target or b"\\" in target or _ENCODED_CONTROL.search(target):
+        raise HttpError(400, "bad-target")
     if not _VERSION.fullmatch(version):
         raise HttpError(505, "bad-version")
     framing, length, connection = _framing(headers, response=False)
@@ -197,8 +215,12 @@ def parse_request(head: bytes) -> Request:
         host = re.split(r"[/?#]", authority, maxsplit=1)[0]
     elif version == b"HTTP/1.1" and not hosts:
         raise HttpError(400, "no-host")
+    if method.decode("ascii") in NO_BODY_METHODS and (
+        framing == "chunked" or (framing == "length" and length > 0)
+    ):
+        raise HttpError(400, "body-not-allowed")
     keep_alive = _persistent(version, connection)
-    upgrade = b"upgrade" in connection and any(n.lower() == b"upgrade" for n, _ in headers)
+    upgrade = b"upgrade" in connection and _upgrades_to(headers) == [b"websocket"]
     return Request(
         method.decode("ascii"),
         text,
@@ -228,7 +250,8 @@ def parse_response(head: bytes, method: str) -> Response:
         framing, length = "none", 0
     if framing == "close":
         keep_alive = False
-    return Response(status, framing, length, keep_alive)
+    websocket = status == 101 and _upgrades_to(headers) == [b"websocket"]
+    return Response(status, framing, length, keep_alive, websocket)
 
 
 def chunk_size(line: bytes) -> int:
@@ -239,6 +262,11 @@ def chunk_size(line: bytes) -> int:
         raise HttpError(400, "bad-chunk")
     size, _, _ext = line[:-2].partition(b";")
     size = size.rstrip(b" \t")
-    if not _HEX.fullmatch(size):
+    if not _HEX.fullmatch(size) or int(size, 16) > MAX_CHUNK:
         raise HttpError(400, "bad-chunk")
     return int(size, 16)
+
+
+def field_line(line: bytes) -> bool:
+    """Say whether line (CRLF included) is a well-formed field, as a trailer must be."""
+    return line.endswith(b"\r\n") and _FIELD.fullmatch(line[:-2]) is not None

@@ -33,6 +33,10 @@ from blockd.policy.verdict import Verdict
 from blockd.urls import InvalidName, InvalidURL, canonical_host
 
 log = logging.getLogger(__name__)
+MAX_LEADING_CRLF = 4
+# Hop-by-hop headers that ask for a protocol other than WebSocket: never forwarded, so
+# the origin cannot turn the connection into a tunnel for unchecked requests (h2c).
+_UPGRADE_HEADERS = (b"upgrade", b"http2-settings")
 
 _REASONS = {
     400: "Bad Request",
@@ -165,6 +169,11 @@ class HttpFront:
         try:
             async with asyncio.timeout(limit):
                 head = await reader.readuntil(b"\r\n\r\n")
+                # RFC 9112 2.2: ignore empty lines before a request line (a few, not forever).
+                for _ in range(MAX_LEADING_CRLF):
+                    if not head.startswith(b"\r\n"):
+                        break
+                    head = head[2:] or await reader.readuntil(b"\r\n\r\n")
             h1.head_end(head)  # the request-line limit
             return head
         except TimeoutError:
@@ -207,8 +216,7 @@ class HttpFront:
             snapshot = self.source()
             verdict: Verdict | None = snapshot.host_verdict(host)
             if verdict is not None and verdict.action == "route":
-                url = f"http://{host}{req.path}"
-                verdict = snapshot.url_verdict(url)
+                verdict = _url_verdict(snapshot, host, req.path)
                 routed = True
             else:
                 routed = False
@@ -294,10 +302,10 @@ class HttpFront:
             origin.close()
             self._origin_failed(writer, origin, e)
             return False, None
-        if not keep or not origin.keep:
-            origin.close()
-            return keep, None
-        return keep, origin
+        # Never reuse an origin connection after a body: an origin that framed it otherwise
+        # (CL.0) would read the rest as a request blockd never checked.
+        origin.close()
+        return keep, None
 
     def _origin_failed(self, writer: asyncio.StreamWriter, origin: _Origin, e: Exception) -> None:
         """Answer the client after a failed exchange, unless the origin's answer began."""
@@ -337,9 +345,11 @@ class HttpFront:
             except asyncio.IncompleteReadError:
                 raise relay.PeerGone("origin closed") from None
             resp = h1.parse_response(head, req.method)
+            if resp.status == 101 and not (req.upgrade and resp.websocket):
+                raise h1.HttpError(502, "unexpected-upgrade")  # only WebSocket is tunnelled
             o.answered = True
             writer.write(head)
-            if resp.status == 101 and req.upgrade:
+            if resp.status == 101:
                 await relay.pipe((reader, writer), (o.reader, o.writer), limits.tunnel_idle_timeout)
                 o.keep = False
                 return False
@@ -411,6 +421,28 @@ def _header(req: h1.Request, name: bytes) -> str | None:
     return None
 
 
+def _url_verdict(snapshot: PolicySnapshot, host: str, path: str) -> Verdict | None:
+    """Decide a routed request by every form a common origin could serve it as.
+
+    The target is forwarded as received; it is checked as received and, where origins
+    differ, as they may read it: without `;parameters` in path segments (Tomcat, Jetty,
+    Spring) and without trailing dots or slashes (IIS, Windows file servers).
+    """
+    path_part, mark, query = path.partition("?")
+    forms = {path_part}
+    if ";" in path_part:
+        forms.add("/".join(seg.partition(";")[0] for seg in path_part.split("/")))
+    for form in list(forms):
+        trimmed = form.rstrip("./")
+        if trimmed and trimmed != form:
+            forms.add(trimmed)
+    for form in (path_part, *sorted(forms - {path_part})):
+        verdict = snapshot.url_verdict(f"http://{host}{form}{mark}{query}")
+        if verdict is not None:
+            return verdict
+    return None
+
+
 def _origin_head(req: h1.Request) -> bytes:
     """Return the request head for the origin: origin-form target, Host from the target."""
     absolute = not req.target.startswith("/")
@@ -419,6 +451,16 @@ def _origin_head(req: h1.Request) -> bytes:
         key = name.lower()
         if key == b"proxy-connection" or (absolute and key == b"host"):
             continue
+        if not req.upgrade and key in _UPGRADE_HEADERS:
+            continue
+        if not req.upgrade and key == b"connection":
+            value = b", ".join(
+                t
+                for t in (t.strip(b" \t") for t in value.split(b","))
+                if t.lower() not in _UPGRADE_HEADERS
+            )
+            if not value:
+                continue
         out.append(name + b": " + value)
     if absolute:
         out.insert(1, b"Host: " + req.host.encode("latin-1"))

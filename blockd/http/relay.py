@@ -1,7 +1,8 @@
 """Moving message bodies between two streams without holding them whole.
 
-Bodies are copied in pieces as they arrive; a chunked body is passed on byte for byte while
-its framing is checked, so both ends agree on where it ends (no smuggling).
+Bodies are copied in pieces as they arrive; a chunked body is passed on with its framing
+rewritten as checked (canonical chunk sizes, no extensions, trailers only if they are
+fields), so both ends agree on where it ends (no smuggling).
 """
 
 from __future__ import annotations
@@ -44,9 +45,8 @@ async def copy_chunked(
     """Copy a chunked body through its last chunk and trailers; raise h1.HttpError(status)."""
     try:
         while True:
-            line = await _line(reader, idle)
-            size = h1.chunk_size(line)
-            writer.write(line)
+            size = h1.chunk_size(await _line(reader, idle))
+            writer.write(b"%x\r\n" % size)  # the size as checked; extensions are dropped
             if size == 0:
                 break
             await copy_length(reader, writer, size, idle)
@@ -60,11 +60,13 @@ async def copy_chunked(
         while True:  # trailer fields, then the blank line
             line = await _line(reader, idle)
             trailers += len(line)
-            if trailers > h1.MAX_HEAD or b"\r" in line[:-2] or b"\n" in line[:-2]:
+            if line == b"\r\n":
+                writer.write(line)
+                break
+            # A trailer is a field: anything else (a request line, say) is refused.
+            if trailers > h1.MAX_HEAD or not h1.field_line(line):
                 raise h1.HttpError(status, "bad-trailer")
             writer.write(line)
-            if line == b"\r\n":
-                break
         await writer.drain()
     except h1.HttpError as e:
         raise h1.HttpError(status, e.reason) from None

@@ -280,7 +280,12 @@ async def test_the_notice_follows_accept_language(daemon: App) -> None:
         ("PARTIAL.Demo.TEST", "/listed/page.html"),  # mixed case
         ("partial.demo.test.", "/listed/page.html"),  # trailing dot
         ("partial.demo.test:80", "/listed/page.html"),  # explicit port
-        ("partial.demo.test", "/listed/page.html#fragment"),
+        # forms a common origin serves as the listed page (checked as the origin reads them)
+        ("partial.demo.test", "/listed/page.html;jsessionid=1"),  # Tomcat, Jetty, Spring
+        ("partial.demo.test", "/listed;x=1/page.html"),
+        ("partial.demo.test", "/listed/page.html."),  # IIS drops trailing dots
+        ("partial.demo.test", "/listed/page.html/"),
+        ("partial.demo.test", "/listed/page.html./?q"),
         ("partial.demo.test", "/listed/page.html?"),
     ],
 )
@@ -599,3 +604,211 @@ async def test_decisions_carry_nothing_about_the_client(daemon: App) -> None:
 
 def test_wire_bytes_of_an_alert() -> None:
     assert sni.alert(sni.ALERT_ACCESS_DENIED) == struct.pack("!BHHBB", 21, 0x0303, 2, 2, 49)
+
+
+# -- One meaning at every hop (issue 15): a raw origin records the bytes that reach it ---------
+
+
+class RawOrigin:
+    """An origin that records every byte it receives, per connection, and answers `reply`."""
+
+    def __init__(self, reply: bytes = b"") -> None:
+        self.reply = reply or b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nraw"
+        self.connections: list[bytearray] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    @property
+    def received(self) -> bytes:
+        return b"".join(self.connections)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        got = bytearray()
+        self.connections.append(got)
+        try:
+            while data := await reader.read(65536):
+                got += data
+                if _complete(bytes(got)):
+                    writer.write(self.reply)
+                    await writer.drain()
+                    got += b"<answered>"
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def __aenter__(self) -> RawOrigin:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+def _complete(data: bytes) -> bool:
+    """Say whether the last request in data (after the last answer) is whole."""
+    last = data.rpartition(b"<answered>")[2]
+    head, sep, rest = last.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    lower = head.lower()
+    if b"transfer-encoding: chunked" in lower:
+        return rest.endswith(b"\r\n\r\n") and (b"\r\n0\r\n" in b"\r\n" + rest)
+    for line in lower.split(b"\r\n"):
+        if line.startswith(b"content-length:"):
+            return len(rest) >= int(line.split(b":")[1])
+    return True
+
+
+@contextlib.asynccontextmanager
+async def raw_daemon(
+    tmp: Path, upstream: Upstream, tls_origin: TlsOrigin, reply: bytes = b""
+) -> AsyncIterator[tuple[App, RawOrigin]]:
+    async with RawOrigin(reply) as raw:
+        app = await start(tmp, upstream, raw, tls_origin)  # type: ignore[arg-type]
+        try:
+            yield app, raw
+        finally:
+            await app.stop()
+
+
+H2C = (
+    b"GET /other HTTP/1.1\r\nHost: partial.demo.test\r\nUpgrade: h2c\r\n"
+    b"HTTP2-Settings: AAMAAABkAAQAAP__\r\nConnection: Upgrade, HTTP2-Settings\r\n\r\n"
+)
+
+
+async def test_an_upgrade_to_a_request_protocol_never_reaches_the_origin(
+    tmp_path: Path, upstream: Upstream, tls_origin: TlsOrigin
+) -> None:
+    # h2c would turn the connection into HTTP/2 streams blockd never checks.
+    async with raw_daemon(tmp_path, upstream, tls_origin) as (app, raw):
+        request = H2C.replace(b"HTTP2-Settings\r\n\r\n", b"HTTP2-Settings, close\r\n\r\n")
+        assert status(await exchange(app, request)) == 200
+        sent = raw.received.lower()
+        assert b"upgrade" not in sent and b"http2-settings" not in sent
+        assert b"get /other http/1.1" in sent
+
+
+async def test_an_origin_switching_protocols_unasked_is_a_502(
+    tmp_path: Path, upstream: Upstream, tls_origin: TlsOrigin
+) -> None:
+    switch = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
+    async with raw_daemon(tmp_path, upstream, tls_origin, switch) as (app, raw):
+        problems = Recorder(app.bus)
+        response = await exchange(app, H2C + b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        assert status(response) == 502
+        assert [p.reason for p in problems.of(HttpProblem)] == ["unexpected-upgrade"]
+        assert b"PRI * HTTP/2.0" not in raw.received  # and no byte was tunnelled
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/listed\\page.html",  # Express, IIS and WHATWG parsers read \ as /
+        "/x\\..\\listed\\page.html",
+        "/listed/page.html#",
+        "/x#/../listed/page.html",  # Go's FileServer cleans the path past the fragment
+        "/listed/page.html%00.txt",  # an encoded NUL ends the path for some origins
+        "/listed%5cpage.html",  # an encoded backslash, decoded then read as /
+        "/listed/page.html%7f",
+        "http://partial.demo.test/listed/page.html#frag",
+    ],
+)
+async def test_targets_with_more_than_one_meaning_are_refused(
+    tmp_path: Path, upstream: Upstream, tls_origin: TlsOrigin, target: str
+) -> None:
+    async with raw_daemon(tmp_path, upstream, tls_origin) as (app, raw):
+        raw_request = f"GET {target} HTTP/1.1\r\nHost: partial.demo.test\r\n\r\n".encode()
+        assert status(await exchange(app, raw_request)) == 400
+        assert raw.connections == []
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "TRACE"])
+async def test_a_body_on_a_method_without_one_is_refused(
+    tmp_path: Path, upstream: Upstream, tls_origin: TlsOrigin, method: str
+) -> None:
+    # CL.0: an origin that ignores bodies on GET would read this one as a second request.
+    smuggled = b"GET /listed/page.html HTTP/1.1\r\nHost: partial.demo.test\r\n\r\n"
+    async with raw_daemon(tmp_path, upstream, tls_origin) as (app, raw):
+        for framing in (
+            b"Content-Length: %d\r\n\r\n%s" % (len(smuggled), smuggled),
+            b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(smuggled), smuggled),
+        ):
+            request = f"{method} /other HTTP/1.1\r\nHost: partial.demo.test\r\n".encode()
+            assert status(await exchange(app, request + framing)) == 400
+        assert raw.connections == []
+        # an empty body is no body
+        empty = f"{method} /other HTTP/1.1\r\nHost: partial.demo.test\r\nContent-Length: 0\r\n"
+        assert status(await exchange(app, empty.encode() + b"Connection: close\r\n\r\n")) == 200
+
+
+async def test_an_origin_connection_is_never_reused_after_a_body(
+    tmp_path: Path, upstream: Upstream, tls_origin: TlsOrigin
+) -> None:
+    post = b"POST /a HTTP/1.1\r\nHost: partial.demo.test\r\nContent-Length: 2\r\n\r\nhi"
+    get_ = b"GET /b HTTP/1.1\r\nHost: partial.demo.test\r\nConnection: close\r\n\r\n"
+    async with raw_daemon(tmp_path, upstream, tls_origin) as (app, raw):
+        response = await exchange(app, post + get_)
+        assert response.count(b"HTTP/1.1 200") == 2
+        assert len(raw.connections) == 2 and b"GET /b" in raw.connections[1]
+
+
+@pytest.mark.parametrize(
+    ("trailer", "code"),
+    [
+        (b"GET /listed/page.html HTTP/1.1\r\n", 400),  # a request line as a "trailer"
+        (b"X-Ok : no\r\n", 400),
+        (b" folded\r\n", 400),
+        (b"X-Fine: yes\r\n", 200),
+    ],
+)
+async def test_trailers_must_be_fields(
+    tmp_path: Path, upstream: Upstream, tls_origin: TlsOrigin, trailer: bytes, code: int
+) -> None:
+    async with raw_daemon(tmp_path, upstream, tls_origin) as (app, raw):
+        response = await exchange(
+            app,
+            b"POST /a HTTP/1.1\r\nHost: partial.demo.test\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n2\r\nhi\r\n0\r\n" + trailer + b"\r\n",
+        )
+        assert status(response) == code
+        assert b"listed" not in raw.received
+
+
+async def test_chunk_lines_reach_the_origin_as_checked(
+    tmp_path: Path, upstream: Upstream, tls_origin: TlsOrigin
+) -> None:
+    async with raw_daemon(tmp_path, upstream, tls_origin) as (app, raw):
+        response = await exchange(
+            app,
+            b"POST /a HTTP/1.1\r\nHost: partial.demo.test\r\nTransfer-Encoding: chunked\r\n"
+            b'Connection: close\r\n\r\n00002;ext="x"\r\nhi\r\n0\r\n\r\n',
+        )
+        assert status(response) == 200
+        assert raw.received.split(b"\r\n\r\n", 1)[1].startswith(b"2\r\nhi\r\n0\r\n\r\n")
+        too_big = (
+            b"POST /a HTTP/1.1\r\nHost: partial.demo.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        # 2**32: an origin keeping 32 bits would read a chunk of 0 and then a request
+        assert status(await exchange(app, too_big + b"100000000\r\nx")) == 400
+        assert b"100000000" not in raw.received
+
+
+async def test_empty_lines_before_a_request_line_are_ignored(
+    tmp_path: Path, upstream: Upstream, tls_origin: TlsOrigin
+) -> None:
+    async with raw_daemon(tmp_path, upstream, tls_origin) as (app, raw):
+        for lead in (b"\r\n", b"\r\n\r\n"):
+            response = await get_with(app, lead)
+            assert status(response) == 200, lead
+        assert status(await get_with(app, b"\r\n" * 20)) == 400  # not forever
+        assert raw.received.count(b"GET /other HTTP/1.1") == 2
+
+
+async def get_with(app: App, lead: bytes) -> bytes:
+    return await exchange(
+        app, lead + b"GET /other HTTP/1.1\r\nHost: partial.demo.test\r\nConnection: close\r\n\r\n"
+    )
