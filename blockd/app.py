@@ -197,6 +197,11 @@ class App:
             self._demo_origin = await demo_origin(self.config.http.demo_origin)
         await self.http.start()
         await self.admin.start()
+        # No origin, however configured, may be one of our own listeners (a loop).
+        for _, address, port in self.dns.bound:
+            self.resolver.add_own(address, port)
+        for address, port in self.admin.bound:
+            self.resolver.add_own(address, port)
         if self.config.selftest.interval:
             self._selftest_task = asyncio.get_running_loop().create_task(self._selftests())
         self._sync_task = asyncio.get_running_loop().create_task(self._sync_forever())

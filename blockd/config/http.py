@@ -22,19 +22,23 @@ class HttpConfig(_Section):
         description="HTTPS listeners: SNI splice or refusal (port 443 in production).",
     )
     origin_http_port: Port = Field(
-        default=80, description="Origin port for proxied requests whose Host names none."
+        default=80,
+        description="The port blockd connects to for proxied HTTP (a Host naming another "
+        "port is refused with 421).",
     )
     origin_https_port: Port = Field(default=443, description="Origin port for spliced TLS.")
     origins: dict[str, Origin] = Field(
         default_factory=dict,
         description="Fixed origins by host name, ADDRESS or ADDRESS:PORT (the port for plain "
-        "HTTP), for the demo and testing; other origins are resolved through the DNS "
-        "upstreams, never through blockd's own answers.",
+        "HTTP), for the demo and testing; only these may be local. Other origins are resolved "
+        "through the DNS upstreams, never through blockd's own answers, and only their public "
+        "addresses are used.",
     )
     tls_default: Literal["refuse", "splice"] = Field(
         default="refuse",
         description="An Encrypted Client Hello (only the public name visible): refuse, or "
-        "splice to that public name. A ClientHello without SNI is always refused.",
+        "decide on that public name like any SNI (blocked: refused; routed: spliced; other: "
+        "unrecognized_name). A ClientHello without SNI is always refused.",
     )
     header_timeout: float = Field(
         default=10.0, gt=0, le=300, description="Seconds to send a request head or ClientHello."

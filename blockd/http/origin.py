@@ -2,7 +2,12 @@
 
 blockd's own DNS answers send routed hosts to the proxy, so the proxy must never ask
 blockd: it asks the configured upstream resolvers directly (through the DNS Forwarder),
-or a static override. It refuses an origin that is one of its own listeners (a loop).
+or a static override (`http.origins`). Where it may connect:
+- never to one of its own listeners (a loop), whatever the source of the address;
+- an address from DNS only if it is public (globally routable unicast): the owner of a
+  listed site controls its DNS, and could otherwise point it at 127.0.0.1, a private or
+  link-local address and reach the ISP's internal ports through blockd. Only an operator's
+  fixed origin may be local.
 """
 
 from __future__ import annotations
@@ -29,6 +34,14 @@ class OriginError(Exception):
         """Record a reason slug and a message."""
         super().__init__(message)
         self.reason = reason
+
+
+def public(address: str) -> bool:
+    """Say whether an address is public unicast (IPv4-mapped IPv6 judged as its IPv4)."""
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
 
 
 class OriginResolver:
@@ -83,6 +96,25 @@ class OriginResolver:
         if (ip, port) in self._own:
             return True
         return port in self._wildcard_ports and (ip.is_loopback or ip.is_unspecified)
+
+    async def connect(
+        self, host: str, port: int, connect_timeout: float, limit: int = 65536
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Open a connection to host's origin on port; raise OriginError (slug: reason)."""
+        addresses = await self.addresses(host)
+        if any(self.is_own(a, port) for a in addresses):
+            raise OriginError("loop", f"{host} points at one of our own listeners")
+        if host not in self._overrides:
+            addresses = [a for a in addresses if public(a)]
+            if not addresses:
+                raise OriginError("forbidden-address", f"{host} has no public address")
+        for address in addresses:
+            try:
+                async with asyncio.timeout(connect_timeout):
+                    return await asyncio.open_connection(address, port, limit=limit)
+            except (OSError, TimeoutError):
+                continue
+        raise OriginError("connect-failed", f"cannot connect to {host}")
 
     async def addresses(self, host: str) -> list[str]:
         """Return the origin's addresses (IPv4 first); raise OriginError."""

@@ -8,7 +8,9 @@ connection (each may answer and stop):
 3. policy   wholly blocked host: notice. Routed host: the URL, canonicalised with
             blockd.urls, against the snapshot: listed -> notice. Any other host: 421,
             because blockd is not an open proxy.
-4. origin   resolved through the upstream resolvers (never blockd's own answers); one of
+4. origin   the origin's configured port (the Host port never chooses it: another is 421),
+            resolved through the upstream resolvers (never blockd's own answers); only
+            public addresses unless the operator fixed the origin (http.origins); one of
             our own listeners is refused (508, a loop)
 5. relay    the request, then the response streamed back unchanged; an upgrade (101) turns
             the connection into a tunnel
@@ -248,9 +250,14 @@ class HttpFront:
             self.bus.publish(HttpDecision(None, "misdirected", "http"))
             writer.write(plain_response(421, "This server does not serve that host."))
             return False, origin
+        origin_port = self.resolver.http_port(host) or self.limits.origin_port
+        if port is not None and port != origin_port and port != _local_port(writer):
+            # The Host port never picks where blockd connects: only the origin's own port.
+            self.bus.publish(HttpDecision(None, "misdirected", "http"))
+            writer.write(plain_response(421, "This server does not serve that port."))
+            return False, origin
         self.bus.publish(HttpDecision(None, "pass", "http"))
-        port = port or self.resolver.http_port(host) or self.limits.origin_port
-        return await self._forward(req, host, port, reader, writer, origin)
+        return await self._forward(req, host, origin_port, reader, writer, origin)
 
     async def _forward(
         self,
@@ -367,19 +374,12 @@ class HttpFront:
 
     async def _connect(self, host: str, port: int) -> _Origin:
         try:
-            addresses = await self.resolver.addresses(host)
+            r, w = await self.resolver.connect(
+                host, port, self.limits.connect_timeout, limit=h1.MAX_HEAD
+            )
         except OriginError as e:
-            raise _Refused(502, e.reason) from None
-        if any(self.resolver.is_own(a, port) for a in addresses):
-            raise _Refused(508, "loop")
-        for address in addresses:
-            try:
-                async with asyncio.timeout(self.limits.connect_timeout):
-                    r, w = await asyncio.open_connection(address, port, limit=h1.MAX_HEAD)
-                return _Origin((host, port), r, w)
-            except (OSError, TimeoutError):
-                continue
-        raise _Refused(502, "connect-failed")
+            raise _Refused(508 if e.reason == "loop" else 502, e.reason) from None
+        return _Origin((host, port), r, w)
 
 
 class _Refused(Exception):
@@ -412,6 +412,11 @@ class _Origin:
 def _cancel(*tasks: asyncio.Future[Any]) -> None:
     for task in tasks:
         task.cancel()
+
+
+def _local_port(writer: asyncio.StreamWriter) -> int | None:
+    sockname = writer.get_extra_info("sockname")
+    return sockname[1] if sockname else None
 
 
 def _header(req: h1.Request, name: bytes) -> str | None:

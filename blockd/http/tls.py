@@ -3,7 +3,8 @@
 blockd holds no certificate for anyone's site, so over HTTPS it cannot see a URL, show a
 page, or block one URL and not another. What it can do, per connection:
 1. hello    read the ClientHello (it may span TCP segments) within header_timeout
-2. name     the SNI; none, or an Encrypted Client Hello, follows `tls_default`
+2. name     the SNI; none is refused. An Encrypted Client Hello is refused, or with
+            `tls_default = "splice"` decided on its visible (outer) name like any other
 3. policy   wholly blocked host: refused with a TLS access_denied alert (the browser shows
             a connection error; the DNS answer already pointed it at the notice server).
             Routed host: the list's `https` setting: `splice` relays the connection to the
@@ -59,14 +60,13 @@ class TlsFront:
             if hello is None:
                 return
             name = hello.server_name
-            if name is None or hello.ech:
-                # No SNI: nowhere to splice to. ECH: the visible name is the public one.
-                if name is None or self.default == "refuse":
-                    self._refuse(writer, None, sni.ALERT_UNRECOGNIZED_NAME)
-                    return
-                self.bus.publish(HttpDecision(None, "splice", "https"))
-                await self._splice(name, data, reader, writer)
+            if name is None or (hello.ech and self.default == "refuse"):
+                # No SNI: nowhere to splice to. ECH: the visible (outer) name is a public
+                # one, and the site inside is unknown.
+                self._refuse(writer, None, sni.ALERT_UNRECOGNIZED_NAME)
                 return
+            # Past here the visible name decides, with ECH as without: a blocked outer name
+            # is refused, and only a routed one is spliced (never an open relay to :443).
             verdict = self.source().host_verdict(name)
             if verdict is None:
                 self.bus.publish(HttpDecision(None, "misdirected", "https"))
@@ -116,26 +116,12 @@ class TlsFront:
         self, name: str, hello: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         """Connect to the origin, hand it the ClientHello, relay both ways untouched."""
-        port = self.origin_port
         try:
-            addresses = await self.resolver.addresses(name)
+            o_reader, o_writer = await self.resolver.connect(
+                name, self.origin_port, self.limits.connect_timeout
+            )
         except OriginError as e:
             self.bus.publish(HttpProblem("origin", e.reason, "https"))
-            writer.write(sni.alert(sni.ALERT_INTERNAL_ERROR))
-            return
-        if any(self.resolver.is_own(a, port) for a in addresses):
-            self.bus.publish(HttpProblem("origin", "loop", "https"))
-            writer.write(sni.alert(sni.ALERT_INTERNAL_ERROR))
-            return
-        for address in addresses:
-            try:
-                async with asyncio.timeout(self.limits.connect_timeout):
-                    o_reader, o_writer = await asyncio.open_connection(address, port)
-                break
-            except (OSError, TimeoutError):
-                continue
-        else:
-            self.bus.publish(HttpProblem("origin", "connect-failed", "https"))
             writer.write(sni.alert(sni.ALERT_INTERNAL_ERROR))
             return
         try:

@@ -1,8 +1,8 @@
 """The notice server, URL proxy and SNI front over real sockets on loopback.
 
 blockd runs the demo lists; a real origin (aiohttp, plain HTTP; and a TLS origin with a
-trustme certificate) stands behind the routed host, and the test's DNS upstream resolves
-the origin's name, as the configured resolvers would in production.
+trustme certificate) stands behind the routed host, fixed by `http.origins` (a loopback
+origin from DNS is refused, as in production: tests of that ask the DNS upstream).
 """
 
 from __future__ import annotations
@@ -141,6 +141,7 @@ def http_config(tmp: Path, upstream: Upstream, origin: int, tls_origin: int, **h
     """The demo config with the HTTP side on OS-picked loopback ports."""
     refuse = http.pop("refuse_https", False)
     settings = {
+        "origins": {"partial.demo.test": f"127.0.0.1:{origin}"},
         "origin_http_port": origin,
         "origin_https_port": tls_origin,
         "header_timeout": 2.0,
@@ -155,7 +156,6 @@ def http_config(tmp: Path, upstream: Upstream, origin: int, tls_origin: int, **h
 async def start(
     tmp: Path, upstream: Upstream, origin: Origin, tls_origin: TlsOrigin, **http: Any
 ) -> App:
-    upstream.add("partial.demo.test", "A", "127.0.0.1")
     upstream.add("elsewhere.example.com", "A", "127.0.0.1")
     app = App(parse(http_config(tmp, upstream, origin.port, tls_origin.port, **http), tmp))
     await app.start()
@@ -368,8 +368,65 @@ async def test_a_host_blockd_does_not_serve_gets_421(daemon: App, origin: Origin
 
 
 async def test_a_loop_back_to_blockd_is_refused(daemon: App) -> None:
-    response = await get(daemon, f"partial.demo.test:{port(daemon)}", "/other")
-    assert status(response) == 508
+    problems = Recorder(daemon.bus)
+    for own in (port(daemon), daemon.admin.bound[0][1]):
+        daemon.resolver.overrides = {"partial.demo.test": f"127.0.0.1:{own}"}
+        assert status(await get(daemon, "partial.demo.test", "/other")) == 508
+    assert [p.reason for p in problems.of(HttpProblem)] == ["loop", "loop"]
+
+
+async def test_the_host_port_never_chooses_where_blockd_connects(
+    daemon: App, origin: Origin
+) -> None:
+    # An origin's own port, or the one the client reached blockd on, is the same origin.
+    for authority in (f"partial.demo.test:{origin.port}", f"partial.demo.test:{port(daemon)}"):
+        assert b"origin: /other" in await get(daemon, authority, "/other")
+    # Any other (blockd's admin port, say) is not served, whatever listens there.
+    for other in ("18012", "22", "80", "65535"):
+        response = await get(daemon, f"partial.demo.test:{other}", "/metrics")
+        assert status(response) == 421
+        response = await exchange(
+            daemon,
+            f"GET http://partial.demo.test:{other}/status HTTP/1.1\r\n"
+            "Host: partial.demo.test\r\nConnection: close\r\n\r\n".encode(),
+        )
+        assert status(response) == 421
+    assert origin.seen == ["/other", "/other"]
+
+
+@pytest.mark.parametrize(
+    ("rtype", "address"),
+    [
+        ("A", "127.0.0.1"),  # the listening origin itself: reached on today's code
+        ("A", "127.0.0.2"),
+        ("A", "0.0.0.0"),
+        ("AAAA", "::1"),
+        ("AAAA", "::ffff:7f00:1"),  # IPv4-mapped 127.0.0.1
+        ("AAAA", "::"),
+    ],
+)
+async def test_a_local_origin_from_dns_is_never_connected(
+    tmp_path: Path,
+    upstream: Upstream,
+    origin: Origin,
+    tls_origin: TlsOrigin,
+    rtype: str,
+    address: str,
+) -> None:
+    # The owner of a listed site controls its DNS: pointing it at a local address must not
+    # let subscribers reach the ISP's internal ports through blockd (HTTP or the TLS splice).
+    upstream.add("partial.demo.test", rtype, address)
+    app = await start(tmp_path, upstream, origin, tls_origin)
+    try:
+        app.resolver.overrides = {}
+        problems = Recorder(app.bus)
+        assert status(await get(app, "partial.demo.test", "/other")) == 502
+        with pytest.raises(ssl.SSLError, match="INTERNAL_ERROR"):
+            await tls_request(app, "partial.demo.test", tls_origin.client_context())
+        assert [p.reason for p in problems.of(HttpProblem)] == ["forbidden-address"] * 2
+        assert origin.seen == []
+    finally:
+        await app.stop()
 
 
 async def test_connect_is_not_a_tunnel_here(daemon: App) -> None:
@@ -575,6 +632,33 @@ async def test_an_encrypted_client_hello_follows_the_default(
     app = await start(tmp_path, upstream, origin, tls_origin)
     try:
         assert await raw_tls(app, hello) == sni.alert(sni.ALERT_UNRECOGNIZED_NAME)
+    finally:
+        await app.stop()
+
+
+async def test_an_encrypted_client_hello_is_decided_on_its_outer_name_when_spliced(
+    tmp_path: Path, upstream: Upstream, origin: Origin, tls_origin: TlsOrigin
+) -> None:
+    # tls_default = "splice" must not make the front an open relay to :443, nor let a
+    # wholly blocked outer name through because the hello carries an ECH extension.
+    app = await start(tmp_path, upstream, origin, tls_origin, tls_default="splice")
+    try:
+        seen = Recorder(app.bus)
+        for name, alert in (
+            (b"blocked.demo.test", sni.ALERT_ACCESS_DENIED),
+            (b"elsewhere.example.com", sni.ALERT_UNRECOGNIZED_NAME),
+            (b"public.example", sni.ALERT_UNRECOGNIZED_NAME),
+        ):
+            hello = client_hello(server_name(name), extension(0xFE0D, b"\x00" * 32))
+            assert await raw_tls(app, hello) == sni.alert(alert)
+        hello = client_hello(server_name(b"partial.demo.test"), extension(0xFE0D, b"\x00" * 32))
+        await raw_tls(app, hello)  # spliced: the TLS origin ends this handshake itself
+        assert [(e.outcome, e.verdict and e.verdict.list) for e in seen.of(HttpDecision)] == [
+            ("refused", "demo-hosts"),
+            ("misdirected", None),
+            ("misdirected", None),
+            ("splice", "demo-urls"),
+        ]
     finally:
         await app.stop()
 
