@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit demo demo-feeds bench bench-compile bench-dns bench-http bench-audit clean help venv
+.PHONY: run test lint typecheck unit demo demo-feeds bench bench-compile bench-dns bench-http bench-audit bench-hello clean help venv
 
 help:
 	@echo "make run          start blockd on the demo policy (DNS :5300, HTTP :8080, HTTPS :8443)"
@@ -47,7 +47,7 @@ demo: $(STAMP)
 demo-feeds: $(STAMP)
 	$(BIN)/python -m blockd.demo feeds/demo
 
-bench: bench-compile bench-dns bench-http bench-audit
+bench: bench-compile bench-dns bench-http bench-audit bench-hello
 
 bench-compile: $(STAMP)
 	$(BIN)/python bench/policy_bench.py
@@ -60,6 +60,9 @@ bench-http: $(STAMP)
 
 bench-audit: $(STAMP)
 	$(BIN)/python bench/audit_bench.py
+
+bench-hello: $(STAMP)
+	$(BIN)/python bench/hello_bench.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

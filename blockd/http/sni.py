@@ -1,10 +1,12 @@
 """Read the server name from a TLS ClientHello without terminating TLS.
 
-Pure and incremental: the HTTPS front calls `parse_client_hello` with everything it has received
-so far (starting at the connection's first byte) until it returns a `ClientHello` or raises,
-then splices the same bytes to the origin untouched or answers with `alert(...)`.
+Pure and incremental: the HTTPS front feeds a `HelloReader` each piece it receives (starting
+at the connection's first byte) until it returns a `ClientHello` or raises, then splices the
+same bytes (`reader.data`) to the origin untouched or answers with `alert(...)`.
+`parse_client_hello` is the same on everything received so far.
 
-Stdlib only and hardened: every length is checked before it is used, each call is O(len(data)),
+Stdlib only and hardened: every length is checked before it is used, each byte is examined
+once however the hello is split,
 and no input makes `parse_client_hello` raise anything but `TlsParseError` (its subclass
 `NotTls` when the peer is not speaking TLS at all). The rules, strict where the RFCs are:
 
@@ -43,6 +45,7 @@ __all__ = [
     "DEFAULT_LIMIT",
     "REASONS",
     "ClientHello",
+    "HelloReader",
     "NotTls",
     "Reason",
     "TlsParseError",
@@ -123,10 +126,76 @@ def parse_client_hello(data: _Bytes, *, limit: int = DEFAULT_LIMIT) -> ClientHel
     """Return the ClientHello when `data` (everything received so far) holds it all.
 
     Return None when more bytes are needed; raise TlsParseError when `data` can never start
-    with a valid ClientHello.
+    with a valid ClientHello. A caller receiving piece by piece should use HelloReader,
+    which examines each byte once however the hello is split.
     """
-    message = _reassemble(data, limit)
-    return None if message is None else _parse_message(message)
+    return HelloReader(limit).feed(data)
+
+
+class HelloReader:
+    """Reassemble a ClientHello from the pieces a connection delivers, incrementally.
+
+    Each complete record is checked and kept once; a partial one costs O(1) per piece. A
+    hello trickled in 1-byte records and 1-byte reads is therefore O(total), not O(n^2).
+    """
+
+    __slots__ = ("_fragments", "_gathered", "_head", "_limit", "_pos", "_total", "data")
+
+    def __init__(self, limit: int = DEFAULT_LIMIT) -> None:
+        """Accept a ClientHello whose records span at most `limit` bytes."""
+        self.data = bytearray()  # every byte received, to be spliced on unchanged
+        self._limit = limit
+        self._pos = 0  # where the first record not yet complete starts
+        self._fragments: list[bytes] = []  # handshake bytes of the complete records
+        self._gathered = 0  # their length
+        self._head = b""  # the first (up to 4) handshake bytes: type and length
+        self._total: int | None = None  # bytes in the ClientHello, header included
+
+    def feed(self, piece: _Bytes) -> ClientHello | None:
+        """Add received bytes; return the ClientHello once whole (see parse_client_hello)."""
+        self.data += piece
+        message = self._reassemble()
+        return None if message is None else _parse_message(message)
+
+    def _reassemble(self) -> bytes | None:
+        """Return the whole handshake message (header included), or None when more is needed."""
+        data, size = self.data, len(self.data)
+        while self._pos < size:
+            pos = self._pos
+            _check_record_start(data, pos, size)
+            if pos + _HEADER > size:
+                return None
+            _, _, length = _RECORD.unpack_from(data, pos)
+            if length == 0:
+                raise TlsParseError("bad-length", "empty handshake record")
+            if length > _MAX_RECORD:
+                raise TlsParseError("record-too-long", f"record of {length} bytes")
+            start, end = pos + _HEADER, pos + _HEADER + length
+            if end > self._limit:
+                raise TlsParseError(
+                    "too-large", f"ClientHello records run past {self._limit} bytes"
+                )
+            have = min(end, size) - start  # short while the record is still arriving
+            if self._gathered == 0 and have and data[start] != _CLIENT_HELLO:
+                raise TlsParseError("not-client-hello", f"handshake type {data[start]}")
+            if self._total is None and self._gathered + have >= 4:
+                head = self._head + bytes(data[start : start + 4 - len(self._head)])
+                self._total = 4 + int.from_bytes(head[1:4], "big")
+                records = -(-self._total // _MAX_RECORD)
+                if self._total + _HEADER * records > self._limit:
+                    raise TlsParseError("too-large", f"ClientHello of {self._total} bytes")
+            if self._total is not None and self._gathered + length > self._total:
+                raise TlsParseError("bad-length", "record runs past the end of the ClientHello")
+            if end > size:
+                return None
+            fragment = bytes(data[start:end])
+            self._fragments.append(fragment)
+            self._head += fragment[: 4 - len(self._head)]
+            self._gathered += length
+            self._pos = end
+            if self._gathered == self._total:
+                return b"".join(self._fragments)
+        return None
 
 
 def alert(description: int, *, version: int = 0x0303) -> bytes:
@@ -134,46 +203,6 @@ def alert(description: int, *, version: int = 0x0303) -> bytes:
     if not 0 <= description <= 0xFF or not 0 <= version <= 0xFFFF:
         raise ValueError(f"alert description {description} or version {version} out of range")
     return _ALERT_RECORD.pack(_ALERT, version, 2, 2, description)
-
-
-def _reassemble(data: _Bytes, limit: int) -> bytes | None:
-    """Return the whole handshake message (header included), or None when more is needed."""
-    size = len(data)
-    fragments: list[_Bytes] = []
-    gathered = 0  # handshake bytes received so far
-    total: int | None = None  # bytes in the ClientHello, header included, once known
-    pos = 0
-    while pos < size:
-        _check_record_start(data, pos, size)
-        if pos + _HEADER > size:
-            return None
-        _, _, length = _RECORD.unpack_from(data, pos)
-        if length == 0:
-            raise TlsParseError("bad-length", "empty handshake record")
-        if length > _MAX_RECORD:
-            raise TlsParseError("record-too-long", f"record of {length} bytes")
-        end = pos + _HEADER + length
-        if end > limit:
-            raise TlsParseError("too-large", f"ClientHello records run past {limit} bytes")
-        fragment = data[pos + _HEADER : end]  # short while the record is still arriving
-        if gathered == 0 and fragment and fragment[0] != _CLIENT_HELLO:
-            raise TlsParseError("not-client-hello", f"handshake type {fragment[0]}")
-        fragments.append(fragment)
-        record_end = gathered + length  # handshake bytes once this record is complete
-        gathered += len(fragment)
-        if total is None and gathered >= 4:
-            total = 4 + int.from_bytes(b"".join(fragments)[1:4], "big")
-            records = -(-total // _MAX_RECORD)
-            if total + _HEADER * records > limit:
-                raise TlsParseError("too-large", f"ClientHello of {total} bytes")
-        if total is not None and record_end > total:
-            raise TlsParseError("bad-length", "record runs past the end of the ClientHello")
-        if end > size:
-            return None
-        pos = end
-        if gathered == total:
-            return b"".join(fragments)
-    return None
 
 
 def _check_record_start(data: _Bytes, pos: int, size: int) -> None:

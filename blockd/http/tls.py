@@ -89,17 +89,16 @@ class TlsFront:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> tuple[sni.ClientHello | None, bytes]:
         """Read until a whole ClientHello is in; (None, b'') when there is none to be had."""
-        buf = bytearray()
+        hellos = sni.HelloReader()
         try:
             async with asyncio.timeout(self.limits.header_timeout):
                 while True:
-                    hello = sni.parse_client_hello(buf)
-                    if hello is not None:
-                        return hello, bytes(buf)
                     data = await reader.read(READ)
                     if not data:
                         return None, b""
-                    buf += data
+                    hello = hellos.feed(data)
+                    if hello is not None:
+                        return hello, bytes(hellos.data)
         except TimeoutError:
             self.bus.publish(HttpProblem("rejected", "slow-client", "https"))
         except sni.TlsParseError as e:

@@ -452,6 +452,87 @@ def test_fuzz_refragmented_real_hello(cuts: list[int]) -> None:
     assert parse_client_hello(refragment(flight, cuts)) == parse_client_hello(flight)
 
 
+# Incremental reassembly: a HelloReader fed piece by piece agrees with one whole parse.
+
+
+def fed(
+    data: bytes, cuts: Sequence[int], limit: int = sni.DEFAULT_LIMIT
+) -> ClientHello | str | None:
+    """Feed `data` to one HelloReader split at `cuts`; return the first answer or reason."""
+    reader = sni.HelloReader(limit)
+    bounds = [0, *sorted({c for c in cuts if 0 < c < len(data)}), len(data)]
+    try:
+        for a, b in itertools.pairwise(bounds):
+            hello = reader.feed(data[a:b])
+            if hello is not None:
+                return hello
+    except TlsParseError as error:
+        return error.reason
+    finally:
+        assert bytes(reader.data) == data[: len(reader.data)]
+    return None
+
+
+def test_reader_keeps_every_byte_for_the_splice() -> None:
+    flight = refragment(real_hello(), [3, 50]) + CCS
+    reader = sni.HelloReader()
+    hello = None
+    for byte in range(len(flight)):
+        hello = hello or reader.feed(flight[byte : byte + 1])
+        if hello is not None:
+            break
+    assert hello == parse_client_hello(flight)
+    assert flight.startswith(bytes(reader.data))
+    assert len(reader.data) == len(flight) - len(CCS)
+
+
+def test_reader_fed_one_byte_records_one_byte_at_a_time() -> None:
+    flight = real_hello(alpn=("h2", "http/1.1"))
+    fragmented = refragment(flight, range(1, len(flight) - 5))
+    assert fed(fragmented, range(len(fragmented))) == parse_client_hello(flight)
+    limit = len(fragmented) - 1
+    assert fed(fragmented, range(len(fragmented)), limit=limit) == "too-large"
+
+
+@pytest.mark.parametrize(("data", "reason"), [c[1:] for c in HOSTILE], ids=[c[0] for c in HOSTILE])
+def test_reader_refuses_the_hostile_corpus_however_split(data: bytes, reason: str) -> None:
+    for cuts in ([], range(len(data)), [1], [5], [len(data) // 2], [4, 6, 9]):
+        assert fed(data, cuts) == reason
+
+
+def test_a_trickled_hello_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records are checked as they complete; the message is parsed once, when it is whole."""
+    parses: list[int] = []
+    real_parse = sni._parse_message
+
+    def counting(message: bytes) -> ClientHello:
+        parses.append(len(message))
+        return real_parse(message)
+
+    monkeypatch.setattr(sni, "_parse_message", counting)
+    flight = real_hello()
+    fragmented = refragment(flight, range(1, len(flight) - 5))
+    assert fed(fragmented, range(len(fragmented))) == parse_client_hello(flight)
+    assert parses == [len(flight) - 5, len(flight) - 5]
+
+
+@FUZZ
+@given(st.binary(max_size=2048), st.lists(st.integers(0, 2048), max_size=8))
+def test_fuzz_reader_agrees_with_a_whole_parse(data: bytes, cuts: list[int]) -> None:
+    assert fed(data, cuts) == outcome(data)
+
+
+@FUZZ
+@given(st.data())
+def test_fuzz_reader_on_mutated_real_hellos(data: st.DataObject) -> None:
+    flight = bytearray(refragment(real_hello(alpn=("h2",)), [7, 90]))
+    positions = st.integers(0, len(flight) - 1)
+    for position, value in data.draw(st.lists(st.tuples(positions, st.integers(0, 255)))):
+        flight[position] = value
+    cuts = data.draw(st.lists(st.integers(0, len(flight)), max_size=10))
+    assert fed(bytes(flight), cuts) == outcome(bytes(flight))
+
+
 # Alerts.
 
 
