@@ -351,5 +351,6 @@ def _limits(config: Config) -> Limits:
         origin_timeout=h.origin_timeout,
         connect_timeout=h.connect_timeout,
         tunnel_idle_timeout=h.tunnel_idle_timeout,
+        write_timeout=h.write_timeout,
         origin_port=h.origin_http_port,
     )

@@ -67,6 +67,16 @@ action = "drop"
             "interval=-1",
             "lists.0.interval",
         ),
+        ("[trust]\npinned='x'\n[http]\nwrite_timeout=0", "http.write_timeout"),
+        ("[trust]\npinned='x'\n[http]\nwrite_timeout='soon'", "http.write_timeout"),
+        (
+            "[trust]\npinned='x'\n[http]\nmax_connections_per_client=0",
+            "http.max_connections_per_client",
+        ),
+        (
+            "[trust]\npinned='x'\n[http]\nmax_connections_per_client=1e9",
+            "http.max_connections_per_client",
+        ),
     ],
 )
 def test_hostile_and_malformed_configs(text: str, needle: str) -> None:

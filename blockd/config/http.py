@@ -53,8 +53,23 @@ class HttpConfig(_Section):
     tunnel_idle_timeout: float = Field(
         default=300.0, gt=0, le=86400, description="Seconds a splice or WebSocket may idle."
     )
+    write_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Seconds a client (or origin) may take to accept each write; one that "
+        "stops reading is disconnected, and its socket aborted, after this.",
+    )
     max_connections: int = Field(
         default=1024, ge=1, le=1_000_000, description="Client connections open at once."
+    )
+    max_connections_per_client: int = Field(
+        default=64,
+        ge=1,
+        le=1_000_000,
+        description="Connections one client address (an IPv6 /64) may hold open at once. Only "
+        "routed and blocked hosts reach blockd, so a browser needs few; raise it if many "
+        "subscribers reach blockd from one address (a NAT in front of the resolver).",
     )
     demo_origin: Endpoint | None = Field(
         default=None,

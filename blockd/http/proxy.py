@@ -108,6 +108,7 @@ class Limits:
     origin_timeout: float = 30.0
     connect_timeout: float = 5.0
     tunnel_idle_timeout: float = 300.0
+    write_timeout: float = 30.0
     origin_port: int = 80
 
 
@@ -154,12 +155,14 @@ class HttpFront:
                 keep, origin = await self._handle(req, reader, writer, origin)
                 if not keep:
                     return
+        except relay.Stalled:
+            self.bus.publish(HttpProblem("dropped", "write-timeout", "http"))
         except (ConnectionError, relay.PeerGone):
             pass
         finally:
             if origin is not None:
                 origin.close()
-            writer.close()
+            relay.close(writer, self.limits.write_timeout)
 
     async def _read_head(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bool
@@ -244,7 +247,7 @@ class HttpFront:
                     keep_alive=keep,
                 )
             )
-            await writer.drain()
+            await relay.drain(writer, self.limits.write_timeout)
             return keep, origin
         if not routed:
             self.bus.publish(HttpDecision(None, "misdirected", "http"))
@@ -316,6 +319,9 @@ class HttpFront:
 
     def _origin_failed(self, writer: asyncio.StreamWriter, origin: _Origin, e: Exception) -> None:
         """Answer the client after a failed exchange, unless the origin's answer began."""
+        if isinstance(e, relay.Stalled) and e.writer is writer:
+            self.bus.publish(HttpProblem("dropped", "write-timeout", "http"))
+            return  # the client is not reading: nothing more is written to it
         if isinstance(e, h1.HttpError):
             if not origin.answered:
                 self._reject(writer, e)
@@ -330,9 +336,9 @@ class HttpFront:
         if req.framing == "length":
             await relay.copy_length(reader, o.writer, req.length, timeout)
         elif req.framing == "chunked":
-            await relay.copy_chunked(reader, o.writer, timeout)
+            await relay.copy_chunked(reader, o.writer, timeout, bound_chunks=True)
         else:
-            await o.writer.drain()
+            await relay.drain(o.writer, timeout)
 
     async def _relay_response(
         self,
@@ -357,18 +363,24 @@ class HttpFront:
             o.answered = True
             writer.write(head)
             if resp.status == 101:
-                await relay.pipe((reader, writer), (o.reader, o.writer), limits.tunnel_idle_timeout)
+                await relay.pipe(
+                    (reader, writer),
+                    (o.reader, o.writer),
+                    limits.tunnel_idle_timeout,
+                    limits.write_timeout,
+                )
                 o.keep = False
                 return False
             if resp.status >= 200 or resp.status == 101:
                 break
+        wait, write = limits.origin_timeout, limits.write_timeout
         if resp.framing == "length":
-            await relay.copy_length(o.reader, writer, resp.length, limits.origin_timeout)
+            await relay.copy_length(o.reader, writer, resp.length, wait, write)
         elif resp.framing == "chunked":
-            await relay.copy_chunked(o.reader, writer, limits.origin_timeout, status=502)
+            await relay.copy_chunked(o.reader, writer, wait, status=502, write_idle=write)
         elif resp.framing == "close":
-            await relay.copy_until_eof(o.reader, writer, limits.origin_timeout)
-        await writer.drain()
+            await relay.copy_until_eof(o.reader, writer, wait, write)
+        await relay.drain(writer, limits.write_timeout)
         o.keep = resp.keep_alive
         return req.keep_alive and resp.framing != "close"
 
@@ -379,7 +391,7 @@ class HttpFront:
             )
         except OriginError as e:
             raise _Refused(508 if e.reason == "loop" else 502, e.reason) from None
-        return _Origin((host, port), r, w)
+        return _Origin((host, port), r, w, self.limits.write_timeout)
 
 
 class _Refused(Exception):
@@ -393,11 +405,16 @@ class _Origin:
     """One connection to an origin, reused for the client's next request to it."""
 
     def __init__(
-        self, key: tuple[str, int], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        key: tuple[str, int],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        linger: float,
     ) -> None:
         self.key = key
         self.reader = reader
         self.writer = writer
+        self.linger = linger
         self.keep = True
         self.answered = False
 
@@ -406,7 +423,7 @@ class _Origin:
         return self.writer.is_closing() or self.reader.at_eof()
 
     def close(self) -> None:
-        self.writer.close()
+        relay.close(self.writer, self.linger)
 
 
 def _cancel(*tasks: asyncio.Future[Any]) -> None:

@@ -1,13 +1,18 @@
 """The HTTP and HTTPS listeners around HttpFront and TlsFront: sockets and limits only.
 
-A cap on open connections (shared by both) bounds what a flood can hold; beyond it a new
-connection is closed at once and counted. Stopping closes the listeners, then the
-connections in progress.
+A cap on open connections (shared by both) bounds what a flood can hold, and a cap per
+client address (an IPv6 /64) keeps one client from holding them all; beyond either a new
+connection is closed at once and counted. Clients are counted under a keyed hash that lives
+only while the client has a connection open, so no address is kept. Stopping closes the
+listeners, then the connections in progress.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import ipaddress
+import os
 from collections.abc import Awaitable, Callable
 
 from blockd.config import HttpConfig, split_endpoint
@@ -30,6 +35,8 @@ class HttpServer:
         self.bus = bus
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._per_client: dict[bytes, int] = {}  # keyed hash of the client -> connections
+        self._salt = os.urandom(16)  # per process: the hashes mean nothing elsewhere
         self.bound: list[tuple[str, str, int]] = []  # (http|https|demo, address, port)
 
     async def start(self) -> None:
@@ -54,17 +61,41 @@ class HttpServer:
                 self.bus.publish(HttpProblem("dropped", "connections", kind))
                 writer.close()
                 return
+            client = self._client(writer)
+            held = self._per_client.get(client, 0)
+            if held >= self.cfg.max_connections_per_client:
+                self.bus.publish(HttpProblem("dropped", "client-connections", kind))
+                writer.close()
+                return
+            self._per_client[client] = held + 1
             task = asyncio.current_task()
             assert task is not None
             self._tasks.add(task)
             try:
                 await handler(reader, writer)
             except asyncio.CancelledError:
-                writer.close()  # stopping: the connection ends here, not as an error
+                writer.transport.abort()  # stopping: the connection ends here, not as an error
             finally:
                 self._tasks.discard(task)
+                left = self._per_client.pop(client) - 1
+                if left:
+                    self._per_client[client] = left
 
         return serve
+
+    def _client(self, writer: asyncio.StreamWriter) -> bytes:
+        """Return the keyed hash a client's connections are counted under."""
+        peer = writer.get_extra_info("peername")
+        try:
+            address = ipaddress.ip_address(peer[0].partition("%")[0])
+        except (TypeError, IndexError, ValueError):
+            return b""  # not an IP peer (cannot happen on these listeners): one shared count
+        if isinstance(address, ipaddress.IPv6Address):
+            if address.ipv4_mapped is not None:
+                address = address.ipv4_mapped
+            else:
+                address = ipaddress.IPv6Address(address.packed[:8] + bytes(8))  # its /64
+        return hashlib.blake2b(address.packed, key=self._salt, digest_size=16).digest()
 
     @property
     def connections(self) -> int:

@@ -83,7 +83,7 @@ class TlsFront:
         except (ConnectionError, OSError):
             pass
         finally:
-            writer.close()
+            relay.close(writer, self.limits.write_timeout)
 
     async def _hello(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -126,7 +126,10 @@ class TlsFront:
         try:
             o_writer.write(hello)
             await relay.pipe(
-                (reader, writer), (o_reader, o_writer), self.limits.tunnel_idle_timeout
+                (reader, writer),
+                (o_reader, o_writer),
+                self.limits.tunnel_idle_timeout,
+                self.limits.write_timeout,
             )
         finally:
-            o_writer.close()
+            relay.close(o_writer, self.limits.write_timeout)

@@ -58,7 +58,10 @@ CATALOGUE = _catalogue(
     ("blockd_http_blocked_total", "counter", "authority list outcome transport",
      "Notice pages served (notice) and TLS connections refused (refused), by matching list."),
     ("blockd_http_problems_total", "counter", "transport kind reason", "HTTP and TLS "
-     "connections rejected (client's fault), failed at the origin, or dropped (limits)."),
+     "connections rejected (client's fault, reason such as bad-target, body-not-allowed, "
+     "too-many-chunks, slow-client), failed at the origin (timeout, closed, loop, "
+     "forbidden-address, connect-failed), or dropped (limits: connections, "
+     "client-connections, write-timeout)."),
     ("blockd_http_connections", "gauge", "", "Client connections being served."),
     ("blockd_feed_syncs_total", "counter", "authority list outcome",
      "List syncs by outcome: accepted, unchanged, quarantined, rejected."),

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import contextlib
 import os
+import socket
 import ssl
 import struct
 from collections.abc import AsyncIterator
@@ -28,7 +29,7 @@ from blockd.events import HttpDecision, HttpProblem
 from blockd.http import sni
 from tests.dns.test_daemon import demo_config
 from tests.factories import Recorder
-from tests.http.test_sni import client_hello, extension, server_name
+from tests.http.test_sni import client_hello, extension, refragment, server_name
 
 if TYPE_CHECKING:
     from tests.dnsupstream import Upstream
@@ -531,8 +532,18 @@ async def test_a_flood_of_connections_is_bounded(
 # -- HTTPS: SNI, splice or refuse -----------------------------------------------------------------
 
 
-async def tls_request(app: App, name: str | None, ctx: ssl.SSLContext, pieces: int = 1) -> bytes:
-    """Do TLS through blockd's HTTPS port by hand, the ClientHello in `pieces` segments."""
+async def tls_request(
+    app: App,
+    name: str | None,
+    ctx: ssl.SSLContext,
+    pieces: int = 1,
+    *,
+    one_byte_records: bool = False,
+) -> bytes:
+    """Do TLS through blockd's HTTPS port by hand, the ClientHello in `pieces` segments.
+
+    With one_byte_records, the hello is refragmented into 1-byte records sent a byte a write.
+    """
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = ctx.wrap_bio(incoming, outgoing, server_hostname=name)
     reader, writer = await asyncio.open_connection("127.0.0.1", port(app, "https"))
@@ -540,11 +551,15 @@ async def tls_request(app: App, name: str | None, ctx: ssl.SSLContext, pieces: i
         with pytest.raises(ssl.SSLWantReadError):
             tls.do_handshake()
         hello = outgoing.read()
+        if one_byte_records:
+            hello = refragment(hello, range(1, len(hello) - 5))
+            pieces = len(hello)
         step = -(-len(hello) // pieces)
         for i in range(0, len(hello), step):
             writer.write(hello[i : i + step])
             await writer.drain()
-            await asyncio.sleep(0.02)
+            if not one_byte_records:
+                await asyncio.sleep(0.02)
         async with asyncio.timeout(5):
             while True:
                 data = await reader.read(65536)
@@ -896,3 +911,180 @@ async def get_with(app: App, lead: bytes) -> bytes:
     return await exchange(
         app, lead + b"GET /other HTTP/1.1\r\nHost: partial.demo.test\r\nConnection: close\r\n\r\n"
     )
+
+
+# -- Exhaustion (issue 15, class 6): no client can pin what others need ---------------------------
+
+
+def stalled_client(app: App, request: bytes, times: int) -> socket.socket:
+    """Connect with a tiny receive window, send `request` pipelined `times`, never read."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    sock.connect(("127.0.0.1", port(app)))
+    sock.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        sock.sendall(request * times)  # as much as fits: the server stops reading in time
+    return sock
+
+
+async def eventually(check: Any, within: float = 10.0) -> None:
+    """Wait until check() is true."""
+    async with asyncio.timeout(within):
+        while not check():  # noqa: ASYNC110 - polling the server's own state
+            await asyncio.sleep(0.05)
+
+
+def reset_or_closed(sock: socket.socket) -> bool:
+    """Say whether the server has ended the connection (drain what the window holds)."""
+    try:
+        while data := sock.recv(1 << 20):
+            del data
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+    return True
+
+
+NOTICE = b"GET / HTTP/1.1\r\nHost: blocked.demo.test\r\n\r\n"
+
+
+async def test_a_client_that_never_reads_is_cut_off_after_the_write_timeout(
+    tmp_path: Path, upstream: Upstream, origin: Origin, tls_origin: TlsOrigin
+) -> None:
+    app = await start(tmp_path, upstream, origin, tls_origin, write_timeout=0.5, max_connections=4)
+    try:
+        problems = Recorder(app.bus)
+        notices = [stalled_client(app, NOTICE, 2000) for _ in range(2)]
+        big = b"GET /big HTTP/1.1\r\nHost: partial.demo.test\r\n\r\n"
+        bodies = [stalled_client(app, big, 1) for _ in range(2)]  # every slot taken
+        stalled = notices + bodies
+        await eventually(lambda: app.http.connections == 4)
+        await eventually(lambda: app.http.connections == 0)
+        assert [p.reason for p in problems.of(HttpProblem)].count("write-timeout") == 4
+        assert all(p.kind == "dropped" for p in problems.of(HttpProblem))
+        await asyncio.sleep(0.6)  # the linger: unflushed sockets are aborted, not kept
+        assert all(reset_or_closed(s) for s in stalled)
+        for s in stalled:
+            s.close()
+        assert status(await get(app, "blocked.demo.test", "/")) == 451
+    finally:
+        await app.stop()
+
+
+async def test_a_reading_client_is_never_cut_off(
+    tmp_path: Path, upstream: Upstream, origin: Origin, tls_origin: TlsOrigin
+) -> None:
+    # A slow but steady reader keeps its connection: the timeout is per write, not per body.
+    app = await start(tmp_path, upstream, origin, tls_origin, write_timeout=0.5)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port(app), limit=65536)
+        writer.write(b"GET /big HTTP/1.1\r\nHost: partial.demo.test\r\nConnection: close\r\n\r\n")
+        total = 0
+        async with asyncio.timeout(60):
+            while data := await reader.read(65536):
+                total += len(data)
+                if total < 2 * 1024 * 1024:
+                    await asyncio.sleep(0.02)
+        writer.close()
+        assert total > BIG
+    finally:
+        await app.stop()
+
+
+async def test_one_client_cannot_hold_every_connection(
+    tmp_path: Path, upstream: Upstream, origin: Origin, tls_origin: TlsOrigin
+) -> None:
+    app = await start(tmp_path, upstream, origin, tls_origin, max_connections_per_client=3)
+    try:
+        problems = Recorder(app.bus)
+        held = [await asyncio.open_connection("127.0.0.1", port(app)) for _ in range(3)]
+        held.append(await asyncio.open_connection("127.0.0.1", port(app, "https")))
+        await eventually(lambda: app.http.connections == 3)
+        assert [(p.kind, p.reason) for p in problems.of(HttpProblem)] == [
+            ("dropped", "client-connections")  # the fourth, on the HTTPS port: one count
+        ]
+        async with asyncio.timeout(5):
+            assert await held[3][0].read(-1) == b""
+        # Another client address is served while the first holds its share.
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port(app), local_addr=("127.0.0.2", 0)
+        )
+        writer.write(b"GET / HTTP/1.1\r\nHost: blocked.demo.test\r\nConnection: close\r\n\r\n")
+        async with asyncio.timeout(5):
+            assert status(await reader.read(-1)) == 451
+        writer.close()
+        for _, w in held:
+            w.close()
+        await eventually(lambda: app.http.connections == 0)
+        assert app.http._per_client == {}  # nothing about a client outlives its connections
+        assert status(await get(app, "blocked.demo.test", "/")) == 451
+    finally:
+        await app.stop()
+
+
+class Peer:
+    """Stand-in for a StreamWriter: only its peer address."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    def get_extra_info(self, name: str) -> Any:
+        return (self.address, 1234) if name == "peername" else None
+
+
+def test_clients_are_counted_by_address_and_ipv6_slash_64(daemon: App) -> None:
+    key = daemon.http._client
+    assert key(Peer("192.0.2.1")) == key(Peer("::ffff:192.0.2.1"))  # type: ignore[arg-type]
+    assert key(Peer("192.0.2.1")) != key(Peer("192.0.2.2"))  # type: ignore[arg-type]
+    assert key(Peer("2001:db8:1:2::1")) == key(Peer("2001:db8:1:2:ffff::9"))  # type: ignore[arg-type]
+    assert key(Peer("2001:db8:1:2::1")) != key(Peer("2001:db8:1:3::1"))  # type: ignore[arg-type]
+    assert key(Peer("fe80::1%eth0")) == key(Peer("fe80::2"))  # type: ignore[arg-type]
+    assert b"192.0.2.1" not in key(Peer("192.0.2.1"))  # type: ignore[arg-type]
+    assert len(key(Peer("192.0.2.1"))) == 16  # type: ignore[arg-type]
+
+
+def chunked(pieces: list[bytes]) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+POST = b"POST /echo HTTP/1.1\r\nHost: partial.demo.test\r\nTransfer-Encoding: chunked\r\n"
+
+
+async def test_a_request_body_of_many_tiny_chunks_is_refused(
+    tmp_path: Path, upstream: Upstream, tls_origin: TlsOrigin
+) -> None:
+    async with raw_daemon(tmp_path, upstream, tls_origin) as (app, raw):
+        problems = Recorder(app.bus)
+        many = chunked([b"x"] * 3000)
+        response = await exchange(app, POST + b"Connection: close\r\n\r\n" + many)
+        assert status(response) == 400
+        assert "too-many-chunks" in [p.reason for p in problems.of(HttpProblem)]
+        assert raw.received.count(b"1\r\nx\r\n") <= 1025  # cut off at the bound
+        # A few small chunks, and many chunks of a fair size, are ordinary bodies.
+        for pieces in ([b"ab"] * 1000, [b"y" * 2048] * 1500):
+            raw.connections.clear()
+            response = await exchange(app, POST + b"Connection: close\r\n\r\n" + chunked(pieces))
+            assert status(response) == 200
+            assert raw.received.endswith(chunked(pieces) + b"<answered>")
+
+
+async def test_a_response_of_many_tiny_chunks_streams_through(
+    tmp_path: Path, upstream: Upstream, tls_origin: TlsOrigin
+) -> None:
+    # An event stream is many small chunks by design: responses are not chunk-bound.
+    events = [b"data: %d\n\n" % i for i in range(3000)]
+    reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(events)
+    async with raw_daemon(tmp_path, upstream, tls_origin, reply) as (app, _):
+        response = await get(app, "partial.demo.test", "/events")
+        assert status(response) == 200
+        assert response.endswith(chunked(events))
+
+
+async def test_a_hello_trickled_in_one_byte_records_is_spliced(
+    daemon: App, tls_origin: TlsOrigin
+) -> None:
+    response = await tls_request(
+        daemon, "partial.demo.test", tls_origin.client_context(), one_byte_records=True
+    )
+    assert response.startswith(b"HTTP/1.1 200") and response.endswith(b"tls origin")
