@@ -22,12 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from blockd import __version__, urls
+from blockd import __version__
 from blockd.audit import bundle
 from blockd.audit.entries import utc
 from blockd.audit.log import AuditError
 from blockd.config import AdminConfig, split_endpoint
 from blockd.events import OperatorAction
+from blockd.http import decide
 
 if TYPE_CHECKING:
     from blockd.app import App
@@ -221,35 +222,10 @@ class Admin:
         if not (isinstance(targets, list) and 0 < len(targets) <= 100):
             return _problem(400, 'give {"targets": [host or URL, ...]} (at most 100)')
         self._audit("check", f"{len(targets)} targets (admin API)")
+        if not all(isinstance(target, str) for target in targets):
+            return _problem(400, "targets must be strings")
         snapshot = self.app.feeds.snapshot
-        out: list[dict[str, object]] = []
-        for target in targets:
-            if not isinstance(target, str):
-                return _problem(400, "targets must be strings")
-            try:
-                if "/" in target:
-                    verdict = snapshot.url_verdict(
-                        target if "://" in target else "http://" + target
-                    )
-                else:
-                    verdict = snapshot.host_verdict(urls.canonical_host(target))
-            except ValueError as e:
-                out.append({"target": target, "error": str(e)})
-                continue
-            out.append(
-                {
-                    "target": target,
-                    "verdict": None
-                    if verdict is None
-                    else {
-                        "action": verdict.action,
-                        "authority": verdict.authority,
-                        "list": verdict.list,
-                        "version": verdict.version,
-                        "reference": verdict.entry_ref,
-                    },
-                }
-            )
+        out = [decide.check(snapshot, target) for target in targets]
         return web.json_response({"results": out})
 
     async def selftest(self, request: web.Request) -> web.Response:

@@ -10,12 +10,12 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from blockd import __version__, urls
+from blockd import __version__
 from blockd.audit import commands as audit_commands
 from blockd.audit.log import AuditError
 from blockd.config import Config, ConfigError, StateConfig, json_schema
@@ -27,9 +27,9 @@ from blockd.feeds.model import FORMATS, PayloadError, TestEntry, parse_trust, rf
 from blockd.feeds.sync import FeedSync, ListStatus
 from blockd.feeds.trust import TrustError
 from blockd.feeds.verify import Rejected, check_body, verify_list, verify_trust
+from blockd.http import decide
 from blockd.policy import entries as entry_rules
 from blockd.policy.guards import GuardConfigError
-from blockd.policy.snapshot import PolicySnapshot
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "blockd.toml"
 DEFAULT_CONFIG = Path(os.environ.get("BLOCKD_CONFIG", "/etc/blockd/blockd.toml"))
@@ -307,17 +307,7 @@ def _check_remote(a: argparse.Namespace) -> int:
         raise UsageError(f"{a.admin}: HTTP {e.code}: {e.read().decode(errors='replace')}") from None
     except (urllib.error.URLError, OSError) as e:
         raise UsageError(f"{a.admin}: cannot reach the admin API: {e}") from None
-    for r in results:
-        v = r.get("verdict")
-        if "error" in r:
-            print(f"{r['target']}: invalid: {r['error']}")
-        elif v is None:
-            print(f"{r['target']}: not blocked")
-        else:
-            print(
-                f"{r['target']}: {v['action']} ({v['authority']}/{v['list']} "
-                f"v{v['version']}, ref {v['reference']})"
-            )
+    _print_reports(results)
     return 0
 
 
@@ -329,28 +319,23 @@ def cmd_check(a: argparse.Namespace) -> int:
     sync = _feed_sync(a, bus)
     snap = sync.snapshot
     with audit_commands.operator_action(sync.config, bus, "check", f"{len(a.targets)} targets"):
-        _print_verdicts(snap, a.targets)
+        _print_reports([decide.check(snap, target) for target in a.targets])
     return 0
 
 
-def _print_verdicts(snap: PolicySnapshot, targets: Sequence[str]) -> None:
-    for target in targets:
-        try:
-            if "/" in target or ":" in target:
-                verdict = snap.url_verdict(target)
-                shown = urls.canonicalize(target)
-            else:
-                shown = urls.canonical_host(target)
-                verdict = snap.host_verdict(shown)
-        except ValueError as e:
-            print(f"{target}: invalid: {e}")
-            continue
-        if verdict is None:
+def _print_reports(reports: Sequence[Mapping[str, Any]]) -> None:
+    """Print check reports (blockd.http.decide.check), local or from the admin API."""
+    for r in reports:
+        v = r.get("verdict")
+        shown = r.get("canonical") or r["target"]
+        if "error" in r:
+            print(f"{r['target']}: invalid: {r['error']}")
+        elif v is None:
             print(f"{shown}: not blocked")
         else:
             print(
-                f"{shown}: {verdict.action} ({verdict.authority}/{verdict.list} "
-                f"v{verdict.version}, ref {verdict.entry_ref})"
+                f"{shown}: {v['action']} ({v['authority']}/{v['list']} "
+                f"v{v['version']}, ref {v['reference']})"
             )
 
 

@@ -1,4 +1,4 @@
-"""Test factories: keys, trust policies, signed lists and configs in one call each."""
+"""Test factories: keys, trust policies, signed lists, configs and snapshots in one call each."""
 
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ from blockd.events import E, Event, EventBus
 from blockd.feeds.authoring import list_payload, sign_list, sign_trust
 from blockd.feeds.keys import SigningKey
 from blockd.feeds.model import Authority, Format, ListPayload, Regulator, TrustPolicy
+from blockd.policy import entries as entry_rules
+from blockd.policy.compile import IndexedList, compile_snapshot, index_list
+from blockd.policy.snapshot import ListInfo, PolicySnapshot
+from blockd.policy.verdict import HostAction, ListSource
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -137,3 +141,35 @@ class Recorder:
     def of(self, kind: type[E]) -> list[E]:
         """Return the recorded events of one kind."""
         return [e for e in self.events if isinstance(e, kind)]
+
+
+def indexed(
+    list_id: str,
+    fmt: Format,
+    lines: Sequence[str],
+    action: HostAction = "notice",
+    version: int = 1,
+    authority: str = "auth",
+) -> IndexedList:
+    """Return one list, validated and indexed as an accepted version would be."""
+    entries = entry_rules.build(fmt, lines)
+    info = ListInfo(ListSource(authority, list_id, version, action), NOW, NOW, entries.count)
+    return index_list(info, entries)
+
+
+def snapshot(
+    hosts: Sequence[str] = (),
+    urls: Sequence[str] = (),
+    *,
+    nxdomain: Sequence[str] = (),
+    hashed: Sequence[str] = (),
+) -> PolicySnapshot:
+    """Return a snapshot of up to four lists: notice hosts, URLs, NXDOMAIN hosts, sha256."""
+    kinds: list[tuple[str, Format, Sequence[str], HostAction]] = [
+        ("hosts", "hosts", hosts, "notice"),
+        ("urls", "urls", urls, "notice"),
+        ("nx", "hosts", nxdomain, "nxdomain"),
+        ("hashed", "sha256", hashed, "notice"),
+    ]
+    lists = [indexed(list_id, fmt, lines, action) for list_id, fmt, lines, action in kinds if lines]
+    return compile_snapshot(lists, ref_key=b"k" * 32)

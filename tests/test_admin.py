@@ -246,3 +246,43 @@ async def test_check_asks_a_running_daemon(
     assert [e.action for e in events.of(OperatorAction)] == ["check"]
     bad = [*argv[:3], "--token-file", str(tmp_path / "nope"), "x.example"]
     assert await asyncio.to_thread(main, bad) == 2
+
+
+CHECK_TARGETS = [
+    "blocked.demo.test:8080",  # the CLI once gave a URL verdict here, the API "invalid"
+    "www.blocked.demo.test",
+    "partial.demo.test",
+    "partial.demo.test:8080",
+    "partial.demo.test/listed/page.html",
+    "http://partial.demo.test/other",
+    "example.com",
+    "bad..name",
+    "ftp://blocked.demo.test/",
+]
+
+
+async def test_the_cli_and_the_api_check_by_one_rule(
+    tmp_path: Path, upstream: Upstream, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with running(config(tmp_path, upstream), tmp_path, write=True) as app:
+        status, body, _ = await call(app, "POST", "/api/v1/check", body={"targets": CHECK_TARGETS})
+        assert status == 200
+        outcomes = [r["outcome"] for r in body["results"]]
+        assert outcomes == [
+            "notice",
+            "notice",
+            "pass",
+            "pass",
+            "notice",
+            "pass",
+            "misdirected",
+            "bad-request",
+            "bad-request",
+        ]
+        remote = ["check", "--admin", base(app), "--token-file", str(tmp_path / "token")]
+        assert await asyncio.to_thread(main, [*remote, *CHECK_TARGETS]) == 0
+        via_api = capsys.readouterr().out
+        offline = ["check", "--config", str(tmp_path / "blockd.toml"), *CHECK_TARGETS]
+        assert await asyncio.to_thread(main, offline) == 0
+        assert capsys.readouterr().out == via_api
+    assert via_api.splitlines()[0].startswith("blocked.demo.test: notice (demo-authority/")

@@ -4,15 +4,15 @@ DNS sends two kinds of host here: wholly blocked hosts (the notice address) and 
 carrying URL-level entries (the proxy address). Stages, in order, for every request on a
 connection (each may answer and stop):
 1. head     read within header_timeout, size-limited, parsed strictly (h1): 400/408/414/431
-2. host     from the absolute-form target, else Host; canonicalised like a list entry
-3. policy   wholly blocked host: notice. Routed host: the URL, canonicalised with
-            blockd.urls, against the snapshot: listed -> notice. Any other host: 421,
-            because blockd is not an open proxy.
-4. origin   the origin's configured port (the Host port never chooses it: another is 421),
+2. decide   blockd.http.decide, the one HTTP rule: the host (absolute-form target, else
+            Host) wholly blocked, or a listed URL on a routed host -> notice; any other
+            host -> 421, because blockd is not an open proxy; a Host port other than the
+            origin's -> 421; else pass
+3. origin   the origin's configured port,
             resolved through the upstream resolvers (never blockd's own answers); only
             public addresses unless the operator fixed the origin (http.origins); one of
             our own listeners is refused (508, a loop)
-5. relay    the request, then the response streamed back unchanged; an upgrade (101) turns
+4. relay    the request, then the response streamed back unchanged; an upgrade (101) turns
             the connection into a tunnel
 Nothing about the client is kept; every decision is an HttpDecision event.
 """
@@ -28,11 +28,11 @@ from typing import Any
 from blockd.events import EventBus, HttpDecision, HttpProblem
 from blockd.feeds.model import Authority
 from blockd.http import h1, relay
+from blockd.http.decide import decide
 from blockd.http.notice import NoticePage
 from blockd.http.origin import OriginError, OriginResolver
 from blockd.policy.snapshot import PolicySnapshot
 from blockd.policy.verdict import Verdict
-from blockd.urls import InvalidName, InvalidURL, canonical_host
 
 log = logging.getLogger(__name__)
 MAX_LEADING_CRLF = 4
@@ -69,34 +69,6 @@ def plain_response(status: int, text: str = "", *, close: bool = True) -> bytes:
             body,
         )
     )
-
-
-def split_host(authority: str) -> tuple[str, int | None]:
-    """Split 'host[:port]' (IPv6 in brackets); raise InvalidName."""
-    host, port = authority, None
-    if authority.startswith("["):
-        end = authority.find("]")
-        if end < 0:
-            raise InvalidName("unclosed IPv6 bracket")
-        host, rest = authority[: end + 1], authority[end + 1 :]
-        if rest:
-            if not rest.startswith(":"):
-                raise InvalidName("junk after IPv6 address")
-            port = _port(rest[1:])
-    elif ":" in authority:
-        host, _, text = authority.rpartition(":")
-        port = _port(text)
-    if "@" in host:
-        raise InvalidName("user information in authority")
-    return canonical_host(host), port
-
-
-def _port(text: str) -> int | None:
-    if text == "":
-        return None
-    if not (text.isascii() and text.isdigit()) or len(text) > 5 or not 0 < int(text) < 65536:
-        raise InvalidName(f"bad port {text[:8]!r}")
-    return int(text)
 
 
 @dataclass(frozen=True)
@@ -214,53 +186,55 @@ class HttpFront:
         origin: _Origin | None,
     ) -> tuple[bool, _Origin | None]:
         """Answer one request; return (keep the connection, origin connection to reuse)."""
-        try:
-            host, port = split_host(req.host)
-            if req.method == "CONNECT":
-                raise InvalidURL("CONNECT")
-            snapshot = self.source()
-            verdict: Verdict | None = snapshot.host_verdict(host)
-            if verdict is not None and verdict.action == "route":
-                verdict = _url_verdict(snapshot, host, req.path)
-                routed = True
-            else:
-                routed = False
-        except (InvalidName, InvalidURL, UnicodeError) as e:
-            status = 405 if req.method == "CONNECT" else 400
+        if req.method == "CONNECT":
             self.bus.publish(HttpProblem("rejected", "bad-host", "http"))
-            log.debug("bad request target (%s)", type(e).__name__)
-            writer.write(plain_response(status, "This proxy only serves plain HTTP requests."))
+            writer.write(plain_response(405, "This proxy only serves plain HTTP requests."))
             return False, origin
-        if verdict is not None:
-            self.bus.publish(HttpDecision(verdict, "notice", "http"))
-            if self.on_block is not None:
-                peer = writer.get_extra_info("peername")
-                self.on_block(str(peer[0]) if peer else "", verdict, "http")
-            keep = req.keep_alive and req.framing == "none"  # a body we will not read: close
-            writer.write(
-                self.notice.response(
-                    req.method,
-                    verdict,
-                    self.authority_of(verdict.authority),
-                    _header(req, b"accept-language"),
-                    records_nothing=self.records_nothing,
-                    keep_alive=keep,
-                )
-            )
-            await relay.drain(writer, self.limits.write_timeout)
-            return keep, origin
-        if not routed:
+        local = _local_port(writer)
+        d = decide(self.source(), req.host, req.path, lambda host: (self._origin_port(host), local))
+        if d.outcome == "bad-request":
+            self.bus.publish(HttpProblem("rejected", "bad-host", "http"))
+            log.debug("bad request target (%s)", d.reason)
+            writer.write(plain_response(400, "This proxy only serves plain HTTP requests."))
+            return False, origin
+        if d.outcome == "notice":
+            assert d.verdict is not None
+            return await self._notice(req, writer, d.verdict), origin
+        if d.outcome == "misdirected":
+            # Not an open proxy; and the Host port never picks where blockd connects.
             self.bus.publish(HttpDecision(None, "misdirected", "http"))
-            writer.write(plain_response(421, "This server does not serve that host."))
+            what = "port" if d.reason == "port" else "host"
+            writer.write(plain_response(421, f"This server does not serve that {what}."))
             return False, origin
-        origin_port = self.resolver.http_port(host) or self.limits.origin_port
-        if port is not None and port != origin_port and port != _local_port(writer):
-            # The Host port never picks where blockd connects: only the origin's own port.
-            self.bus.publish(HttpDecision(None, "misdirected", "http"))
-            writer.write(plain_response(421, "This server does not serve that port."))
-            return False, origin
+        assert d.host is not None
         self.bus.publish(HttpDecision(None, "pass", "http"))
-        return await self._forward(req, host, origin_port, reader, writer, origin)
+        return await self._forward(req, d.host, self._origin_port(d.host), reader, writer, origin)
+
+    def _origin_port(self, host: str) -> int:
+        """Return the one port blockd connects to for host."""
+        return self.resolver.http_port(host) or self.limits.origin_port
+
+    async def _notice(
+        self, req: h1.Request, writer: asyncio.StreamWriter, verdict: Verdict
+    ) -> bool:
+        """Serve the notice page; return whether the connection may be kept."""
+        self.bus.publish(HttpDecision(verdict, "notice", "http"))
+        if self.on_block is not None:
+            peer = writer.get_extra_info("peername")
+            self.on_block(str(peer[0]) if peer else "", verdict, "http")
+        keep = req.keep_alive and req.framing == "none"  # a body we will not read: close
+        writer.write(
+            self.notice.response(
+                req.method,
+                verdict,
+                self.authority_of(verdict.authority),
+                _header(req, b"accept-language"),
+                records_nothing=self.records_nothing,
+                keep_alive=keep,
+            )
+        )
+        await relay.drain(writer, self.limits.write_timeout)
+        return keep
 
     async def _forward(
         self,
@@ -440,28 +414,6 @@ def _header(req: h1.Request, name: bytes) -> str | None:
     for n, v in req.headers:
         if n.lower() == name:
             return v.decode("latin-1")
-    return None
-
-
-def _url_verdict(snapshot: PolicySnapshot, host: str, path: str) -> Verdict | None:
-    """Decide a routed request by every form a common origin could serve it as.
-
-    The target is forwarded as received; it is checked as received and, where origins
-    differ, as they may read it: without `;parameters` in path segments (Tomcat, Jetty,
-    Spring) and without trailing dots or slashes (IIS, Windows file servers).
-    """
-    path_part, mark, query = path.partition("?")
-    forms = {path_part}
-    if ";" in path_part:
-        forms.add("/".join(seg.partition(";")[0] for seg in path_part.split("/")))
-    for form in list(forms):
-        trimmed = form.rstrip("./")
-        if trimmed and trimmed != form:
-            forms.add(trimmed)
-    for form in (path_part, *sorted(forms - {path_part})):
-        verdict = snapshot.url_verdict(f"http://{host}{form}{mark}{query}")
-        if verdict is not None:
-            return verdict
     return None
 
 

@@ -21,6 +21,7 @@ from typing import Literal
 
 from blockd.events import EventBus, HttpDecision, HttpProblem
 from blockd.http import relay, sni
+from blockd.http.decide import decide
 from blockd.http.origin import OriginError, OriginResolver
 from blockd.http.proxy import Limits
 from blockd.policy.snapshot import PolicySnapshot
@@ -67,12 +68,14 @@ class TlsFront:
                 return
             # Past here the visible name decides, with ECH as without: a blocked outer name
             # is refused, and only a routed one is spliced (never an open relay to :443).
-            verdict = self.source().host_verdict(name)
-            if verdict is None:
+            d = decide(self.source(), name, None)
+            if d.outcome in ("misdirected", "bad-request"):
                 self.bus.publish(HttpDecision(None, "misdirected", "https"))
                 writer.write(sni.alert(sni.ALERT_UNRECOGNIZED_NAME))
                 return
-            if verdict.action != "route":
+            verdict = d.verdict
+            assert verdict is not None
+            if d.outcome == "notice":
                 self._refuse(writer, verdict, sni.ALERT_ACCESS_DENIED)
                 return
             if self.modes.get(f"{verdict.authority}/{verdict.list}", "splice") == "refuse":

@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blockd.http import h1
-from blockd.http.proxy import _origin_head, split_host
+from blockd.http.decide import split_host
+from blockd.http.proxy import _origin_head
 from blockd.urls import InvalidName
 
 T = TypeVar("T")
@@ -601,7 +602,7 @@ def test_bad_chunk_size(line: bytes) -> None:
     assert refusal(h1.chunk_size, line) == (400, "bad-chunk")
 
 
-# -- split_host (blockd.http.proxy) ---------------------------------------------------------
+# -- split_host (blockd.http.decide) --------------------------------------------------------
 
 
 @pytest.mark.parametrize(
