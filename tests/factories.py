@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import dnslib
+
 from blockd.config import Config, parse
+from blockd.dns.forward import ForwardError
 from blockd.events import E, Event, EventBus
 from blockd.feeds.authoring import list_payload, sign_list, sign_trust
 from blockd.feeds.keys import SigningKey
 from blockd.feeds.model import Authority, Format, ListPayload, Regulator, TrustPolicy
+from blockd.http import h1
 from blockd.policy import entries as entry_rules
 from blockd.policy.compile import IndexedList, compile_snapshot, index_list
 from blockd.policy.snapshot import ListInfo, PolicySnapshot
@@ -173,3 +177,76 @@ def snapshot(
     ]
     lists = [indexed(list_id, fmt, lines, action) for list_id, fmt, lines, action in kinds if lines]
     return compile_snapshot(lists, ref_key=b"k" * 32)
+
+
+def query(
+    name: str,
+    qtype: str = "A",
+    *,
+    qid: int = 0x1234,
+    edns: int | None = 1232,
+    do: bool = False,
+) -> bytes:
+    """Return a DNS query's wire bytes (EDNS with `edns` as UDP size unless None)."""
+    q = dnslib.DNSRecord.question(name, qtype)
+    q.header.id = qid
+    if edns is not None:
+        q.add_ar(dnslib.EDNS0(udp_len=edns, flags="do" if do else ""))
+    return bytes(q.pack())
+
+
+def answer_to(packet: bytes, *records: str, rcode: int = 0, pad: int = 0) -> bytes:
+    """Return an upstream answer to `packet` holding zone-file `records` (TXT padding: pad)."""
+    q = dnslib.DNSRecord.parse(packet)
+    reply = q.reply()
+    reply.header.rcode = rcode
+    for text in records:
+        reply.add_answer(*dnslib.RR.fromZone(text))
+    if pad:
+        reply.add_answer(
+            dnslib.RR(q.q.qname, dnslib.QTYPE.TXT, rdata=dnslib.TXT([b"x" * 200] * (pad // 200)))
+        )
+    return bytes(reply.pack())
+
+
+class FakeForwarder:
+    """A scripted upstream: answers by question name, or fails with a ForwardError reason."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, Callable[[bytes], bytes]] = {}
+        self.failures: dict[str, str] = {}
+        self.asked: list[str] = []
+
+    def add(self, name: str, *records: str, rcode: int = 0, pad: int = 0) -> None:
+        """Answer name with zone-file records (default: one A record)."""
+        records = records or (f"{name}. 300 IN A 192.0.2.1",)
+        self.answers[name.lower()] = lambda p: answer_to(p, *records, rcode=rcode, pad=pad)
+
+    def fail(self, name: str, reason: str) -> None:
+        """Make queries for name fail with ForwardError(reason)."""
+        self.failures[name.lower()] = reason
+
+    async def query(self, packet: bytes) -> bytes:
+        """Answer as scripted; an unscripted name gets NXDOMAIN."""
+        name = str(dnslib.DNSRecord.parse(packet).q.qname).rstrip(".").lower()
+        self.asked.append(name)
+        if name in self.failures:
+            reason = self.failures[name]
+            raise ForwardError(reason, f"scripted {reason}")  # type: ignore[arg-type]
+        make = self.answers.get(name)
+        return make(packet) if make else answer_to(packet, rcode=3)
+
+
+def http_request(
+    target: str = "/",
+    host: str | None = "partial.demo.test",
+    method: str = "GET",
+    headers: Sequence[tuple[str, str]] = (),
+    version: str = "HTTP/1.1",
+) -> h1.Request:
+    """Return a parsed request head, as the proxy sees it."""
+    lines = [f"{method} {target} {version}"]
+    if host is not None:
+        lines.append(f"Host: {host}")
+    lines += [f"{k}: {v}" for k, v in headers]
+    return h1.parse_request(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))

@@ -1,12 +1,16 @@
 """The DNS request contract: a query's bytes in, the answer's bytes out (None: drop).
 
-Stages, in order (each may answer and stop):
+Stages, in order (each may answer and stop); `DnsPipeline.decide` reads as this list:
+0. replay   a UDP query seen before (same bytes after the ID) under this snapshot, whose
+            answer came from the policy or the cache, gets it again without parsing
 1. parse    our own bounded parser; hostile packets are dropped or get FORMERR/NOTIMP/...
 2. access   clients outside the allowed networks get REFUSED
 3. policy   wholly blocked host: blocked answer; host with URL entries: the proxy address
 4. cache    a cached upstream answer, re-decided: a CNAME to a blocked host is blocked
 5. forward  to the upstreams; the answer's CNAME chain is checked like the cache's
 The policy comes before the cache so that a new snapshot applies to the very next query.
+Every policy answer (block or route, from any stage) is reported by `_decided`, the one
+place a DnsDecision is published and the legal-records hook called.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import NamedTuple, Protocol
 from blockd.dns import cache, wire
 from blockd.dns.answers import AnswerPolicy
 from blockd.dns.cache import AnswerCache
-from blockd.dns.forward import Forwarder, ForwardError
+from blockd.dns.forward import ForwardError
 from blockd.events import DnsDecision, DnsProblem, EventBus
 from blockd.metrics.counters import DnsCounters
 from blockd.policy.snapshot import PolicySnapshot
@@ -44,6 +48,14 @@ class SnapshotSource(Protocol):
     """Anything holding the current snapshot (replaced whole, read without a lock)."""
 
     snapshot: PolicySnapshot
+
+
+class Upstream(Protocol):
+    """Where forwarded queries go: the Forwarder, or a scripted one in tests."""
+
+    async def query(self, packet: bytes) -> bytes:
+        """Return the upstream's answer to packet, with its ID; raise ForwardError."""
+        ...
 
 
 class AccessList:
@@ -73,7 +85,7 @@ class DnsPipeline:
         self,
         source: SnapshotSource,
         answers: AnswerPolicy,
-        forwarder: Forwarder,
+        forwarder: Upstream,
         cache: AnswerCache,
         bus: EventBus,
         access: AccessList,
@@ -101,31 +113,21 @@ class DnsPipeline:
         """Answer one query; None means drop it."""
         decided = self.decide(data, client, transport)
         if isinstance(decided, wire.Query):
-            return await self.forward(decided, transport)
+            return await self.forward(decided, transport, client)
         return decided
 
     def decide(self, data: bytes, client: str, transport: str) -> bytes | wire.Query | None:
         """Run every stage that needs no network: an answer, None (drop), or the Query to
         forward. The UDP server answers from here without creating a task."""
-        snapshot = self.source.snapshot
-        if snapshot is not self._memo_snapshot:
-            self._memo.clear()
-            self._memo_snapshot = snapshot
+        snapshot = self._snapshot()
+        # 0. replay (hot path: most UDP queries repeat; no parse, no allocation but the ID)
         if transport == "udp" and self.access.allows(client):
-            # Hot path: a query seen before (same bytes after the ID) that the policy
-            # answered gets the same answer with its own ID, without parsing.
             memo = self._memo.get(data[2:])
             if memo is not None:
-                if isinstance(memo, CacheKey):
-                    hit = self._cache_hit(memo, data, snapshot)
-                    if hit is not None:
-                        self.counts.cached[transport] += 1
-                        return hit
-                else:
-                    self.bus.publish(memo[1])
-                    if self.on_block is not None and memo[1].verdict.action != "route":
-                        self.on_block(client, memo[1].verdict, transport)
-                    return data[:2] + memo[0]
+                replayed = self._replay(memo, data, client, snapshot)
+                if replayed is not None:
+                    return replayed
+        # 1. parse
         try:
             q = wire.parse_query(data)
         except wire.Drop as e:
@@ -134,25 +136,80 @@ class DnsPipeline:
         except wire.Reject as e:
             self.bus.publish(DnsProblem("rejected", e.reason, transport))
             return e.response
+        # 2. access
         if not self.access.allows(client):
             self.bus.publish(DnsProblem("refused", "access-list", transport))
             return wire.build_response(q, wire.REFUSED)
+        # 3. policy
+        answer = self._policy(q, data, client, snapshot, transport)
+        if answer is not None:
+            return answer
+        # 4. cache; else 5. forward (the caller awaits forward(q))
+        return self._cache(q, data, client, snapshot, transport)
+
+    def _snapshot(self) -> PolicySnapshot:
+        """Return the snapshot in force; a new one invalidates the replay memo."""
+        snapshot = self.source.snapshot
+        if snapshot is not self._memo_snapshot:
+            self._memo.clear()
+            self._memo_snapshot = snapshot
+        return snapshot
+
+    def _replay(
+        self,
+        memo: CacheKey | tuple[bytes, DnsDecision],
+        data: bytes,
+        client: str,
+        snapshot: PolicySnapshot,
+    ) -> bytes | None:
+        """Answer a remembered query again with its own ID; None when the full path must."""
+        if isinstance(memo, CacheKey):
+            hit = self._cache_hit(memo, data, snapshot)
+            if hit is not None:
+                self.counts.cached["udp"] += 1
+            return hit
+        answer, decision = memo
+        self._decided(decision, client)
+        return data[:2] + answer
+
+    def _policy(
+        self, q: wire.Query, data: bytes, client: str, snapshot: PolicySnapshot, transport: str
+    ) -> bytes | None:
+        """Answer a blocked or routed name from the policy; None when it does not decide."""
         verdict = snapshot.host_verdict(q.qname) if q.qname else None
-        if verdict is not None:
-            answer = self._from_policy(q, verdict, transport)
-            if answer is not None and self.on_block is not None and verdict.action != "route":
-                self.on_block(client, verdict, transport)
-            if answer is not None:
-                if transport == "udp":
-                    self._remember(data, (answer[2:], DnsDecision(verdict, transport)))
-                return answer
+        if verdict is None:
+            return None
+        if verdict.action == "route":
+            answer = self.answers.routed(q)
+            if answer is None:
+                return None  # a mail or text query for a routed host: forward it
+        else:
+            answer = self.answers.blocked(q, verdict)
+        decision = DnsDecision(verdict, transport)
+        self._decided(decision, client)
+        if transport == "udp":
+            self._remember(data, (answer[2:], decision))
+        return answer
+
+    def _cache(
+        self, q: wire.Query, data: bytes, client: str, snapshot: PolicySnapshot, transport: str
+    ) -> bytes | wire.Query:
+        """Answer from the cache (its CNAME chain re-decided), or return q to forward."""
         key = self.cache.key(q)
         cached = self.cache.get(key, q.id)
         if transport == "udp":
             self._remember(data, CacheKey(key, _udp_limit(q)))
-        if cached is not None:
-            return self._checked(q, cached[0], cached[1], snapshot, transport, self.counts.cached)
-        return q
+        if cached is None:
+            return q
+        return self._checked(
+            q, cached[0], cached[1], client, snapshot, transport, self.counts.cached
+        )
+
+    def _decided(self, decision: DnsDecision, client: str) -> None:
+        """Report a policy answer: the one place its event is published (and records kept)."""
+        self.bus.publish(decision)
+        if self.on_block is not None and decision.verdict.action != "route":
+            self.on_block(client, decision.verdict, decision.transport)
 
     def _cache_hit(self, memo: CacheKey, data: bytes, snapshot: PolicySnapshot) -> bytes | None:
         """Serve a repeated query from the cache without parsing it, when nothing needs q."""
@@ -173,7 +230,7 @@ class DnsPipeline:
                 self._memo.clear()
             self._memo[data[2:]] = value
 
-    async def forward(self, q: wire.Query, transport: str) -> bytes:
+    async def forward(self, q: wire.Query, transport: str, client: str = "") -> bytes:
         """Ask the upstreams, cache the answer, and check its CNAME chain."""
         try:
             started = time.perf_counter()
@@ -194,24 +251,15 @@ class DnsPipeline:
         self.cache.put(self.cache.key(q), upstream, info)
         # The policy may have changed while we waited: check against the one in force now.
         return self._checked(
-            q, upstream, info.cnames, self.source.snapshot, transport, self.counts.forwarded
+            q, upstream, info.cnames, client, self.source.snapshot, transport, self.counts.forwarded
         )
-
-    def _from_policy(self, q: wire.Query, verdict: Verdict, transport: str) -> bytes | None:
-        if verdict.action == "route":
-            answer = self.answers.routed(q)
-            if answer is None:
-                return None  # a mail or text query for a routed host: forward it
-        else:
-            answer = self.answers.blocked(q, verdict)
-        self.bus.publish(DnsDecision(verdict, transport))
-        return answer
 
     def _checked(
         self,
         q: wire.Query,
         data: bytes,
         cnames: Sequence[str],
+        client: str,
         snapshot: PolicySnapshot,
         transport: str,
         answered: dict[str, int],
@@ -220,7 +268,7 @@ class DnsPipeline:
         for target in cnames:
             verdict = snapshot.blocked_host(target)
             if verdict is not None:
-                self.bus.publish(DnsDecision(verdict, transport))  # counted as blocked
+                self._decided(DnsDecision(verdict, transport), client)  # counted as blocked
                 return self.answers.blocked(q, verdict)
         answered[transport] += 1
         if transport == "udp" and len(data) > _udp_limit(q):

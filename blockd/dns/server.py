@@ -118,7 +118,7 @@ class _UdpListener:
 
     async def _forward(self, q: wire.Query, addr: tuple[str | int, ...]) -> None:
         try:
-            self.send(await self.server.pipeline.forward(q, "udp"), addr)
+            self.send(await self.server.pipeline.forward(q, "udp", str(addr[0])), addr)
         except Exception:
             log.exception("udp query failed")
         finally:
