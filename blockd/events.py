@@ -35,6 +35,10 @@ class FeedAccepted(Event):
     entries: int
     rejected_entries: dict[str, int] = field(default_factory=dict)
     payload_sha256: str | None = None  # the signed content's identity (envelopes vary)
+    # Where the exact accepted bytes are stored (for a fleet or an RPZ server to publish;
+    # not audited: paths are this machine's business).
+    envelope_path: str = ""
+    body_path: str | None = None
 
 
 @dataclass(frozen=True)

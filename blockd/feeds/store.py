@@ -112,6 +112,11 @@ class ListStore:
             atomic_write(d / f"{version}.body", body)
         atomic_write(d / f"{version}.dsse", envelope)
 
+    def version_paths(self, authority: str, list_id: str, version: int) -> tuple[Path, Path]:
+        """Return where a version's envelope and body file are (or would be) stored."""
+        d = self._dir(authority, list_id)
+        return d / f"{version}.dsse", d / f"{version}.body"
+
     def load_version(
         self, authority: str, list_id: str, version: int
     ) -> tuple[bytes, bytes | None]:

@@ -55,8 +55,8 @@ from blockd.metrics.counters import UPSTREAM_BUCKETS, BlockCounts, DnsCounters, 
 
 if TYPE_CHECKING:  # the DNS pipeline imports this module: keep its imports light
     from blockd.dns.forward import UpstreamState
+    from blockd.feeds.holder import ListStatus
     from blockd.feeds.model import TrustPolicy
-    from blockd.feeds.sync import ListStatus
 
 __all__ = [
     "CATALOGUE",
