@@ -136,7 +136,7 @@ def child_blockd(feeds: Path, queries: int) -> dict[str, float]:
         check_body(v, body)
         lines = entry_rules.split_body(body, v.payload.entry_count)
         del body
-        entries = entry_rules.build(v.payload.format, lines, v.payload)
+        entries = entry_rules.build(v.payload.format, lines, v.payload.test_entries)
         del lines
         p = v.payload
         info = ListInfo(

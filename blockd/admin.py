@@ -16,9 +16,10 @@ import html
 import json
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
@@ -27,11 +28,13 @@ from blockd.audit import bundle
 from blockd.audit.entries import utc
 from blockd.audit.log import AuditError
 from blockd.config import AdminConfig, split_endpoint
-from blockd.events import OperatorAction
+from blockd.events import EventBus, OperatorAction, SelfTestResult
 from blockd.http import decide
 
 if TYPE_CHECKING:
-    from blockd.app import App
+    from blockd.audit.recorder import AuditRecorder
+    from blockd.feeds.sync import FeedSync
+    from blockd.metrics import Metrics
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 FAILURE_WINDOW = 60.0  # seconds over which failed authentications are counted
@@ -39,10 +42,43 @@ FAILURE_LIMIT = 10  # failures in the window before every attempt is slowed
 PENALTY = 1.0  # seconds each attempt waits while over the limit
 
 
-class Admin:
-    """The admin HTTP server of one App."""
+@dataclass(frozen=True)
+class Readiness:
+    """Whether blockd enforces a current policy, and if not, why."""
 
-    def __init__(self, app: App, cfg: AdminConfig) -> None:
+    ready: bool
+    reason: str
+
+
+class Operated(Protocol):
+    """What the admin API needs of the daemon it serves (blockd.app.App is one)."""
+
+    bus: EventBus
+    feeds: FeedSync
+    audit: AuditRecorder | None
+    metrics: Metrics
+
+    def readiness(self) -> Readiness:
+        """Say whether a current policy is enforced."""
+        ...
+
+    async def run_selftest(self) -> SelfTestResult:
+        """Run the self-tests now."""
+        ...
+
+    def config_digest(self) -> str:
+        """Return the SHA-256 of the configuration in force."""
+        ...
+
+    def listeners(self) -> list[tuple[str, str, int]]:
+        """Return every bound listener as (kind, address, port)."""
+        ...
+
+
+class Admin:
+    """The admin HTTP server of one daemon."""
+
+    def __init__(self, app: Operated, cfg: AdminConfig) -> None:
         """Prepare; nothing listens until start()."""
         self.app = app
         self.cfg = cfg
@@ -261,7 +297,7 @@ def _when(ts: float | datetime | None) -> str | None:
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def list_status(app: App) -> list[dict[str, Any]]:
+def list_status(app: Operated) -> list[dict[str, Any]]:
     """Return every configured list's status as JSON-ready dicts."""
     now = datetime.now(UTC)
     out = []
@@ -283,7 +319,7 @@ def list_status(app: App) -> list[dict[str, Any]]:
     return out
 
 
-def render_status(app: App) -> str:
+def render_status(app: Operated) -> str:
     """Return the status page."""
     r = app.readiness()
     rows = "".join(
@@ -308,8 +344,7 @@ def render_status(app: App) -> str:
         notes = app.audit.log.checkpoints()
         checkpoint = notes[-1] if notes else "no checkpoint yet"
     listeners = "".join(
-        f"<li>{html.escape(f'{kind} {host}:{port}')}</li>"
-        for kind, host, port in [*app.dns.bound, *app.http.bound]
+        f"<li>{html.escape(f'{kind} {host}:{port}')}</li>" for kind, host, port in app.listeners()
     )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">

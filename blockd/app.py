@@ -9,12 +9,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from blockd import __version__, selftest
-from blockd.admin import Admin
+from blockd.admin import Admin, Readiness
 from blockd.audit.log import open_log
 from blockd.audit.recorder import AuditRecorder
 from blockd.audit.records import DAY, RecordKeeper
@@ -40,14 +39,6 @@ from blockd.policy.guards import GuardConfigError
 
 SYNC_RESTART_DELAY = 30  # seconds before a crashed sync loop starts again
 log = logging.getLogger("blockd")
-
-
-@dataclass(frozen=True)
-class Readiness:
-    """Whether blockd enforces a current policy, and if not, why."""
-
-    ready: bool
-    reason: str
 
 
 class App:
@@ -169,6 +160,10 @@ class App:
                 lists,
                 "ready" if r.ready else f"NOT READY: {r.reason}",
             )
+
+    def listeners(self) -> list[tuple[str, str, int]]:
+        """Return every bound listener as (kind, address, port): DNS, then HTTP."""
+        return [*self.dns.bound, *self.http.bound]
 
     def readiness(self) -> Readiness:
         """Say whether a current policy is enforced."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from blockd.feeds.authoring import hashed_entry, list_payload, sign_list, sign_trust
 from blockd.feeds.keys import SigningKey
 from blockd.feeds.model import Authority, Format, Regulator, TestEntry, TrustPolicy
-from blockd.feeds.store import atomic_write
+from blockd.files import atomic_write
 
 ISSUED = datetime(2026, 11, 1, tzinfo=UTC)
 EXPIRES = datetime(2036, 11, 1, tzinfo=UTC)

@@ -389,7 +389,7 @@ class MerkleLog:
 
 def load_or_create_key(path: Path, name: str) -> note.Signer:
     """Return the operator's log key from path, generating it (mode 0600) on first use."""
-    from blockd.feeds.store import atomic_write
+    from blockd.files import atomic_write
 
     if not path.exists():
         skey, _ = note.generate_key(name)

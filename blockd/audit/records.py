@@ -24,7 +24,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from blockd.feeds.store import atomic_write
+from blockd.files import atomic_write
 from blockd.policy.verdict import Verdict
 
 DAY = 86400.0

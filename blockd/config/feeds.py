@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field
 
 from blockd.config.base import Seconds, _Section
-from blockd.feeds.model import Ident
+from blockd.ids import Ident
 from blockd.urls import canonical_host
 
 

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from blockd.config.base import Endpoint, Origin, Port, _Section
-from blockd.http.notice import NoticeConfig
+from blockd.config.notice import NoticeConfig
 
 
 class HttpConfig(_Section):

@@ -74,7 +74,7 @@ def prepare(
         )
     except entry_rules.EntriesError as e:
         raise v.reject("entries", str(e)) from None
-    entries = entry_rules.build(p.format, lines, p)
+    entries = entry_rules.build(p.format, lines, p.test_entries)
     dropped = never_block.apply(entries)
     guard = None
     if dropped:

@@ -15,7 +15,6 @@ import asyncio
 import ctypes
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -31,7 +30,7 @@ from blockd.events import (
 )
 from blockd.feeds import accept
 from blockd.feeds.model import TrustPolicy
-from blockd.feeds.store import HISTORY, ListState, ListStore
+from blockd.feeds.store import HISTORY, ListState, ListStatus, ListStore
 from blockd.feeds.trust import load_trust
 from blockd.feeds.verify import Rejected, VerifiedList, check_body
 from blockd.policy import entries as entry_rules
@@ -42,22 +41,6 @@ from blockd.policy.snapshot import PolicySnapshot
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 Outcome = Literal["accepted", "unchanged", "quarantined", "rejected"]
-
-
-@dataclass(frozen=True)
-class ListStatus:
-    """What an operator sees for one configured list."""
-
-    ref: str
-    version: int | None
-    entries: int
-    issued_at: datetime | None
-    expires: datetime | None
-    state: ListState
-
-    def fresh(self, now: datetime) -> bool:
-        """Say whether the enforced version has not expired."""
-        return self.expires is not None and now < self.expires
 
 
 def release_memory() -> None:

@@ -11,7 +11,7 @@ import builtins
 import json
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Literal, Self
+from typing import Annotated, Self
 
 from pydantic import (
     AfterValidator,
@@ -26,14 +26,14 @@ from pydantic import (
 
 from blockd.feeds import strictjson
 from blockd.feeds.keys import KeyFileError, PublicKey
+from blockd.ids import Ident
+from blockd.policy.entries import FORMATS as FORMATS  # the formats payloads may name
+from blockd.policy.entries import Format as Format
 
 TRUST_PAYLOAD_TYPE = "application/vnd.blockd.trust.v1+json"
 LIST_PAYLOAD_TYPE = "application/vnd.blockd.list.v1+json"
 
-Format = Literal["hosts", "urls", "sha256"]
-FORMATS: tuple[Format, ...] = ("hosts", "urls", "sha256")
 
-_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -57,12 +57,6 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-def _ident(value: str) -> str:
-    if not _ID.fullmatch(value):
-        raise ValueError("must be 1-63 of a-z 0-9 . _ - starting with a letter or digit")
-    return value
-
-
 def _key(value: str) -> str:
     try:
         PublicKey.from_b64(value)
@@ -72,7 +66,6 @@ def _key(value: str) -> str:
 
 
 Timestamp = Annotated[datetime, BeforeValidator(_rfc3339), AfterValidator(_utc)]
-Ident = Annotated[str, AfterValidator(_ident)]
 KeyB64 = Annotated[str, AfterValidator(_key)]
 
 

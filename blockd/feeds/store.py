@@ -20,31 +20,13 @@ import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
+
+from blockd.files import atomic_write
 
 HISTORY = 3  # previous versions kept for operator rollback
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace path with data so that readers see the old or the new file, whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 @dataclass
@@ -75,6 +57,22 @@ class ListState:
     def to_json(self) -> bytes:
         """Serialise."""
         return json.dumps(asdict(self), indent=1, sort_keys=True).encode() + b"\n"
+
+
+@dataclass(frozen=True)
+class ListStatus:
+    """What an operator sees for one configured list."""
+
+    ref: str
+    version: int | None
+    entries: int
+    issued_at: datetime | None
+    expires: datetime | None
+    state: ListState
+
+    def fresh(self, now: datetime) -> bool:
+        """Say whether the enforced version has not expired."""
+        return self.expires is not None and now < self.expires
 
 
 class ListStore:

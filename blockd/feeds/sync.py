@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 from blockd.config import Config, ListConfig
 from blockd.events import EventBus, FeedUnchanged
 from blockd.feeds.fetch import Fetcher, FetchError, FetchPolicy, resolve_beside
-from blockd.feeds.holder import Clock, ListStatus, Outcome, PolicyHolder, release_memory
+from blockd.feeds.holder import Clock, Outcome, PolicyHolder, release_memory
 from blockd.feeds.model import TrustPolicy
-from blockd.feeds.store import ListState, ListStore
+from blockd.feeds.store import ListState, ListStatus, ListStore
 from blockd.feeds.trust import fetch_trust_updates
 from blockd.feeds.verify import Rejected, check_body
 from blockd.policy.snapshot import PolicySnapshot

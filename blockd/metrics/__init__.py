@@ -54,9 +54,18 @@ from blockd.metrics.collector import Collector
 from blockd.metrics.counters import UPSTREAM_BUCKETS, BlockCounts, DnsCounters, LatencyHistogram
 
 if TYPE_CHECKING:  # the DNS pipeline imports this module: keep its imports light
-    from blockd.dns.forward import UpstreamState
-    from blockd.feeds.holder import ListStatus
     from blockd.feeds.model import TrustPolicy
+    from blockd.feeds.store import ListStatus
+
+
+class Upstream(Protocol):
+    """What metrics read of one upstream resolver (blockd.dns.forward.UpstreamState)."""
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the upstream is in use (not set aside after failures)."""
+        ...
+
 
 __all__ = [
     "CATALOGUE",
@@ -112,7 +121,7 @@ class MetricsState:
     intervals: Callable[[], Mapping[str, float]] = dict  # 'authority/list' -> sync interval
     trust: Callable[[], TrustPolicy | None] = _nothing
     cache: Callable[[], CacheView | None] = _nothing
-    upstreams: Callable[[], Sequence[UpstreamState]] = tuple
+    upstreams: Callable[[], Sequence[Upstream]] = tuple
     audit: Callable[[], AuditStatus | None] = _nothing  # None: audit is off
     ready: Callable[[], bool] = bool  # bool() is False
     http_connections: Callable[[], int] = int

@@ -30,7 +30,7 @@ from blockd.metrics.catalogue import (
 )
 
 if TYPE_CHECKING:
-    from blockd.feeds.holder import ListStatus
+    from blockd.feeds.store import ListStatus
     from blockd.metrics import Metrics
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,47}")  # reasons, kinds, outcomes: never a name or IP

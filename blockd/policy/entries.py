@@ -10,16 +10,32 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Literal, Protocol, TypeVar
 
 from blockd import urls
-from blockd.feeds.model import Format, ListPayload
 from blockd.policy.suffixes import is_public_suffix
 
 MAX_ENTRY_CHARS = 4096
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 HASH_KINDS = ("host", "url", "route")
 K = TypeVar("K")
+
+Format = Literal["hosts", "urls", "sha256"]  # the entry formats a list may be in
+FORMATS: tuple[Format, ...] = ("hosts", "urls", "sha256")
+
+
+class Probe(Protocol):
+    """A self-test entry the authority marks: a host or a URL (the other is None)."""
+
+    @property
+    def host(self) -> str | None:
+        """The probe's host name, for a host probe."""
+        ...
+
+    @property
+    def url(self) -> str | None:
+        """The probe's URL, for a URL probe."""
+        ...
 
 
 class EntriesError(ValueError):
@@ -107,8 +123,8 @@ def _hash_key(entry: str) -> tuple[str, bytes]:
     return kind, bytes.fromhex(hexdigest)
 
 
-def build(fmt: Format, lines: Iterable[str], payload: ListPayload | None = None) -> ListEntries:
-    """Validate every entry line of a list in the given format."""
+def build(fmt: Format, lines: Iterable[str], probes: Iterable[Probe] = ()) -> ListEntries:
+    """Validate every entry line of a list in the given format, and its self-test probes."""
     out = ListEntries()
     if fmt == "hosts":
         out.hosts = _collect(lines, host_key, out.rejected)
@@ -119,8 +135,7 @@ def build(fmt: Format, lines: Iterable[str], payload: ListPayload | None = None)
             {"host": out.host_hashes, "url": out.url_hashes, "route": out.route_hashes}[
                 kind
             ].append(key)
-    if payload is not None:
-        _add_probes(payload, out)
+    _add_probes(fmt, probes, out)
     return out
 
 
@@ -149,14 +164,14 @@ PROBE_KINDS: dict[Format, tuple[str, ...]] = {
 }
 
 
-def _add_probes(payload: ListPayload, out: ListEntries) -> None:
+def _add_probes(fmt: Format, probes: Iterable[Probe], out: ListEntries) -> None:
     """Enforce the authority's self-test probes like entries, and remember them in plaintext.
 
     Probes obey every rule entries obey: the list's format, validation (public suffixes,
     bare TLDs) and, later, never-block; what fails is counted as `test-<reason>`.
     """
-    allowed = PROBE_KINDS[payload.format]
-    for probe in payload.test_entries:
+    allowed = PROBE_KINDS[fmt]
+    for probe in probes:
         kind = "host" if probe.host is not None else "url"
         if kind not in allowed:
             out.rejected["test-format"] += 1

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from blockd.events import EventBus
-from blockd.feeds.store import ListState, ListStore, atomic_write
+from blockd.feeds.store import ListState, ListStore
 from blockd.feeds.sync import FeedSync
+from blockd.files import atomic_write
 from tests.factories import NOW, config, signed_trust
 
 ROOT = Path(__file__).resolve().parents[2]

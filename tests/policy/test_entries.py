@@ -144,6 +144,6 @@ def test_self_test_entries_obey_the_list_format(
             "test_entries": [probe],
         }
     )
-    out = build(fmt, [], p)
+    out = build(fmt, [], p.test_entries)
     assert bool(out.probes) is kept and out.count == int(kept)
     assert out.rejected == ({} if kept else {"test-format": 1})

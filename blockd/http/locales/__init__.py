@@ -18,12 +18,13 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
+from blockd.config.notice import LANGUAGE_TAG
+
 
 class LocaleError(ValueError):
     """A locale file is invalid; the message names the file and the key."""
 
 
-LANGUAGE_TAG = r"[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*"
 _LANGUAGE_TAG = re.compile(LANGUAGE_TAG)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
