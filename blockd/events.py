@@ -11,9 +11,17 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from blockd.policy.verdict import Verdict
+
+# Every listener a query or connection arrives on. Metrics label by these and pre-create
+# their series from them, so a new transport cannot silently vanish from the metrics.
+DnsTransport = Literal["udp", "tcp"]
+HttpTransport = Literal["http", "https"]
+Transport = DnsTransport | HttpTransport
+DNS_TRANSPORTS: tuple[DnsTransport, ...] = get_args(DnsTransport)
+HTTP_TRANSPORTS: tuple[HttpTransport, ...] = get_args(HttpTransport)
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +143,7 @@ class DnsDecision(Event):
     """A DNS query was answered from the policy: blocked (notice/nxdomain) or routed."""
 
     verdict: Verdict
-    transport: str
+    transport: DnsTransport
 
 
 @dataclass(frozen=True)
@@ -144,7 +152,7 @@ class DnsProblem(Event):
 
     kind: str  # dropped, rejected, refused, upstream
     reason: str
-    transport: str
+    transport: DnsTransport
 
 
 @dataclass(frozen=True)
@@ -158,7 +166,7 @@ class HttpDecision(Event):
 
     verdict: Verdict | None
     outcome: str
-    transport: str  # http or https
+    transport: HttpTransport
 
 
 @dataclass(frozen=True)
@@ -167,7 +175,7 @@ class HttpProblem(Event):
 
     kind: str  # rejected (client's fault), origin (the origin failed), dropped (limits)
     reason: str
-    transport: str
+    transport: HttpTransport
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from blockd.dns.cache import AnswerCache
 from blockd.dns.forward import UpstreamState
 from blockd.events import (
+    DNS_TRANSPORTS,
     DnsDecision,
     DnsProblem,
     EventBus,
@@ -33,6 +34,7 @@ from blockd.feeds.store import ListState
 from blockd.feeds.sync import FeedSync, ListStatus
 from blockd.metrics import (
     CATALOGUE,
+    DNS_RESULTS,
     PROCESS_CATALOGUE,
     AuditStatus,
     Metrics,
@@ -390,3 +392,11 @@ async def test_a_real_sync_shows_in_list_metrics(tmp_path: Path) -> None:
     assert value(s, "blockd_feed_syncs_total", **hosts, outcome="accepted") == 1
     assert value(s, "blockd_feed_rejections_total", **hosts, reason="rollback") == 1
     assert value(s, "blockd_policy_entries") == 2
+
+
+def test_every_dns_transport_has_every_result_from_the_start() -> None:
+    # A listener whose transport is in events.DnsTransport cannot vanish from the metrics.
+    s = scrape(Metrics(EventBus()))
+    for transport in DNS_TRANSPORTS:
+        for result in DNS_RESULTS:
+            assert value(s, "blockd_dns_queries_total", transport=transport, result=result) == 0

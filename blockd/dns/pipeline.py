@@ -24,7 +24,7 @@ from blockd.dns import cache, wire
 from blockd.dns.answers import AnswerPolicy
 from blockd.dns.cache import AnswerCache
 from blockd.dns.forward import ForwardError
-from blockd.events import DnsDecision, DnsProblem, EventBus
+from blockd.events import DnsDecision, DnsProblem, DnsTransport, EventBus
 from blockd.metrics.counters import DnsCounters
 from blockd.policy.snapshot import PolicySnapshot
 from blockd.policy.verdict import Verdict
@@ -109,14 +109,14 @@ class DnsPipeline:
         # Set only when the operator keeps legally required records (off by default).
         self.on_block: BlockHook | None = None
 
-    async def handle(self, data: bytes, client: str, transport: str) -> bytes | None:
+    async def handle(self, data: bytes, client: str, transport: DnsTransport) -> bytes | None:
         """Answer one query; None means drop it."""
         decided = self.decide(data, client, transport)
         if isinstance(decided, wire.Query):
             return await self.forward(decided, transport, client)
         return decided
 
-    def decide(self, data: bytes, client: str, transport: str) -> bytes | wire.Query | None:
+    def decide(self, data: bytes, client: str, transport: DnsTransport) -> bytes | wire.Query | None:
         """Run every stage that needs no network: an answer, None (drop), or the Query to
         forward. The UDP server answers from here without creating a task."""
         snapshot = self._snapshot()
@@ -173,7 +173,7 @@ class DnsPipeline:
         return data[:2] + answer
 
     def _policy(
-        self, q: wire.Query, data: bytes, client: str, snapshot: PolicySnapshot, transport: str
+        self, q: wire.Query, data: bytes, client: str, snapshot: PolicySnapshot, transport: DnsTransport
     ) -> bytes | None:
         """Answer a blocked or routed name from the policy; None when it does not decide."""
         verdict = snapshot.host_verdict(q.qname) if q.qname else None
@@ -192,7 +192,7 @@ class DnsPipeline:
         return answer
 
     def _cache(
-        self, q: wire.Query, data: bytes, client: str, snapshot: PolicySnapshot, transport: str
+        self, q: wire.Query, data: bytes, client: str, snapshot: PolicySnapshot, transport: DnsTransport
     ) -> bytes | wire.Query:
         """Answer from the cache (its CNAME chain re-decided), or return q to forward."""
         key = self.cache.key(q)
@@ -230,7 +230,7 @@ class DnsPipeline:
                 self._memo.clear()
             self._memo[data[2:]] = value
 
-    async def forward(self, q: wire.Query, transport: str, client: str = "") -> bytes:
+    async def forward(self, q: wire.Query, transport: DnsTransport, client: str = "") -> bytes:
         """Ask the upstreams, cache the answer, and check its CNAME chain."""
         try:
             started = time.perf_counter()
@@ -261,7 +261,7 @@ class DnsPipeline:
         cnames: Sequence[str],
         client: str,
         snapshot: PolicySnapshot,
-        transport: str,
+        transport: DnsTransport,
         answered: dict[str, int],
     ) -> bytes:
         """Block an upstream answer whose CNAME chain reaches a blocked host; fit it to UDP."""

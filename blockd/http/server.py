@@ -16,7 +16,7 @@ import os
 from collections.abc import Awaitable, Callable
 
 from blockd.config import HttpConfig, split_endpoint
-from blockd.events import EventBus, HttpProblem
+from blockd.events import EventBus, HttpProblem, HttpTransport
 from blockd.http import h1
 from blockd.http.proxy import HttpFront
 from blockd.http.tls import TlsFront
@@ -41,10 +41,11 @@ class HttpServer:
 
     async def start(self) -> None:
         """Bind every configured listener (port 0 picks one: see `bound`)."""
-        for kind, endpoints, handler in (
+        listeners: tuple[tuple[HttpTransport, list[str], Handler], ...] = (
             ("http", self.cfg.listen, self.front.serve),
             ("https", self.cfg.tls_listen, self.tls.serve),
-        ):
+        )
+        for kind, endpoints, handler in listeners:
             for endpoint in endpoints:
                 host, port = split_endpoint(endpoint)
                 server = await asyncio.start_server(
@@ -55,7 +56,7 @@ class HttpServer:
                 self.bound.append((kind, host, bound_port))
                 self.front.resolver.add_own(host, bound_port)
 
-    def _guarded(self, handler: Handler, kind: str) -> Handler:
+    def _guarded(self, handler: Handler, kind: HttpTransport) -> Handler:
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             if len(self._tasks) >= self.cfg.max_connections:
                 self.bus.publish(HttpProblem("dropped", "connections", kind))

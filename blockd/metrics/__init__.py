@@ -24,6 +24,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from blockd import __version__
 from blockd.events import (
+    DNS_TRANSPORTS,
     DnsProblem,
     EventBus,
     FeedAccepted,
@@ -42,7 +43,6 @@ from blockd.events import (
 from blockd.metrics.catalogue import (
     CATALOGUE,
     DNS_RESULTS,
-    DNS_TRANSPORTS,
     PROCESS_CATALOGUE,
     SYNC_OUTCOMES,
     Kind,

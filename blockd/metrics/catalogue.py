@@ -128,7 +128,6 @@ PROCESS_CATALOGUE = _catalogue(
 DNS_RESULTS = ("blocked", "routed", "forwarded", "cached",
                "refused", "malformed", "servfail", "dropped")
 # fmt: on
-DNS_TRANSPORTS = ("udp", "tcp")
 SYNC_OUTCOMES = ("accepted", "unchanged", "quarantined", "rejected")
 
 

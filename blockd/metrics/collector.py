@@ -20,10 +20,10 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
+from blockd.events import DNS_TRANSPORTS
 from blockd.metrics.catalogue import (
     CATALOGUE,
     DNS_RESULTS,
-    DNS_TRANSPORTS,
     SYNC_OUTCOMES,
     Labels,
     Spec,
