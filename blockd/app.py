@@ -7,6 +7,7 @@ is answered; listeners open next; only then do feeds sync over the network.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from datetime import UTC, datetime
@@ -136,6 +137,7 @@ class App:
         self._selftest_task: asyncio.Task[None] | None = None
         self.bus.subscribe(PolicyActivated, self._on_policy)
         self._sync_task: asyncio.Task[None] | None = None
+        self._stack = contextlib.AsyncExitStack()  # what start() started, to stop in reverse
         self._stopped = asyncio.Event()
 
     def _audit_status(self) -> AuditStatus | None:
@@ -182,24 +184,48 @@ class App:
         return Readiness(True, "policy loaded and current")
 
     async def start(self) -> None:
-        """Load the last verified policy, open the listeners, start syncing."""
-        if self.audit is not None:
-            self.audit.start(config_sha256=self.config_digest())
-        self.feeds.load()
-        self.pipeline.answers = AnswerPolicy.build(self.config.dns, self.feeds.trust)
-        await self.dns.start()
-        if self.config.http.demo_origin:
-            self._demo_origin = await demo_origin(self.config.http.demo_origin)
-        await self.http.start()
-        await self.admin.start()
-        # No origin, however configured, may be one of our own listeners (a loop).
-        for _, address, port in self.dns.bound:
-            self.resolver.add_own(address, port)
-        for address, port in self.admin.bound:
-            self.resolver.add_own(address, port)
-        if self.config.selftest.interval:
-            self._selftest_task = asyncio.get_running_loop().create_task(self._selftests())
-        self._sync_task = asyncio.get_running_loop().create_task(self._sync_forever())
+        """Load the last verified policy, open the listeners, start syncing.
+
+        Parts start in order and each registers its stop on one exit stack, so `stop` (or a
+        part that fails to start) stops exactly what started, in reverse.
+        """
+        async with contextlib.AsyncExitStack() as stack:
+            if self.audit is not None:
+                self.audit.start(config_sha256=self.config_digest())
+                stack.push_async_callback(self._close_audit)
+            stack.push_async_callback(self.forwarder.close)
+            stack.push_async_callback(self.feeds.close)
+            self.feeds.load()
+            self.pipeline.answers = AnswerPolicy.build(self.config.dns, self.feeds.trust)
+            await self.dns.start()
+            stack.push_async_callback(self.dns.stop)
+            if self.config.http.demo_origin:
+                self._demo_origin = await demo_origin(self.config.http.demo_origin)
+                stack.callback(self._demo_origin.close)
+            await self.http.start()
+            stack.push_async_callback(self.http.stop)
+            await self.admin.start()
+            stack.push_async_callback(self.admin.stop)
+            # No origin, however configured, may be one of our own listeners (a loop).
+            for _, address, port in self.dns.bound:
+                self.resolver.add_own(address, port)
+            for address, port in self.admin.bound:
+                self.resolver.add_own(address, port)
+            loop = asyncio.get_running_loop()
+            self._sync_task = loop.create_task(self._sync_forever())
+            stack.push_async_callback(lambda: _cancel(self._sync_task))  # reload replaces it
+            if self.config.selftest.interval:
+                self._selftest_task = loop.create_task(self._selftests())
+                stack.push_async_callback(_cancel, self._selftest_task)
+            self._stack = stack.pop_all()  # started: stop() unwinds it
+
+    async def _close_audit(self) -> None:
+        """Flush and close the audit log and its writer."""
+        assert self.audit is not None
+        await self.audit.stop()
+        self.audit.log.close()
+        if self.audit.writer is not None:
+            await asyncio.to_thread(self.audit.writer.close)
 
     async def run_selftest(self) -> SelfTestResult:
         """Test enforcement now through our own listeners; publish and return the result."""
@@ -266,15 +292,7 @@ class App:
             self.config.http.tls_listen,
         ):
             log.warning("listen addresses changed: they take effect on restart")
-        self.config = new
-        self.pipeline.access = AccessList(new.dns.allow)
-        self.pipeline.answers = AnswerPolicy.build(new.dns, self.feeds.trust)
-        self.pipeline.keep_client_subnet = new.dns.keep_client_subnet
-        self.http_front.notice = notice
-        self.http_front.limits = self.tls_front.limits = _limits(new)
-        self.resolver.overrides = new.http.origins
-        self.tls_front.modes = {c.ref: c.https for c in new.lists}
-        self.tls_front.default = new.http.tls_default
+        self._derive(new, notice)
         if self._sync_task is not None:
             self._sync_task.cancel()
             self._sync_task = asyncio.get_running_loop().create_task(self._sync_forever())
@@ -282,22 +300,24 @@ class App:
         log.info("configuration reloaded from %s", self.config_path)
         return "reloaded"
 
+    def _derive(self, config: Config, notice: NoticePage) -> None:
+        """Rebuild everything derived from the configuration that a reload may change.
+
+        Listen addresses, the cache size and the audit log are not: they need a restart.
+        """
+        self.config = config
+        self.pipeline.access = AccessList(config.dns.allow)
+        self.pipeline.answers = AnswerPolicy.build(config.dns, self.feeds.trust)
+        self.pipeline.keep_client_subnet = config.dns.keep_client_subnet
+        self.http_front.notice = notice
+        self.http_front.limits = self.tls_front.limits = _limits(config)
+        self.resolver.overrides = config.http.origins
+        self.tls_front.modes = {c.ref: c.https for c in config.lists}
+        self.tls_front.default = config.http.tls_default
+
     async def stop(self) -> None:
-        """Drain the listeners, stop syncing, release everything."""
-        await _cancel(self._selftest_task)
-        await self.admin.stop()
-        await self.http.stop()
-        if self._demo_origin is not None:
-            self._demo_origin.close()
-        await self.dns.stop()
-        await _cancel(self._sync_task)
-        await self.feeds.close()
-        await self.forwarder.close()
-        if self.audit is not None:
-            await self.audit.stop()
-            self.audit.log.close()
-            if self.audit.writer is not None:
-                await asyncio.to_thread(self.audit.writer.close)
+        """Stop what start() started, in reverse: tasks, listeners (drained), then the rest."""
+        await self._stack.aclose()
         self._stopped.set()
 
     def config_digest(self) -> str:

@@ -116,7 +116,9 @@ class DnsPipeline:
             return await self.forward(decided, transport, client)
         return decided
 
-    def decide(self, data: bytes, client: str, transport: DnsTransport) -> bytes | wire.Query | None:
+    def decide(
+        self, data: bytes, client: str, transport: DnsTransport
+    ) -> bytes | wire.Query | None:
         """Run every stage that needs no network: an answer, None (drop), or the Query to
         forward. The UDP server answers from here without creating a task."""
         snapshot = self._snapshot()
@@ -173,7 +175,12 @@ class DnsPipeline:
         return data[:2] + answer
 
     def _policy(
-        self, q: wire.Query, data: bytes, client: str, snapshot: PolicySnapshot, transport: DnsTransport
+        self,
+        q: wire.Query,
+        data: bytes,
+        client: str,
+        snapshot: PolicySnapshot,
+        transport: DnsTransport,
     ) -> bytes | None:
         """Answer a blocked or routed name from the policy; None when it does not decide."""
         verdict = snapshot.host_verdict(q.qname) if q.qname else None
@@ -192,7 +199,12 @@ class DnsPipeline:
         return answer
 
     def _cache(
-        self, q: wire.Query, data: bytes, client: str, snapshot: PolicySnapshot, transport: DnsTransport
+        self,
+        q: wire.Query,
+        data: bytes,
+        client: str,
+        snapshot: PolicySnapshot,
+        transport: DnsTransport,
     ) -> bytes | wire.Query:
         """Answer from the cache (its CNAME chain re-decided), or return q to forward."""
         key = self.cache.key(q)
