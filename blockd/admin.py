@@ -78,10 +78,19 @@ class Operated(Protocol):
 class Admin:
     """The admin HTTP server of one daemon."""
 
-    def __init__(self, app: Operated, cfg: AdminConfig) -> None:
-        """Prepare; nothing listens until start()."""
+    def __init__(
+        self,
+        app: Operated,
+        cfg: AdminConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        """Prepare; nothing listens until start(). clock and sleep pace guessing (tests)."""
         self.app = app
         self.cfg = cfg
+        self._clock = clock
+        self._sleep = sleep
         self._failures: list[float] = []
         self.runner: web.AppRunner | None = None
         self.bound: list[tuple[str, int]] = []
@@ -121,10 +130,10 @@ class Admin:
         token = self._token()
         if token is None:
             return _problem(403, "the operator API is off: set admin.token_file")
-        now = time.monotonic()
+        now = self._clock()
         self._failures = [t for t in self._failures if now - t < FAILURE_WINDOW]
         if len(self._failures) >= FAILURE_LIMIT:
-            await asyncio.sleep(PENALTY)  # slow down guessing, for everyone, while it lasts
+            await self._sleep(PENALTY)  # slow down guessing, for everyone, while it lasts
         given = request.headers.get("Authorization", "")
         expected = f"Bearer {token}"
         if not hmac.compare_digest(given.encode(), expected.encode()):

@@ -16,7 +16,7 @@ from blockd.app import App
 from blockd.audit import bundle, note
 from blockd.cli import main
 from blockd.events import OperatorAction, SelfTestResult
-from tests.dns.test_daemon import demo_config, running
+from tests.daemon import demo_config, running
 from tests.factories import Recorder
 
 if TYPE_CHECKING:
@@ -286,3 +286,41 @@ async def test_the_cli_and_the_api_check_by_one_rule(
         assert await asyncio.to_thread(main, offline) == 0
         assert capsys.readouterr().out == via_api
     assert via_api.splitlines()[0].startswith("blocked.demo.test: notice (demo-authority/")
+
+
+async def test_guessing_is_slowed_for_the_window_then_forgiven(tmp_path: Path) -> None:
+    # Sans-IO: the middleware alone, with a fake clock and a sleep that only records.
+    from aiohttp.test_utils import make_mocked_request
+
+    from blockd.admin import FAILURE_LIMIT, FAILURE_WINDOW, PENALTY, Admin
+    from blockd.config import AdminConfig
+
+    (tmp_path / "token").write_text(TOKEN)
+    now = [1000.0]
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    admin = Admin(
+        None,  # type: ignore[arg-type]  # the middleware never reaches the daemon
+        AdminConfig(token_file=tmp_path / "token"),
+        clock=lambda: now[0],
+        sleep=sleep,
+    )
+
+    async def ok(request: Any) -> aiohttp.web.Response:
+        return aiohttp.web.Response(text="ok")
+
+    def attempt(token: str) -> Any:
+        headers = {"Authorization": f"Bearer {token}"}
+        return admin._auth(make_mocked_request("GET", "/api/v1/lists", headers=headers), ok)
+
+    for _ in range(FAILURE_LIMIT):
+        assert (await attempt("guess")).status == 401
+    assert slept == []
+    assert (await attempt(TOKEN)).status == 200  # the right token still works...
+    assert slept == [PENALTY]  # ...but waits, as everyone does while guessing lasts
+    now[0] += FAILURE_WINDOW + 1
+    assert (await attempt(TOKEN)).status == 200
+    assert slept == [PENALTY]  # the window passed: no wait

@@ -25,7 +25,7 @@ import dnslib
 import pytest
 
 from blockd.config import load as load_config
-from tests.dns.test_daemon import demo_config
+from tests.daemon import demo_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

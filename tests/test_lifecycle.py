@@ -11,7 +11,7 @@ import pytest
 
 from blockd.app import App
 from blockd.config import parse
-from tests.dns.test_daemon import demo_config
+from tests.daemon import demo_config
 
 if TYPE_CHECKING:
     from tests.dnsupstream import Upstream

@@ -18,7 +18,7 @@ import pytest
 from blockd.app import App
 from blockd.audit import canonical
 from blockd.cli import main
-from tests.dns.test_daemon import demo_config, running
+from tests.daemon import demo_config, running
 
 if TYPE_CHECKING:
     from tests.dnsupstream import Upstream

@@ -17,7 +17,7 @@ from blockd.audit.records import DAY, RecordKeeper, RecordsError
 from blockd.config import ConfigError, parse
 from blockd.events import EventBus
 from blockd.policy.verdict import Verdict
-from tests.dns.test_daemon import demo_config, running
+from tests.daemon import demo_config, running
 
 if TYPE_CHECKING:
     from tests.dnsupstream import Upstream

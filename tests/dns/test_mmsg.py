@@ -11,7 +11,7 @@ import dnslib
 import pytest
 
 from blockd.dns import mmsg
-from tests.dns.test_daemon import ask, demo_config, running
+from tests.daemon import ask, demo_config, running
 
 if TYPE_CHECKING:
     from tests.dnsupstream import Upstream

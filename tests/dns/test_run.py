@@ -13,7 +13,7 @@ from pathlib import Path
 
 import dnslib
 
-from tests.dns.test_daemon import demo_config
+from tests.daemon import demo_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

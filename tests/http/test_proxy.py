@@ -27,7 +27,7 @@ from blockd.app import App
 from blockd.config import parse
 from blockd.events import HttpDecision, HttpProblem
 from blockd.http import sni
-from tests.dns.test_daemon import demo_config
+from tests.daemon import demo_config
 from tests.factories import Recorder
 from tests.http.test_sni import client_hello, extension, refragment, server_name
 
