@@ -6,12 +6,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit demo demo-feeds bench bench-compile bench-dns bench-http bench-audit bench-hello clean help venv
+.PHONY: run test lint typecheck unit demo demo-feeds bench bench-compile bench-dns bench-http bench-audit bench-hello clean help venv quick
 
 help:
 	@echo "make run          start blockd on the demo policy (DNS :5300, HTTP :8080, HTTPS :8443)"
 	@echo "make demo         the offline demo: sync the demo lists and print verdicts"
 	@echo "make test         lint, type-check and run the whole test suite"
+	@echo "make quick        the inner loop: tests that need no server, process or browser"
 	@echo "make demo-feeds   re-sign the demo authority's lists in feeds/demo"
 	@echo "make bench        run the benchmarks in bench/ (slow)"
 
@@ -41,6 +42,9 @@ unit: $(STAMP)
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
+
+quick: $(STAMP)
+	$(BIN)/pytest -q -m "not slow"
 
 demo: $(STAMP)
 	$(BIN)/blockd demo

@@ -307,6 +307,7 @@ def test_operator_commands_against_a_state_dir(
     assert code == 2 and "no configured list" in err
 
 
+@pytest.mark.slow  # a real subprocess or schedule
 def test_demo_runs_as_a_real_command(tmp_path: Path) -> None:
     out = subprocess.run(
         [*BLOCKD, "demo", "--state", str(tmp_path / "state")],

@@ -81,6 +81,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a real subprocess or schedule
 def test_process_killed_mid_write_leaves_a_whole_previous_state(tmp_path: Path) -> None:
     (tmp_path / "trust.dsse").write_bytes(signed_trust())
     cfg = config(

@@ -329,6 +329,7 @@ async def test_trust_update_rotates_an_authority_key(tmp_path: Path) -> None:
     assert again.trust is not None and again.trust.version == 2
 
 
+@pytest.mark.slow  # a real subprocess or schedule
 async def test_each_list_syncs_on_its_own_schedule(tmp_path: Path) -> None:
     fast, slow = tmp_path / "fast.dsse", tmp_path / "slow.dsse"
     fast.write_bytes(signed_list(["fast.example"]))
