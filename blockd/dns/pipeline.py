@@ -121,14 +121,21 @@ class DnsPipeline:
     ) -> bytes | wire.Query | None:
         """Run every stage that needs no network: an answer, None (drop), or the Query to
         forward. The UDP server answers from here without creating a task."""
-        snapshot = self._snapshot()
+        snapshot = self.source.snapshot
+        if snapshot is not self._memo_snapshot:  # a new policy: forget its predecessor's answers
+            self._memo.clear()
+            self._memo_snapshot = snapshot
         # 0. replay (hot path: most UDP queries repeat; no parse, no allocation but the ID)
         if transport == "udp" and self.access.allows(client):
             memo = self._memo.get(data[2:])
             if memo is not None:
-                replayed = self._replay(memo, data, client, snapshot)
-                if replayed is not None:
-                    return replayed
+                if isinstance(memo, CacheKey):
+                    replayed = self._cache_replay(memo, data, snapshot)
+                    if replayed is not None:
+                        return replayed
+                else:  # a policy answer, reported as every policy answer is
+                    self._decided(memo[1], client)
+                    return data[:2] + memo[0]
         # 1. parse
         try:
             q = wire.parse_query(data)
@@ -149,30 +156,12 @@ class DnsPipeline:
         # 4. cache; else 5. forward (the caller awaits forward(q))
         return self._cache(q, data, client, snapshot, transport)
 
-    def _snapshot(self) -> PolicySnapshot:
-        """Return the snapshot in force; a new one invalidates the replay memo."""
-        snapshot = self.source.snapshot
-        if snapshot is not self._memo_snapshot:
-            self._memo.clear()
-            self._memo_snapshot = snapshot
-        return snapshot
-
-    def _replay(
-        self,
-        memo: CacheKey | tuple[bytes, DnsDecision],
-        data: bytes,
-        client: str,
-        snapshot: PolicySnapshot,
-    ) -> bytes | None:
-        """Answer a remembered query again with its own ID; None when the full path must."""
-        if isinstance(memo, CacheKey):
-            hit = self._cache_hit(memo, data, snapshot)
-            if hit is not None:
-                self.counts.cached["udp"] += 1
-            return hit
-        answer, decision = memo
-        self._decided(decision, client)
-        return data[:2] + answer
+    def _cache_replay(self, memo: CacheKey, data: bytes, snapshot: PolicySnapshot) -> bytes | None:
+        """Answer a remembered query from the cache with its own ID; None: the full path."""
+        hit = self._cache_hit(memo, data, snapshot)
+        if hit is not None:
+            self.counts.cached["udp"] += 1
+        return hit
 
     def _policy(
         self,
