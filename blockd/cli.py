@@ -406,8 +406,16 @@ def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
 
 
 def cmd_check_config(a: argparse.Namespace) -> int:
-    """Validate a configuration file without starting."""
+    """Validate a configuration file, and what it points at, without starting."""
+    from blockd import preflight
+
     config = load_config(a.file)
+    found = preflight.problems(config)
+    if found:
+        print(f"{a.file}: {len(found)} problem(s)", file=sys.stderr)
+        for problem in found:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
     print(f"{a.file}: ok ({len(config.lists)} lists, trust {config.trust.pinned})")
     return 0
 

@@ -9,6 +9,17 @@ from pydantic import Field, model_validator
 
 from blockd.config.base import _Section
 
+RECORDS_NEED_THE_LOG = "records.enabled needs the audit log (audit.enabled = true)"
+
+
+def retention_problem(keep_min_days: float, keep_max_days: float) -> str | None:
+    """Say what is wrong with a retention floor and ceiling, if anything."""
+    if keep_max_days < keep_min_days:
+        return (
+            f"keep_max_days ({keep_max_days:g}) must not be below keep_min_days ({keep_min_days:g})"
+        )
+    return None
+
 
 class RecordsConfig(_Section):
     """Legally required access records: OFF unless the law requires them."""
@@ -30,8 +41,9 @@ class RecordsConfig(_Section):
 
     @model_validator(mode="after")
     def _floor_below_ceiling(self) -> Self:
-        if self.keep_max_days < self.keep_min_days:
-            raise ValueError("keep_max_days must not be below keep_min_days")
+        problem = retention_problem(self.keep_min_days, self.keep_max_days)
+        if problem:
+            raise ValueError(problem)
         return self
 
 
@@ -73,7 +85,7 @@ class AuditConfig(_Section):
     @model_validator(mode="after")
     def _records_need_the_log(self) -> Self:
         if self.records.enabled and not self.enabled:
-            raise ValueError("records.enabled needs the audit log (audit.enabled = true)")
+            raise ValueError(RECORDS_NEED_THE_LOG)
         return self
 
     def directory(self, state: Path) -> Path:

@@ -25,12 +25,19 @@ def _endpoint(value: str) -> str:
     host = host.strip("[]")
     try:
         ipaddress.ip_address(host)
-        ok = bool(sep) and 0 <= int(port) < 65536
     except ValueError:
-        ok = False
-    if not ok:
-        raise ValueError("must be ADDRESS:PORT with a literal IP, e.g. 127.0.0.1:5300 or [::1]:53")
+        raise ValueError(
+            "must be ADDRESS:PORT with a literal IP, e.g. 127.0.0.1:5300 or [::1]:53"
+        ) from None
+    if not (sep and port.isascii() and port.isdigit() and int(port) < 65536):
+        raise ValueError("the port must be a number from 0 to 65535 (0: any free port)")
     return value
+
+
+def duplicate_lists(refs: list[str]) -> str | None:
+    """Say which lists are configured more than once, if any."""
+    dupes = sorted({r for r in refs if refs.count(r) > 1})
+    return f"lists configured twice: {', '.join(dupes)}" if dupes else None
 
 
 def _ipv4(value: str) -> str:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from pydantic import Field, ValidationError, model_validator
 
 from blockd.config.admin import AdminConfig, SelfTestConfig
-from blockd.config.audit import AuditConfig
-from blockd.config.base import ConfigError, _Section
+from blockd.config.audit import (
+    RECORDS_NEED_THE_LOG,
+    AuditConfig,
+    RecordsConfig,
+    retention_problem,
+)
+from blockd.config.base import ConfigError, _Section, duplicate_lists
 from blockd.config.dns import DnsConfig
 from blockd.config.feeds import GuardsConfig, ListConfig, StateConfig, TrustConfig
 from blockd.config.http import HttpConfig
@@ -31,10 +36,9 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _unique_lists(self) -> Self:
-        refs = [c.ref for c in self.lists]
-        dupes = sorted({r for r in refs if refs.count(r) > 1})
-        if dupes:
-            raise ValueError(f"lists configured twice: {', '.join(dupes)}")
+        problem = duplicate_lists([c.ref for c in self.lists])
+        if problem:
+            raise ValueError(problem)
         return self
 
     def resolved(self, base: Path) -> Config:
@@ -98,12 +102,52 @@ def parse(text: str, base: Path, origin: str = "config") -> Config:
     try:
         return Config.model_validate(doc).resolved(base)
     except ValidationError as e:
-        problems = []
-        for err in e.errors(include_url=False):
-            path = ".".join(str(p) for p in err["loc"]) or "(top)"
-            got = f" (got {err['input']!r})" if err["type"] != "missing" else ""
-            problems.append(f"  {path}: {err['msg']}{got}")
-        raise ConfigError(f"{origin}: {len(problems)} problem(s)\n" + "\n".join(problems)) from None
+        problems = [_problem(err) for err in e.errors(include_url=False)]
+    # Checks across fields run only once every field is valid; run them on the raw
+    # document too, so every problem is reported at once.
+    problems += [p for p in cross_field_problems(doc) if p not in problems]
+    raise ConfigError(
+        f"{origin}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems)
+    )
+
+
+def _problem(err: Any) -> str:
+    """Return one validation error as 'path: message (got value)': never a dump."""
+    path = ".".join(str(p) for p in err["loc"]) or "(top)"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    value = err.get("input")
+    if err["type"] == "missing" or isinstance(value, dict | list):
+        return f"{path}: {msg}"
+    shown = repr(value)
+    return f"{path}: {msg} (got {shown[:60] + '...' if len(shown) > 60 else shown})"
+
+
+def cross_field_problems(doc: object) -> list[str]:
+    """Return the cross-field problems of a raw configuration document, one line each."""
+    if not isinstance(doc, dict):
+        return []
+    out: list[str] = []
+    lists = doc.get("lists")
+    if isinstance(lists, list):
+        refs = [
+            f"{c.get('authority')}/{c.get('list')}"
+            for c in lists
+            if isinstance(c, dict) and isinstance(c.get("authority"), str)
+        ]
+        if problem := duplicate_lists(refs):
+            out.append(f"lists: {problem}")
+    audit = doc.get("audit")
+    records = audit.get("records") if isinstance(audit, dict) else None
+    if isinstance(audit, dict) and isinstance(records, dict):
+        fields = RecordsConfig.model_fields
+        low = records.get("keep_min_days", fields["keep_min_days"].default)
+        high = records.get("keep_max_days", fields["keep_max_days"].default)
+        numbers = isinstance(low, int | float) and isinstance(high, int | float)
+        if numbers and (problem := retention_problem(low, high)):
+            out.append(f"audit.records: {problem}")
+        if records.get("enabled") is True and audit.get("enabled") is False:
+            out.append(f"audit: {RECORDS_NEED_THE_LOG}")
+    return out
 
 
 def load(path: Path) -> Config:

@@ -1,0 +1,103 @@
+"""Check what `blockd run` would need of a valid configuration, before it runs.
+
+The configuration's own validation (blockd.config) checks each value; this checks what
+the values point at and how they fit together: the pinned trust policy reads and verifies,
+every configured list is one the trust policy authorises, referenced files are readable,
+the notice page builds, and no two listeners claim one port. Every problem is one line
+naming the setting, so `check-config` reports them all at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from blockd.config import Config, split_endpoint
+from blockd.feeds.store import ListStore
+from blockd.feeds.trust import TrustError, load_trust
+from blockd.http.notice import NoticeError, NoticePage
+
+
+def problems(config: Config) -> list[str]:
+    """Return every problem `run` would meet with config, one line each ('path: what')."""
+    return [*_trust(config), *_files(config), *_notice(config), *_listeners(config)]
+
+
+def _trust(config: Config) -> Iterator[str]:
+    try:
+        trust = load_trust(
+            config.trust.pinned, ListStore(config.state.dir).trust_updates(), datetime.now(UTC)
+        )
+    except TrustError as e:
+        yield f"trust.pinned: {e}"
+        return
+    for i, cfg in enumerate(config.lists):
+        authority = trust.authority(cfg.authority)
+        if authority is None:
+            yield (
+                f"lists.{i}: authority {cfg.authority!r} is not in trust policy "
+                f"v{trust.version} (it names: {', '.join(a.id for a in trust.authorities)})"
+            )
+        elif cfg.list not in authority.lists:
+            yield (
+                f"lists.{i}: {cfg.authority} may not publish list {cfg.list!r} under trust "
+                f"policy v{trust.version} (it may publish: {', '.join(authority.lists)})"
+            )
+
+
+def _files(config: Config) -> Iterator[str]:
+    wanted: list[tuple[str, Path | None]] = [("admin.token_file", config.admin.token_file)]
+    wanted += [(f"lists.{i}.ca_file", c.ca_file) for i, c in enumerate(config.lists)]
+    for i, c in enumerate(config.lists):
+        if c.source.startswith("file://"):
+            wanted.append((f"lists.{i}.source", Path(c.source.removeprefix("file://"))))
+    for path, file in wanted:
+        if file is None:
+            continue
+        try:
+            file.read_bytes()
+        except OSError as e:
+            yield f"{path}: cannot read {file}: {e.strerror or e}"
+
+
+def _notice(config: Config) -> Iterator[str]:
+    try:
+        NoticePage(config.http.notice)
+    except NoticeError as e:
+        yield f"http.notice: {e}"
+
+
+def _listeners(config: Config) -> Iterator[str]:
+    """Say where two listeners would claim one address and port (port 0 never clashes)."""
+    claimed: list[tuple[str, str, str, int]] = []  # (setting, protocol, address, port)
+    groups: list[tuple[str, list[str], tuple[str, ...]]] = [
+        ("dns.listen", list(config.dns.listen), ("udp", "tcp")),
+        ("http.listen", list(config.http.listen), ("tcp",)),
+        ("http.tls_listen", list(config.http.tls_listen), ("tcp",)),
+        ("admin.listen", list(config.admin.listen), ("tcp",)),
+    ]
+    if config.http.demo_origin:
+        groups.append(("http.demo_origin", [config.http.demo_origin], ("tcp",)))
+    for setting, endpoints, protocols in groups:
+        for i, endpoint in enumerate(endpoints):
+            host, port = split_endpoint(endpoint)
+            if port == 0:
+                continue
+            name = f"{setting}.{i}" if setting != "http.demo_origin" else setting
+            for protocol in protocols:
+                for other, o_protocol, o_host, o_port in claimed:
+                    if (o_protocol, o_port) == (protocol, port) and _overlap(host, o_host):
+                        yield (
+                            f"{name}: {endpoint} ({protocol}) is also claimed by {other}; "
+                            "each listener needs its own port"
+                        )
+                        break
+                claimed.append((name, protocol, host, port))
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Say whether two bound addresses collide: the same, or one is a wildcard."""
+    x, y = ipaddress.ip_address(a), ipaddress.ip_address(b)
+    return x == y or x.is_unspecified or y.is_unspecified

@@ -1,0 +1,133 @@
+"""check-config checks what run would: every problem at once, one line each, never a dump."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from blockd import preflight
+from blockd.cli import main
+from blockd.config import ConfigError, parse
+from tests.daemon import demo_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def demo(tmp: Path, **http: object) -> str:
+    return demo_config(tmp, ("127.0.0.1", 53), http=http or None)
+
+
+def test_the_shipped_configs_are_clean(tmp_path: Path) -> None:
+    assert preflight.problems(parse(demo(tmp_path), tmp_path)) == []
+    assert main(["check-config", str(ROOT / "config" / "blockd.toml")]) == 0
+
+
+def test_a_missing_or_forged_trust_file_is_found(tmp_path: Path) -> None:
+    text = demo(tmp_path)
+    (tmp_path / "feeds" / "trust.dsse").unlink()
+    [problem] = preflight.problems(parse(text, tmp_path))
+    assert problem.startswith("trust.pinned:") and "cannot read" in problem
+    (tmp_path / "feeds" / "trust.dsse").write_bytes(b'{"payloadType": "x"}')
+    [problem] = preflight.problems(parse(text, tmp_path))
+    assert problem.startswith("trust.pinned:") and "rejected" in problem
+
+
+def test_lists_the_trust_policy_does_not_authorise_are_found(tmp_path: Path) -> None:
+    text = demo(tmp_path).replace('list = "demo-urls"', 'list = "not-authorised"', 1)
+    text = text.replace('authority = "demo-authority"', 'authority = "nobody"', 1)
+    found = preflight.problems(parse(text, tmp_path))
+    assert any("authority 'nobody' is not in trust policy" in p for p in found), found
+    assert any("may not publish list 'not-authorised'" in p for p in found), found
+
+
+def test_unreadable_files_are_named(tmp_path: Path) -> None:
+    text = demo(tmp_path).replace("[admin]", '[admin]\ntoken_file = "missing-token"')
+    found = preflight.problems(parse(text, tmp_path))
+    assert found == [
+        f"admin.token_file: cannot read {tmp_path / 'missing-token'}: No such file or directory"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("http", "clash"),
+    [
+        (
+            {"listen": ["127.0.0.1:5353"]},
+            "http.listen.0: 127.0.0.1:5353 (tcp) is also claimed by dns",
+        ),
+        ({"tls_listen": ["0.0.0.0:5353"]}, "http.tls_listen.0: 0.0.0.0:5353 (tcp)"),
+        ({"listen": ["127.0.0.1:8080"], "tls_listen": ["127.0.0.1:8080"]}, "http.tls_listen.0"),
+    ],
+)
+def test_listeners_on_one_port_are_found(
+    tmp_path: Path, http: dict[str, object], clash: str
+) -> None:
+    text = demo_config(tmp_path, ("127.0.0.1", 53), http=http, listen=["127.0.0.1:5353"])
+    found = preflight.problems(parse(text, tmp_path))
+    assert any(p.startswith(clash) for p in found), found
+
+
+def test_other_addresses_and_port_zero_never_clash(tmp_path: Path) -> None:
+    text = demo_config(
+        tmp_path, ("127.0.0.1", 53), http={"listen": ["127.0.0.2:5353"]}, listen=["127.0.0.1:5353"]
+    )
+    assert preflight.problems(parse(text, tmp_path)) == []
+
+
+def test_check_config_reports_every_problem_and_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = demo_config(
+        tmp_path, ("127.0.0.1", 53), http={"listen": ["127.0.0.1:5353"]}, listen=["127.0.0.1:5353"]
+    )
+    (tmp_path / "feeds" / "trust.dsse").unlink()
+    conf = tmp_path / "blockd.toml"
+    conf.write_text(text)
+    assert main(["check-config", str(conf)]) == 1
+    err = capsys.readouterr().err
+    assert "2 problem(s)" in err and "trust.pinned" in err and "http.listen.0" in err
+
+
+def test_field_and_cross_field_errors_come_together_without_a_dump() -> None:
+    text = """
+[trust]
+pinned = "x"
+[dns]
+listen = ["127.0.0.1:99999", "localhost:53"]
+ttl = "x"
+[audit.records]
+enabled = true
+keep_min_days = 30
+keep_max_days = 10
+[[lists]]
+authority = "a"
+list = "l"
+source = "file:///x"
+[[lists]]
+authority = "a"
+list = "l"
+source = "file:///y"
+"""
+    with pytest.raises(ConfigError) as caught:
+        parse(text, Path("/tmp"))
+    lines = str(caught.value).splitlines()
+    assert lines[0].endswith("5 problem(s)")
+    assert lines[1] == (
+        "  dns.listen.0: the port must be a number from 0 to 65535 (0: any free port) "
+        "(got '127.0.0.1:99999')"
+    )
+    assert lines[2].startswith("  dns.listen.1: must be ADDRESS:PORT with a literal IP")
+    assert lines[3].startswith("  dns.ttl: ")
+    assert lines[4] == "  audit.records: keep_max_days (10) must not be below keep_min_days (30)"
+    assert lines[5] == "  lists: lists configured twice: a/l"
+    assert all(len(line) < 200 for line in lines)  # one line each, never the whole config
+
+
+def test_a_cross_field_error_alone_is_one_short_line() -> None:
+    text = '[trust]\npinned = "x"\n[audit.records]\nkeep_min_days = 30\nkeep_max_days = 10\n'
+    with pytest.raises(ConfigError) as caught:
+        parse(text, Path("/tmp"))
+    assert str(caught.value).splitlines()[1:] == [
+        "  audit.records: keep_max_days (10) must not be below keep_min_days (30)"
+    ]
