@@ -67,6 +67,7 @@ class App:
             AccessList(config.dns.allow),
             keep_client_subnet=config.dns.keep_client_subnet,
         )
+        self.pipeline.closed = config.dns_start() == "fail-closed"
         self.dns = DnsServer(config.dns, self.pipeline, self.bus)
         self.resolver = OriginResolver(self.forwarder, config.http.origins, own=[])
         self.http_front = HttpFront(
@@ -154,6 +155,10 @@ class App:
         # Authority names and contacts for EDE texts come from the trust policy in force.
         self.pipeline.answers = AnswerPolicy.build(self.config.dns, self.feeds.trust)
         if isinstance(event, PolicyActivated):
+            wanted = {c.ref for c in self.config.lists}
+            if self.pipeline.closed and wanted <= set(event.versions):
+                self.pipeline.closed = False
+                log.info("every configured list is in force: answering from upstream now")
             lists = ", ".join(f"{ref} v{v}" for ref, v in event.versions.items()) or "none"
             r = self.readiness()
             log.info(

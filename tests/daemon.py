@@ -41,7 +41,13 @@ def demo_config(
         "operator": "Test ISP",
         **dns,
     }
-    lines = [f'[trust]\npinned = "{feeds}/trust.dsse"', f'[state]\ndir = "{tmp}/state"', "[dns]"]
+    # The demo: DNS forwards from the start (tests of fail-closed set dns.start themselves).
+    lines = [
+        "demo = true",
+        f'[trust]\npinned = "{feeds}/trust.dsse"',
+        f'[state]\ndir = "{tmp}/state"',
+        "[dns]",
+    ]
     for k, v in settings.items():
         lines.append(f"{k} = {_toml(v)}")
     http_settings = {"listen": ["127.0.0.1:0"], "tls_listen": ["127.0.0.1:0"], **(http or {})}

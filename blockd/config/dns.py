@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from blockd.config.base import Endpoint, IPv4, IPv6, Network, _Section
@@ -38,6 +40,14 @@ class DnsConfig(_Section):
     proxy_v6: list[IPv6] = Field(
         default_factory=lambda: ["::1"],
         description="URL proxy addresses answered (AAAA) for hosts with URL-level entries.",
+    )
+    start: Literal["fail-closed", "forward"] | None = Field(
+        default=None,
+        description="Until every configured list has a verified version in force: "
+        "fail-closed answers every query the policy does not decide REFUSED (EDE 14, Not "
+        "Ready), so stubs move to another resolver and no listed name resolves; forward "
+        "answers them from upstream, listed names included. Default: fail-closed, or "
+        "forward when the configuration is the demo.",
     )
     ttl: int = Field(default=60, ge=0, le=86400, description="TTL of blocked and routed answers.")
     policy_zone: str = Field(

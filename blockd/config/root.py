@@ -24,6 +24,11 @@ from blockd.config.http import HttpConfig
 class Config(_Section):
     """The whole configuration."""
 
+    demo: bool = Field(
+        default=False,
+        description="This configuration is the demo (make run): DNS forwards from the "
+        "start. Never set it in production.",
+    )
     trust: TrustConfig
     state: StateConfig = StateConfig()
     lists: list[ListConfig] = Field(default_factory=list)
@@ -40,6 +45,10 @@ class Config(_Section):
         if problem:
             raise ValueError(problem)
         return self
+
+    def dns_start(self) -> str:
+        """Return the DNS start strategy in force: fail-closed unless chosen or the demo."""
+        return self.dns.start or ("forward" if self.demo else "fail-closed")
 
     def resolved(self, base: Path) -> Config:
         """Return a copy with relative paths made absolute against base."""

@@ -6,6 +6,7 @@ Stages, in order (each may answer and stop); `DnsPipeline.decide` reads as this 
 1. parse    our own bounded parser; hostile packets are dropped or get FORMERR/NOTIMP/...
 2. access   clients outside the allowed networks get REFUSED
 3. policy   wholly blocked host: blocked answer; host with URL entries: the proxy address
+   start    fail-closed (the default start strategy): REFUSED until every list is in force
 4. cache    a cached upstream answer, re-decided: a CNAME to a blocked host is blocked
 5. forward  to the upstreams; the answer's CNAME chain is checked like the cache's
 The policy comes before the cache so that a new snapshot applies to the very next query.
@@ -39,6 +40,7 @@ class CacheKey(NamedTuple):
 
 MEMO_ENTRIES = 65536  # remembered policy answers; cleared when full or when policy changes
 MEMO_QUERY_BYTES = 512
+NOT_READY = [(wire.EDE_NOT_READY, b"blockd is loading its verified lists")]
 
 
 BlockHook = Callable[[str, Verdict, str], None]  # client, verdict, transport
@@ -108,6 +110,9 @@ class DnsPipeline:
         self._memo_snapshot: PolicySnapshot | None = None
         # Set only when the operator keeps legally required records (off by default).
         self.on_block: BlockHook | None = None
+        # Start strategy fail-closed: REFUSED for what the policy does not decide, until the
+        # app says every configured list is in force.
+        self.closed = False
 
     async def handle(self, data: bytes, client: str, transport: DnsTransport) -> bytes | None:
         """Answer one query; None means drop it."""
@@ -153,6 +158,11 @@ class DnsPipeline:
         answer = self._policy(q, data, client, snapshot, transport)
         if answer is not None:
             return answer
+        # 3b. start: fail-closed until the policy is whole (after the policy: what is
+        # loaded is enforced; before the cache: nothing is forwarded)
+        if self.closed:
+            self.bus.publish(DnsProblem("refused", "not-ready", transport))
+            return wire.build_response(q, wire.REFUSED, ede=NOT_READY)
         # 4. cache; else 5. forward (the caller awaits forward(q))
         return self._cache(q, data, client, snapshot, transport)
 

@@ -787,3 +787,24 @@ def test_decide_never_raises_on_arbitrary_bytes(
     for _ in range(2):  # the second time through the replay memo
         decided = h.pipeline.decide(data, client, transport)
         assert decided is None or isinstance(decided, bytes | wire.Query)
+
+
+# -- start strategy ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_fail_closed_refuses_what_the_policy_does_not_decide(
+    h: Harness, transport: DnsTransport
+) -> None:
+    h.pipeline.closed = True
+    h.upstream.add("clean.example")
+    reply = await h.ask(query("clean.example"), transport)
+    assert reply.header.rcode == dnslib.RCODE.REFUSED and not reply.rr
+    assert ede(reply) == [wire.EDE_NOT_READY]
+    assert h.upstream.asked == []  # nothing is forwarded while closed
+    assert [(p.kind, p.reason) for p in h.problems()] == [("refused", "not-ready")]
+    # What is loaded is enforced meanwhile: blocked and routed names are answered.
+    assert addresses(await h.ask(query("blocked.example"), transport)) == ["192.0.2.80"]
+    assert addresses(await h.ask(query("partial.example"), transport)) == ["192.0.2.81"]
+    h.pipeline.closed = False
+    assert addresses(await h.ask(query("clean.example", qid=9), transport)) == ["192.0.2.1"]
