@@ -6,6 +6,11 @@ off) and `/status`, a read-only page for engineers and visiting regulators. Ever
 constant time; repeated failures from anywhere are slowed down. State-changing calls and URL
 checks (an oracle for the lists) are audited as operator actions. The API is described by
 `/api/v1/openapi.json`.
+
+The same API is served on the control socket (blockd.control): a Unix socket, mode 0600,
+where the file's permissions are the access control and no token is asked. `blockd sync`,
+`approve`, `rollback`, `reload`, `selftest`, `status` and `check` use it, so an operator's
+command acts on the running daemon, and its answer is what the daemon now enforces.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import asyncio
 import hmac
 import html
 import json
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,16 +29,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
-from blockd import __version__
+from blockd import __version__, control
 from blockd.audit import bundle
 from blockd.audit.entries import utc
 from blockd.audit.log import AuditError
 from blockd.config import AdminConfig, split_endpoint
-from blockd.events import EventBus, OperatorAction, SelfTestResult
+from blockd.events import Event, EventBus, OperatorAction, SelfTestResult
+from blockd.feeds.lines import KINDS, line
 from blockd.http import decide
 
 if TYPE_CHECKING:
     from blockd.audit.recorder import AuditRecorder
+    from blockd.feeds.store import ListStatus
     from blockd.feeds.sync import FeedSync
     from blockd.metrics import Metrics
 
@@ -74,6 +82,10 @@ class Operated(Protocol):
         """Return every bound listener as (kind, address, port)."""
         ...
 
+    async def reload(self) -> str:
+        """Re-read the configuration file; say what happened."""
+        ...
+
 
 class Admin:
     """The admin HTTP server of one daemon."""
@@ -83,12 +95,15 @@ class Admin:
         app: Operated,
         cfg: AdminConfig,
         *,
+        control_socket: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         """Prepare; nothing listens until start(). clock and sleep pace guessing (tests)."""
         self.app = app
         self.cfg = cfg
+        self.control_socket = control_socket
+        self.control: control.Listener | None = None
         self._clock = clock
         self._sleep = sleep
         self._failures: list[float] = []
@@ -103,6 +118,7 @@ class Admin:
         r.add_get("/", self.status_page)
         r.add_get("/api/v1/openapi.json", self.openapi)
         r.add_get("/api/v1/lists", self.lists)
+        r.add_get("/api/v1/status", self.status)
         r.add_get("/api/v1/checkpoint", self.checkpoint)
         r.add_get("/api/v1/audit/export", self.export)
         r.add_post("/api/v1/sync", self.sync)
@@ -110,6 +126,7 @@ class Admin:
         r.add_post("/api/v1/lists/{authority}/{list}/rollback", self.rollback)
         r.add_post("/api/v1/check", self.check)
         r.add_post("/api/v1/selftest", self.selftest)
+        r.add_post("/api/v1/reload", self.reload)
         self.web_app = web_app
 
     def _token(self) -> str | None:
@@ -127,6 +144,8 @@ class Admin:
         open_paths = {"/healthz", "/readyz", "/status", "/", "/api/v1/openapi.json"}
         if path in open_paths or (path == "/metrics" and self.cfg.public_metrics):
             return await handler(request)
+        if _over_control_socket(request):
+            return await handler(request)  # the socket file's permissions let the caller in
         token = self._token()
         if token is None:
             return _problem(403, "the operator API is off: set admin.token_file")
@@ -153,11 +172,16 @@ class Admin:
             assert server is not None
             for sock in server.sockets:  # type: ignore[attr-defined]
                 self.bound.append((host, sock.getsockname()[1]))
+        if self.control_socket is not None:
+            self.control = control.Listener(self.control_socket)
+            await web.SockSite(self.runner, self.control.sock).start()
 
     async def stop(self) -> None:
-        """Stop listening."""
+        """Stop listening; remove the control socket."""
         if self.runner is not None:
             await self.runner.cleanup()
+        if self.control is not None:
+            self.control.close()
 
     # -- open endpoints ------------------------------------------------------------------------
 
@@ -220,21 +244,54 @@ class Admin:
             begin, stop = log.index_range(start, end) if (start or end) else (0, log.head().size)
             return bundle.export(log, begin, stop)
 
-        self._audit("export", f"from {start or 'start'} to {end or 'now'} (admin API)")
+        self._audit("export", f"from {start or 'start'} to {end or 'now'}", request)
         try:
             data = await asyncio.to_thread(build)
         except (ValueError, AuditError) as e:
             return _problem(409, str(e))
         return web.Response(text=bundle.dumps(data), content_type="application/json")
 
-    def _audit(self, action: str, detail: str) -> None:
+    def _audit(self, action: str, detail: str, request: web.Request | None = None) -> None:
+        if request is not None:
+            detail = f"{detail} ({_channel(request)})"
         self.app.bus.publish(OperatorAction(action, detail, self.app.config_digest()))
 
+    def _answer(self, **fields: object) -> web.Response:
+        """Answer with fields and what the daemon enforces now."""
+        return web.json_response({**fields, **enforced(self.app)})
+
+    async def status(self, request: web.Request) -> web.Response:
+        """Return what the daemon enforces, readiness, and every list's status."""
+        return self._answer()
+
     async def sync(self, request: web.Request) -> web.Response:
-        """Sync every list now."""
-        self._audit("sync", "admin API")
-        await self.app.feeds.sync_all()
-        return web.json_response({"lists": list_status(self.app)})
+        """Sync lists now: every list, or body {"lists": ["authority/list", ...]}."""
+        body = await _json(request) if request.can_read_body else {}
+        wanted = body.get("lists", []) if isinstance(body, dict) else None
+        if not (isinstance(wanted, list) and all(isinstance(w, str) for w in wanted)):
+            return _problem(400, 'give {"lists": ["authority/list", ...]} or no body')
+        configured = {c.ref: c for c in self.app.feeds.config.lists}
+        unknown = sorted(set(wanted) - set(configured))
+        if unknown:
+            return _problem(404, f"no configured list {', '.join(unknown)}")
+        self._audit("sync", " ".join(wanted) or "all", request)
+        said: list[str] = []
+
+        def hear(event: Event) -> None:
+            if (text := line(event)) is not None:
+                said.append(text)
+
+        feeds, bus = self.app.feeds, self.app.bus
+        for kind in KINDS:
+            bus.subscribe(kind, hear)
+        try:
+            await feeds.sync_trust()
+            chosen = [configured[w] for w in wanted] or list(configured.values())
+            outcomes = {c.ref: await feeds.sync_list(c, refresh_trust=False) for c in chosen}
+        finally:
+            for kind in KINDS:
+                bus.unsubscribe(kind, hear)
+        return self._answer(outcomes=outcomes, said=said)
 
     async def approve(self, request: web.Request) -> web.Response:
         """Apply a quarantined version: body {"version": N}."""
@@ -243,22 +300,22 @@ class Admin:
         version = body.get("version") if isinstance(body, dict) else None
         if not isinstance(version, int) or isinstance(version, bool):
             return _problem(400, 'give {"version": N}')
-        self._audit("approve", f"{ref} v{version} (admin API)")
+        self._audit("approve", f"{ref} v{version}", request)
         try:
             await self.app.feeds.approve(ref, version)
         except (KeyError, ValueError) as e:
-            return _problem(409, str(e))
-        return web.json_response({"approved": ref, "version": version})
+            return _problem(409, _message(e))
+        return self._answer(approved=ref, version=version)
 
     async def rollback(self, request: web.Request) -> web.Response:
         """Return a list to its previous version."""
         ref = f"{request.match_info['authority']}/{request.match_info['list']}"
-        self._audit("rollback", f"{ref} (admin API)")
+        self._audit("rollback", ref, request)
         try:
             version = await self.app.feeds.rollback(ref)
         except (KeyError, ValueError) as e:
-            return _problem(409, str(e))
-        return web.json_response({"rolled_back": ref, "version": version})
+            return _problem(409, _message(e))
+        return self._answer(rolled_back=ref, version=version)
 
     async def check(self, request: web.Request) -> web.Response:
         """Decide hosts or URLs against the enforced policy (audited: it is an oracle)."""
@@ -266,7 +323,7 @@ class Admin:
         targets = body.get("targets") if isinstance(body, dict) else None
         if not (isinstance(targets, list) and 0 < len(targets) <= 100):
             return _problem(400, 'give {"targets": [host or URL, ...]} (at most 100)')
-        self._audit("check", f"{len(targets)} targets (admin API)")
+        self._audit("check", f"{len(targets)} targets", request)
         if not all(isinstance(target, str) for target in targets):
             return _problem(400, "targets must be strings")
         snapshot = self.app.feeds.snapshot
@@ -275,10 +332,47 @@ class Admin:
 
     async def selftest(self, request: web.Request) -> web.Response:
         """Run the self-tests now."""
+        self._audit("selftest", "on request", request)
         result = await self.app.run_selftest()
-        return web.json_response(
-            {"passed": result.passed, "checks": result.checks, "failures": list(result.failures)}
+        return self._answer(
+            passed=result.passed, checks=result.checks, failures=list(result.failures)
         )
+
+    async def reload(self, request: web.Request) -> web.Response:
+        """Re-read the configuration file, as SIGHUP does; a bad file is refused and kept."""
+        result = await self.app.reload()
+        return self._answer(reloaded=result == "reloaded", result=result)
+
+
+def _over_control_socket(request: web.Request) -> bool:
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    return sock is not None and sock.family == socket.AF_UNIX
+
+
+def _channel(request: web.Request) -> str:
+    """Say which way an operator's call came, for the audit log (never a network address)."""
+    if _over_control_socket(request):
+        assert request.transport is not None
+        uid = control.peer_uid(request.transport.get_extra_info("socket"))
+        return f"control socket, uid {uid}" if uid is not None else "control socket"
+    return "admin API"
+
+
+def _message(e: Exception) -> str:
+    return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+
+
+def enforced(app: Operated) -> dict[str, object]:
+    """Return what the daemon enforces now: generation, versions, readiness, list status."""
+    snapshot = app.feeds.snapshot
+    r = app.readiness()
+    return {
+        "generation": snapshot.generation,
+        "enforcing": dict(snapshot.versions),
+        "ready": r.ready,
+        "reason": r.reason,
+        "lists": list_status(app),
+    }
 
 
 def _problem(status: int, detail: str, *, bearer: bool = False) -> web.Response:
@@ -308,24 +402,28 @@ def _when(ts: float | datetime | None) -> str | None:
 
 def list_status(app: Operated) -> list[dict[str, Any]]:
     """Return every configured list's status as JSON-ready dicts."""
-    now = datetime.now(UTC)
-    out = []
-    for st in app.feeds.status():
-        out.append(
-            {
-                "list": st.ref,
-                "version": st.version,
-                "entries": st.entries,
-                "issued_at": _when(st.issued_at),
-                "expires": _when(st.expires),
-                "fresh": st.fresh(now),
-                "last_success": _when(st.state.last_success),
-                "last_attempt": _when(st.state.last_attempt),
-                "last_error": st.state.last_error_reason,
-                "quarantined": st.state.quarantined,
-            }
-        )
-    return out
+    return list_rows(app.feeds.status(), datetime.now(UTC))
+
+
+def list_rows(statuses: list[ListStatus], now: datetime) -> list[dict[str, Any]]:
+    """Return list statuses as the JSON the API and `blockd status --json` give."""
+    return [
+        {
+            "list": st.ref,
+            "version": st.version,
+            "entries": st.entries,
+            "issued_at": _when(st.issued_at),
+            "expires": _when(st.expires),
+            "fresh": st.fresh(now),
+            "last_success": _when(st.state.last_success),
+            "last_attempt": _when(st.state.last_attempt),
+            "last_error": st.state.last_error_reason,
+            "last_error_message": st.state.last_error,
+            "quarantined": st.state.quarantined,
+            "held_at_or_below": st.state.held_at_or_below,
+        }
+        for st in statuses
+    ]
 
 
 def render_status(app: Operated) -> str:

@@ -134,7 +134,9 @@ class App:
             dns=self.pipeline.counts,
             blocks=self.blocks,
         )
-        self.admin = Admin(self, config.admin)
+        self.admin = Admin(
+            self, config.admin, control_socket=config.admin.control_path(config.state.dir)
+        )
         self._selftest_task: asyncio.Task[None] | None = None
         self.bus.subscribe(PolicyActivated, self._on_policy)
         self._sync_task: asyncio.Task[None] | None = None

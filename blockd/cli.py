@@ -14,17 +14,20 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from blockd import __version__
+from blockd import __version__, control
+from blockd.admin import list_rows
 from blockd.audit import commands as audit_commands
 from blockd.audit.log import AuditError
 from blockd.config import Config, ConfigError, StateConfig, json_schema
 from blockd.config import load as load_config
-from blockd.events import Event, EventBus, FeedAccepted, FeedRejected, GuardIntervention
+from blockd.events import Event, EventBus, SelfTestResult
 from blockd.feeds.authoring import hashed_entry, list_payload, sign_list, sign_trust
 from blockd.feeds.keys import KeyFileError, SigningKey, load_private, public_pem, save_private
+from blockd.feeds.lines import line
 from blockd.feeds.model import FORMATS, PayloadError, TestEntry, parse_trust, rfc3339
-from blockd.feeds.sync import FeedSync, ListStatus
+from blockd.feeds.sync import FeedSync
 from blockd.feeds.trust import TrustError
 from blockd.feeds.verify import Rejected, check_body, verify_list, verify_trust
 from blockd.http import decide
@@ -195,21 +198,59 @@ def _feed_sync(a: argparse.Namespace, bus: EventBus | None = None) -> FeedSync:
 
 
 def _print_event(e: Event) -> None:
-    if isinstance(e, FeedAccepted):
-        bad = (
-            f", {sum(e.rejected_entries.values())} entries rejected {e.rejected_entries}"
-            if e.rejected_entries
-            else ""
-        )
-        print(f"accepted     {e.authority}/{e.list} v{e.version}: {e.entries} entries{bad}")
-    elif isinstance(e, FeedRejected):
-        print(f"rejected     {e.authority}/{e.list}: {e.reason}: {e.message}")
-    elif isinstance(e, GuardIntervention):
-        print(f"guard        {e.kind} {e.authority}/{e.list} v{e.version}: {e.detail}")
+    if (text := line(e)) is not None:
+        print(text)
+
+
+def _daemon(a: argparse.Namespace, method: str, path: str, body: object = None) -> Any:
+    """Call the running daemon's operator API; None when no daemon runs (said on stderr).
+
+    The daemon is reached through its control socket, or its admin API with --admin. Only
+    a daemon that is certainly not there (no socket, or nobody listening on it) lets the
+    command fall back to the state directory: anything else is an error, never a silent
+    local action beside a running daemon.
+    """
+    if getattr(a, "offline", False):
+        return None
+    try:
+        if getattr(a, "admin", None):
+            if a.token_file is None:
+                raise UsageError("--admin needs --token-file")
+            token = _read(a.token_file).decode("utf-8", "replace").strip()
+            client = control.Client(url=a.admin, token=token)
+            state = None
+        else:
+            config = load_config(a.config)
+            state = config.state.dir
+            client = control.Client(socket_path=config.admin.control_path(state))
+        return client.call(method, path, body)
+    except control.NoDaemon as e:
+        print(f"blockd: {e}: acting on the state directory {state}", file=sys.stderr)
+        return None
+    except control.ControlError as e:
+        raise UsageError(str(e)) from None
+
+
+def _print_enforced(answer: Mapping[str, Any]) -> None:
+    """Print what the daemon enforces now, from its answer."""
+    versions = ", ".join(f"{ref} v{v}" for ref, v in answer["enforcing"].items()) or "nothing"
+    ready = "ready" if answer["ready"] else f"NOT READY: {answer['reason']}"
+    print(f"daemon       enforces {versions} (policy {answer['generation']}); {ready}")
+
+
+def _print_stored(sync: FeedSync) -> None:
+    versions = ", ".join(f"{r.ref} v{r.version}" for r in sync.status() if r.version) or "none"
+    print(f"state        {versions} (no daemon running: enforced from its next start)")
 
 
 def cmd_sync(a: argparse.Namespace) -> int:
-    """Sync lists now, once."""
+    """Sync lists now, once, in the running daemon (or in the state directory)."""
+    answer = _daemon(a, "POST", "/api/v1/sync", {"lists": a.lists})
+    if answer is not None:
+        for text in answer["said"]:
+            print(text)
+        _print_enforced(answer)
+        return 1 if "rejected" in answer["outcomes"].values() else 0
     bus = EventBus()
     bus.subscribe(Event, _print_event)
     sync = _feed_sync(a, bus)
@@ -227,52 +268,46 @@ def cmd_sync(a: argparse.Namespace) -> int:
 
     with audit_commands.operator_action(sync.config, bus, "sync", " ".join(a.lists) or "all"):
         outcomes = asyncio.run(go())
+    _print_stored(sync)
     return 1 if "rejected" in outcomes else 0
 
 
 def cmd_status(a: argparse.Namespace) -> int:
-    """Show every list: version, age, expiry, entries, last error."""
-    sync = _feed_sync(a)
-    now = datetime.now(UTC)
-    rows = sync.status()
+    """Show every list the daemon enforces: version, age, expiry, entries, last error."""
+    answer = _daemon(a, "GET", "/api/v1/status")
+    rows = answer["lists"] if answer is not None else None
+    if rows is None:
+        rows = list_rows(_feed_sync(a).status(), datetime.now(UTC))
     if a.json:
-        print(json.dumps([_status_json(r, now) for r in rows], indent=1))
+        print(json.dumps(rows, indent=1))
         return 0
+    now = datetime.now(UTC)
     print(f"{'list':32} {'version':>8} {'entries':>9} {'age':>8} {'expires':>20}  state")
     for r in rows:
-        age = _ago(now - r.issued_at) if r.issued_at else "-"
-        expires = rfc3339(r.expires) if r.expires else "-"
+        issued = _parse_time(r["issued_at"])
+        age = _ago(now - issued) if issued else "-"
         notes = []
-        if r.version is None:
+        if r["version"] is None:
             notes.append("NOT ENFORCED")
-        elif not r.fresh(now):
+        elif not r["fresh"]:
             notes.append("EXPIRED")
-        if r.state.quarantined:
-            notes.append(f"v{r.state.quarantined} quarantined")
-        if r.state.held_at_or_below:
-            notes.append(f"held at or below v{r.state.held_at_or_below}")
-        if r.state.last_error:
-            notes.append(f"last error: {r.state.last_error}")
+        if r["quarantined"]:
+            notes.append(f"v{r['quarantined']} quarantined")
+        if r["held_at_or_below"]:
+            notes.append(f"held at or below v{r['held_at_or_below']}")
+        if r["last_error_message"]:
+            notes.append(f"last error: {r['last_error_message']}")
         print(
-            f"{r.ref:32} {r.version or '-':>8} {r.entries:>9} {age:>8} {expires:>20}  "
-            f"{'; '.join(notes) or 'ok'}"
+            f"{r['list']:32} {r['version'] or '-':>8} {r['entries']:>9} {age:>8} "
+            f"{r['expires'] or '-':>20}  {'; '.join(notes) or 'ok'}"
         )
+    if answer is not None:
+        _print_enforced(answer)
     return 0
 
 
-def _status_json(r: ListStatus, now: datetime) -> dict[str, object]:
-    return {
-        "list": r.ref,
-        "version": r.version,
-        "entries": r.entries,
-        "issued_at": rfc3339(r.issued_at) if r.issued_at else None,
-        "expires": rfc3339(r.expires) if r.expires else None,
-        "fresh": r.fresh(now),
-        "quarantined": r.state.quarantined,
-        "held_at_or_below": r.state.held_at_or_below,
-        "last_error": r.state.last_error,
-        "last_error_reason": r.state.last_error_reason,
-    }
+def _parse_time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
 
 def _ago(d: timedelta) -> str:
@@ -283,38 +318,12 @@ def _ago(d: timedelta) -> str:
     return f"{s}s"
 
 
-def _check_remote(a: argparse.Namespace) -> int:
-    """Ask a running daemon's admin API for the verdicts (it audits the check)."""
-    import json
-    import urllib.error
-    import urllib.request
-
-    if a.token_file is None:
-        raise UsageError("--admin needs --token-file")
-    if not a.admin.startswith(("http://", "https://")):
-        raise UsageError(f"--admin must be an http:// or https:// URL, not {a.admin!r}")
-    token = a.token_file.read_text("utf-8").strip()
-    request = urllib.request.Request(  # noqa: S310 - http(s) only, checked above
-        a.admin.rstrip("/") + "/api/v1/check",
-        data=json.dumps({"targets": a.targets}).encode(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - operator URL
-            results = json.loads(response.read())["results"]
-    except urllib.error.HTTPError as e:
-        raise UsageError(f"{a.admin}: HTTP {e.code}: {e.read().decode(errors='replace')}") from None
-    except (urllib.error.URLError, OSError) as e:
-        raise UsageError(f"{a.admin}: cannot reach the admin API: {e}") from None
-    _print_reports(results)
-    return 0
-
-
 def cmd_check(a: argparse.Namespace) -> int:
-    """Show the verdict for hosts or URLs (offline, or from a running daemon with --admin)."""
-    if getattr(a, "admin", None):
-        return _check_remote(a)
+    """Show the daemon's verdict for hosts or URLs (or the state directory's, offline)."""
+    answer = _daemon(a, "POST", "/api/v1/check", {"targets": a.targets})
+    if answer is not None:
+        _print_reports(answer["results"])
+        return 0
     bus = EventBus()
     sync = _feed_sync(a, bus)
     snap = sync.snapshot
@@ -339,28 +348,74 @@ def _print_reports(reports: Sequence[Mapping[str, Any]]) -> None:
             )
 
 
+def _list_path(ref: str) -> str:
+    authority, slash, name = ref.partition("/")
+    if not (slash and authority and name) or "/" in name:
+        raise UsageError(f"{ref!r} is not AUTHORITY/LIST")
+    return f"/api/v1/lists/{quote(authority, safe='')}/{quote(name, safe='')}"
+
+
 def cmd_approve(a: argparse.Namespace) -> int:
-    """Apply a quarantined update."""
+    """Apply a quarantined update, in the running daemon (or in the state directory)."""
+    answer = _daemon(a, "POST", f"{_list_path(a.list)}/approve", {"version": a.version})
+    if answer is not None:
+        print(f"approved     {a.list} v{a.version}")
+        _print_enforced(answer)
+        return 0
     bus = EventBus()
     sync = _feed_sync(a, bus)
     with audit_commands.operator_action(sync.config, bus, "approve", f"{a.list} v{a.version}"):
         asyncio.run(sync.approve(a.list, a.version))
-    print(f"approved     {a.list} v{a.version} is now enforced")
+    print(f"approved     {a.list} v{a.version}")
+    _print_stored(sync)
     return 0
 
 
 def cmd_rollback(a: argparse.Namespace) -> int:
-    """Return one list to its previous accepted version."""
-    bus = EventBus()
-    sync = _feed_sync(a, bus)
-    with audit_commands.operator_action(sync.config, bus, "rollback", a.list):
-        target = asyncio.run(sync.rollback(a.list))
+    """Return one list to its previous accepted version, in the running daemon."""
+    answer = _daemon(a, "POST", f"{_list_path(a.list)}/rollback")
+    if answer is not None:
+        target = answer["version"]
+    else:
+        bus = EventBus()
+        sync = _feed_sync(a, bus)
+        with audit_commands.operator_action(sync.config, bus, "rollback", a.list):
+            target = asyncio.run(sync.rollback(a.list))
     print(f"rolled back  {a.list} to v{target}; newer versions up to the undone one are held")
+    if answer is not None:
+        _print_enforced(answer)
+    else:
+        _print_stored(sync)
     return 0
+
+
+def cmd_reload(a: argparse.Namespace) -> int:
+    """Make the running daemon re-read its configuration file (as SIGHUP does)."""
+    answer = _daemon(a, "POST", "/api/v1/reload")
+    if answer is None:
+        print("blockd: no daemon is running: nothing to reload", file=sys.stderr)
+        return 1
+    print(answer["result"])
+    _print_enforced(answer)
+    return 0 if answer["reloaded"] else 1
 
 
 def cmd_selftest(a: argparse.Namespace) -> int:
     """Test the running daemon's enforcement through its listeners (probes and a control)."""
+    answer = _daemon(a, "POST", "/api/v1/selftest")
+    if answer is not None:
+        passed, checks, failures = answer["passed"], answer["checks"], answer["failures"]
+    else:
+        result = _selftest_listeners(a)
+        passed, checks, failures = result.passed, result.checks, result.failures
+    for failure in failures:
+        print(f"FAILED  {failure}")
+    print(f"self-test {'passed' if passed else 'FAILED'}: {checks} checks")
+    return 0 if passed else 1
+
+
+def _selftest_listeners(a: argparse.Namespace) -> SelfTestResult:
+    """Probe the configured listeners from outside (no control socket to ask)."""
     from blockd import selftest
     from blockd.config import split_endpoint
 
@@ -376,10 +431,7 @@ def cmd_selftest(a: argparse.Namespace) -> int:
             selftest.run(probes, targets, cfg.selftest.control or None, cfg.selftest.timeout)
         )
         bus.publish(result)
-    for failure in result.failures:
-        print(f"FAILED  {failure}")
-    print(f"self-test {'passed' if result.passed else 'FAILED'}: {result.checks} checks")
-    return 0 if result.passed else 1
+    return result
 
 
 def cmd_run(a: argparse.Namespace) -> int:
@@ -428,7 +480,7 @@ def cmd_config_schema(a: argparse.Namespace) -> int:
 
 def cmd_demo(a: argparse.Namespace) -> int:
     """Sync the demo authority's lists and show what they block (the offline demo)."""
-    a.config, a.lists = REPO_CONFIG, []
+    a.config, a.lists, a.offline = REPO_CONFIG, [], True
     print(f"blockd {__version__}: offline demo with {REPO_CONFIG}")
     cmd_sync(a)
     print()
@@ -457,6 +509,23 @@ def config_arg(sp: argparse.ArgumentParser) -> None:
         default=DEFAULT_CONFIG,
         help=f"configuration file (default {DEFAULT_CONFIG}; env BLOCKD_CONFIG)",
     )
+
+
+def daemon_args(sp: argparse.ArgumentParser, *, offline: bool = False) -> None:
+    """Add the options that choose how an operator command reaches the daemon."""
+    sp.add_argument(
+        "--admin",
+        metavar="URL",
+        help="reach the daemon's admin API (e.g. http://127.0.0.1:9153) instead of its "
+        "control socket",
+    )
+    sp.add_argument("--token-file", type=Path, help="the admin API bearer token file")
+    if offline:
+        sp.add_argument(
+            "--offline",
+            action="store_true",
+            help="read the state directory, never the running daemon",
+        )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -518,18 +587,22 @@ def parser() -> argparse.ArgumentParser:
 
     sp = add("sync", cmd_sync, config=True)
     sp.add_argument("lists", nargs="*", metavar="AUTHORITY/LIST", help="default: all")
+    daemon_args(sp)
     sp = add("status", cmd_status, config=True)
     sp.add_argument("--json", action="store_true")
+    daemon_args(sp, offline=True)
     sp = add("check", cmd_check, config=True)
     sp.add_argument("targets", nargs="+", metavar="HOST|URL")
-    sp.add_argument("--admin", help="ask a running daemon, e.g. http://127.0.0.1:9153")
-    sp.add_argument("--token-file", type=Path, help="the admin API bearer token file")
+    daemon_args(sp, offline=True)
     sp = add("approve", cmd_approve, config=True)
     sp.add_argument("list", metavar="AUTHORITY/LIST")
     sp.add_argument("version", type=int)
+    daemon_args(sp)
     sp = add("rollback", cmd_rollback, config=True)
     sp.add_argument("list", metavar="AUTHORITY/LIST")
-    add("selftest", cmd_selftest, config=True)
+    daemon_args(sp)
+    daemon_args(add("reload", cmd_reload, config=True))
+    daemon_args(add("selftest", cmd_selftest, config=True))
     sp = add("run", cmd_run, config=True)
     sp.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     sp.add_argument(

@@ -7,6 +7,7 @@ skipped, so one bad subscriber cannot break enforcement).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable
@@ -210,6 +211,12 @@ class EventBus:
     def subscribe(self, kind: type[E], handler: Callable[[E], None]) -> None:
         """Call handler for every event of kind (and its subclasses)."""
         self._handlers[kind].append(handler)
+        self._routes.clear()
+
+    def unsubscribe(self, kind: type[E], handler: Callable[[E], None]) -> None:
+        """Stop calling handler for events of kind (if it was subscribed)."""
+        with contextlib.suppress(ValueError):
+            self._handlers[kind].remove(handler)
         self._routes.clear()
 
     def publish(self, event: Event) -> None:

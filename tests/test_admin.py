@@ -282,8 +282,10 @@ async def test_the_cli_and_the_api_check_by_one_rule(
         remote = ["check", "--admin", base(app), "--token-file", str(tmp_path / "token")]
         assert await asyncio.to_thread(main, [*remote, *CHECK_TARGETS]) == 0
         via_api = capsys.readouterr().out
-        offline = ["check", "--config", str(tmp_path / "blockd.toml"), *CHECK_TARGETS]
-        assert await asyncio.to_thread(main, offline) == 0
+        conf = ["check", "--config", str(tmp_path / "blockd.toml")]
+        assert await asyncio.to_thread(main, [*conf, *CHECK_TARGETS]) == 0  # control socket
+        assert capsys.readouterr().out == via_api
+        assert await asyncio.to_thread(main, [*conf, "--offline", *CHECK_TARGETS]) == 0
         assert capsys.readouterr().out == via_api
     assert via_api.splitlines()[0].startswith("blocked.demo.test: notice (demo-authority/")
 

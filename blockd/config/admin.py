@@ -40,3 +40,14 @@ class AdminConfig(_Section):
     public_metrics: bool = Field(
         default=True, description="Serve /metrics without the token (for Prometheus)."
     )
+    control_socket: Path | None = Field(
+        default=None,
+        description="The control channel: a Unix socket (mode 0600) through which `blockd "
+        "sync`, `approve`, `rollback`, `reload`, `selftest`, `status` and `check` reach the "
+        "running daemon; whoever may open it (root, blockd's user) may operate blockd. "
+        "Default: <state dir>/control.sock.",
+    )
+
+    def control_path(self, state_dir: Path) -> Path:
+        """Return the control socket's path (the configured one, or in the state directory)."""
+        return self.control_socket or state_dir / "control.sock"

@@ -72,7 +72,10 @@ class Config(_Section):
                 "state": StateConfig(dir=fix(self.state.dir)),
                 "admin": self.admin.model_copy(
                     update={
-                        "token_file": fix(self.admin.token_file) if self.admin.token_file else None
+                        "token_file": fix(self.admin.token_file) if self.admin.token_file else None,
+                        "control_socket": fix(self.admin.control_socket)
+                        if self.admin.control_socket
+                        else None,
                     }
                 ),
                 "audit": self.audit.model_copy(
