@@ -10,10 +10,13 @@ naming the setting, so `check-config` reports them all at once.
 from __future__ import annotations
 
 import ipaddress
+import os
+import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from blockd import control
 from blockd.config import Config, split_endpoint
 from blockd.feeds.store import ListStore
 from blockd.feeds.trust import TrustError, load_trust
@@ -22,7 +25,13 @@ from blockd.http.notice import NoticeError, NoticePage
 
 def problems(config: Config) -> list[str]:
     """Return every problem `run` would meet with config, one line each ('path: what')."""
-    return [*_trust(config), *_files(config), *_notice(config), *_listeners(config)]
+    return [
+        *_trust(config),
+        *_files(config),
+        *_notice(config),
+        *_listeners(config),
+        *_control(config),
+    ]
 
 
 def _trust(config: Config) -> Iterator[str]:
@@ -101,3 +110,16 @@ def _overlap(a: str, b: str) -> bool:
     """Say whether two bound addresses collide: the same, or one is a wildcard."""
     x, y = ipaddress.ip_address(a), ipaddress.ip_address(b)
     return x == y or x.is_unspecified or y.is_unspecified
+
+
+def _control(config: Config) -> Iterator[str]:
+    """Say what would stop the control socket from being made (not a daemon running)."""
+    path = config.admin.control_path(config.state.dir)
+    setting = "admin.control_socket" if config.admin.control_socket else "state.dir"
+    if len(os.fsencode(path)) > control.MAX_PATH - 12:
+        yield (
+            f"{setting}: the control socket {path} is too long for a Unix socket (at most "
+            f"{control.MAX_PATH - 12} bytes); set admin.control_socket to a shorter path"
+        )
+    elif path.is_symlink() or (path.exists() and not stat.S_ISSOCK(path.lstat().st_mode)):
+        yield f"{setting}: {path} exists and is not a socket; blockd will not replace it"

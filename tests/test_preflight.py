@@ -131,3 +131,15 @@ def test_a_cross_field_error_alone_is_one_short_line() -> None:
     assert str(caught.value).splitlines()[1:] == [
         "  audit.records: keep_max_days (10) must not be below keep_min_days (30)"
     ]
+
+
+def test_a_control_socket_blockd_could_not_make_is_found(tmp_path: Path) -> None:
+    text = demo(tmp_path)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "control.sock").write_text("an operator's file")
+    [problem] = preflight.problems(parse(text, tmp_path))
+    assert problem.startswith("state.dir: ") and "exists and is not a socket" in problem
+    long = tmp_path / ("d" * 110) / "c.sock"
+    text = text.replace("[admin]", f'[admin]\ncontrol_socket = "{long}"')
+    [problem] = preflight.problems(parse(text, tmp_path))
+    assert problem.startswith("admin.control_socket: ") and "too long" in problem
