@@ -374,18 +374,17 @@ def cmd_approve(a: argparse.Namespace) -> int:
 def cmd_rollback(a: argparse.Namespace) -> int:
     """Return one list to its previous accepted version, in the running daemon."""
     answer = _daemon(a, "POST", f"{_list_path(a.list)}/rollback")
+    done = "newer versions up to the undone one are held"
     if answer is not None:
-        target = answer["version"]
-    else:
-        bus = EventBus()
-        sync = _feed_sync(a, bus)
-        with audit_commands.operator_action(sync.config, bus, "rollback", a.list):
-            target = asyncio.run(sync.rollback(a.list))
-    print(f"rolled back  {a.list} to v{target}; newer versions up to the undone one are held")
-    if answer is not None:
+        print(f"rolled back  {a.list} to v{answer['version']}; {done}")
         _print_enforced(answer)
-    else:
-        _print_stored(sync)
+        return 0
+    bus = EventBus()
+    sync = _feed_sync(a, bus)
+    with audit_commands.operator_action(sync.config, bus, "rollback", a.list):
+        target = asyncio.run(sync.rollback(a.list))
+    print(f"rolled back  {a.list} to v{target}; {done}")
+    _print_stored(sync)
     return 0
 
 
@@ -484,7 +483,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     print(f"blockd {__version__}: offline demo with {REPO_CONFIG}")
     cmd_sync(a)
     print()
-    cmd_status(argparse.Namespace(config=REPO_CONFIG, json=False, state=a.state))
+    cmd_status(argparse.Namespace(config=REPO_CONFIG, json=False, state=a.state, offline=True))
     print()
     a.targets = [
         "blocked.demo.test",
