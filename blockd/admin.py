@@ -16,7 +16,6 @@ import html
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -29,6 +28,7 @@ from blockd.audit.entries import utc
 from blockd.audit.log import AuditError
 from blockd.config import AdminConfig, split_endpoint
 from blockd.events import EventBus, OperatorAction, SelfTestResult
+from blockd.health import Readiness as Readiness  # re-exported: callers import it from here
 from blockd.http import decide
 
 if TYPE_CHECKING:
@@ -40,14 +40,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 FAILURE_WINDOW = 60.0  # seconds over which failed authentications are counted
 FAILURE_LIMIT = 10  # failures in the window before every attempt is slowed
 PENALTY = 1.0  # seconds each attempt waits while over the limit
-
-
-@dataclass(frozen=True)
-class Readiness:
-    """Whether blockd enforces a current policy, and if not, why."""
-
-    ready: bool
-    reason: str
 
 
 class Operated(Protocol):
@@ -166,9 +158,9 @@ class Admin:
         return web.json_response({"status": "alive", "version": __version__})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        """Answer 200 when a current policy is enforced, 503 saying why not."""
+        """Answer 200 when a current policy is enforced, 503 saying why not; detail in checks."""
         r = self.app.readiness()
-        body = {"ready": r.ready, "reason": r.reason}
+        body = {"ready": r.ready, "reason": r.reason, "checks": r.checks}
         return web.json_response(body, status=200 if r.ready else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:

@@ -40,3 +40,9 @@ class AdminConfig(_Section):
     public_metrics: bool = Field(
         default=True, description="Serve /metrics without the token (for Prometheus)."
     )
+    ready_needs_upstream: bool = Field(
+        default=True,
+        description="/readyz answers 503 while no upstream resolver answers (each down after "
+        "3 failed attempts in a row), so a load balancer moves clients to another resolver; "
+        "false: readiness is about the lists alone.",
+    )
