@@ -21,8 +21,7 @@ import html
 import json
 import socket
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -30,12 +29,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiohttp import web
 
 from blockd import __version__, control
-from blockd.audit import bundle
+from blockd.audit import bundle, note
 from blockd.audit.entries import utc
 from blockd.audit.log import AuditError
 from blockd.config import AdminConfig, split_endpoint
 from blockd.events import Event, EventBus, OperatorAction, SelfTestResult
 from blockd.feeds.lines import KINDS, line
+from blockd.health import Readiness as Readiness  # re-exported: callers import it from here
 from blockd.http import decide
 
 if TYPE_CHECKING:
@@ -48,14 +48,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 FAILURE_WINDOW = 60.0  # seconds over which failed authentications are counted
 FAILURE_LIMIT = 10  # failures in the window before every attempt is slowed
 PENALTY = 1.0  # seconds each attempt waits while over the limit
-
-
-@dataclass(frozen=True)
-class Readiness:
-    """Whether blockd enforces a current policy, and if not, why."""
-
-    ready: bool
-    reason: str
 
 
 class Operated(Protocol):
@@ -190,9 +182,9 @@ class Admin:
         return web.json_response({"status": "alive", "version": __version__})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        """Answer 200 when a current policy is enforced, 503 saying why not."""
+        """Answer 200 when a current policy is enforced, 503 saying why not; detail in checks."""
         r = self.app.readiness()
-        body = {"ready": r.ready, "reason": r.reason}
+        body = {"ready": r.ready, "reason": r.reason, "checks": r.checks}
         return web.json_response(body, status=200 if r.ready else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
@@ -426,13 +418,18 @@ def list_rows(statuses: list[ListStatus], now: datetime) -> list[dict[str, Any]]
     ]
 
 
-def render_status(app: Operated) -> str:
-    """Return the status page."""
+def render_status(app: Operated, now: datetime | None = None) -> str:
+    """Return the status page: readiness, lists, trust, upstreams, audit checkpoint, listeners.
+
+    Every value is HTML-escaped (list names, reasons, a checkpoint note are not ours to
+    trust); the page has no scripts.
+    """
+    now = now or datetime.now(UTC)
     r = app.readiness()
     rows = "".join(
         "<tr>"
         + "".join(
-            f"<td>{html.escape(str(v)) if v is not None else '—'}</td>"
+            f"<td>{_text(v)}</td>"
             for v in (
                 s["list"],
                 s["version"],
@@ -446,10 +443,6 @@ def render_status(app: Operated) -> str:
         + "</tr>"
         for s in list_status(app)
     )
-    checkpoint = "audit log off"
-    if app.audit is not None:
-        notes = app.audit.log.checkpoints()
-        checkpoint = notes[-1] if notes else "no checkpoint yet"
     listeners = "".join(
         f"<li>{html.escape(f'{kind} {host}:{port}')}</li>" for kind, host, port in app.listeners()
     )
@@ -467,10 +460,94 @@ pre{{white-space:pre-wrap;background:#f4f4f4;padding:.5rem}}.bad{{color:#a00}}</
 <th scope="col">entries</th><th scope="col">expires</th><th scope="col">last sync</th>
 <th scope="col">last error</th><th scope="col">quarantined</th></tr></thead>
 <tbody>{rows}</tbody></table>
-<h2>Audit checkpoint</h2><pre>{html.escape(checkpoint)}</pre>
+<h2>Trust policy</h2>{_trust_section(r.checks.get("trust", {}), now)}
+<h2>Upstream resolvers</h2>{_upstreams_section(r.checks.get("upstreams", {}))}
+<h2>Audit checkpoint</h2>{_checkpoint_section(app, now)}
 <h2>Listeners</h2><ul>{listeners}</ul>
 </main></body></html>
 """
+
+
+def _text(v: object) -> str:
+    return html.escape(str(v)) if v is not None else "—"
+
+
+def _ago(then: datetime, now: datetime) -> str:
+    """Say how long ago (or, negative, how far ahead) then is, in words."""
+    seconds = (now - then).total_seconds()
+    ahead, seconds = seconds < 0, abs(seconds)
+    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if seconds >= size:
+            n = int(seconds // size)
+            words = f"{n} {unit}{'s' if n != 1 else ''}"
+            break
+    else:
+        words = "less than a minute"
+    return f"in {words}" if ahead else f"{words} ago"
+
+
+def _parse_time(text: object) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def _trust_section(check: Mapping[str, Any], now: datetime) -> str:
+    version, expires = check.get("version"), _parse_time(check.get("expires"))
+    if version is None or expires is None:
+        return '<p class="bad">No trust policy loaded.</p>'
+    state = "expired" if expires <= now else "expires"
+    bad = "" if check.get("ok") else ' class="bad"'
+    return (
+        f"<p{bad}>Version {_text(version)}; "
+        f"{state} {_text(check.get('expires'))} ({html.escape(_ago(expires, now))}).</p>"
+    )
+
+
+def _upstreams_section(check: Mapping[str, Any]) -> str:
+    upstreams: Mapping[str, Mapping[str, Any]] = check.get("upstreams", {})
+    if not upstreams:
+        return '<p class="bad">None configured: names not on a list get SERVFAIL.</p>'
+    items = []
+    for name, u in upstreams.items():
+        if u.get("healthy"):
+            items.append(f"<li>{_text(name)}: answering</li>")
+        else:
+            since = f" since {_text(u.get('down_since'))}" if u.get("down_since") else ""
+            items.append(
+                f'<li class="bad">{_text(name)}: DOWN ({_text(u.get("reason"))}){since}</li>'
+            )
+    needed = "" if check.get("required") else " (readiness does not depend on them)"
+    return f"<ul>{''.join(items)}</ul><p>{len(upstreams)} configured{needed}.</p>"
+
+
+def _checkpoint_section(app: Operated, now: datetime) -> str:
+    if app.audit is None:
+        return "<p>The audit log is off.</p>"
+    signed = app.audit.log.latest_checkpoint()
+    if signed is None:
+        return "<p>No checkpoint signed yet.</p>"
+    raw = f"<pre>{html.escape(signed)}</pre>"
+    try:
+        text, _ = note.open_note(signed, [app.audit.log.signer.verifier])
+        cp = note.Checkpoint.parse(text)
+    except note.NoteError as e:
+        why = html.escape(str(e))
+        return f'<p class="bad">The latest checkpoint does not verify: {why}</p>{raw}'
+    stamp = next((x.removeprefix("time ") for x in cp.extensions if x.startswith("time ")), None)
+    when = _parse_time(stamp)
+    signed_at = (
+        f"signed {html.escape(stamp or '')} ({html.escape(_ago(when, now))})"
+        if when is not None
+        else "signing time not recorded"
+    )
+    return (
+        f"<p>Log <strong>{html.escape(cp.origin)}</strong>: {cp.size:,} entries, "
+        f"{signed_at}.</p>{raw}"
+    )
 
 
 OPENAPI: dict[str, Any] = json.loads((Path(__file__).parent / "admin.openapi.json").read_text())

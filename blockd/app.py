@@ -10,11 +10,12 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from blockd import __version__, selftest
-from blockd.admin import Admin, Readiness
+from blockd import __version__, health, selftest
+from blockd.admin import Admin
 from blockd.audit.log import open_log
 from blockd.audit.recorder import AuditRecorder
 from blockd.audit.records import DAY, RecordKeeper
@@ -23,13 +24,23 @@ from blockd.config import Config, ConfigError, split_endpoint
 from blockd.config import load as load_config
 from blockd.dns.answers import AnswerPolicy
 from blockd.dns.cache import AnswerCache
-from blockd.dns.forward import Forwarder, resolv_conf_upstreams
+from blockd.dns.forward import Forwarder, UpstreamState, resolv_conf_upstreams
 from blockd.dns.pipeline import AccessList, DnsPipeline
 from blockd.dns.server import DnsServer
-from blockd.events import Event, EventBus, OperatorAction, PolicyActivated, SelfTestResult
+from blockd.events import (
+    Event,
+    EventBus,
+    OperatorAction,
+    PolicyActivated,
+    SelfTestResult,
+    UpstreamDown,
+    UpstreamRecovered,
+)
+from blockd.failures import FailureLog
 from blockd.feeds.model import Authority
 from blockd.feeds.sync import FeedSync
 from blockd.feeds.trust import TrustError
+from blockd.health import Readiness
 from blockd.http.notice import NoticeError, NoticePage
 from blockd.http.origin import OriginResolver
 from blockd.http.proxy import HttpFront, Limits
@@ -50,6 +61,7 @@ class App:
         self.config = config
         self.config_path = config_path
         self.bus = EventBus()
+        self.failures = FailureLog(self.bus)  # every failure said once in the daemon log
         self.feeds = FeedSync(config, self.bus)
         self.cache = AnswerCache(config.dns.cache_entries)
         upstreams = [split_endpoint(u) for u in config.dns.upstreams] or resolv_conf_upstreams()
@@ -57,6 +69,7 @@ class App:
             upstreams,
             attempt_timeout=config.dns.attempt_timeout,
             total_timeout=config.dns.total_timeout,
+            on_change=self._upstream_changed,
         )
         self.pipeline = DnsPipeline(
             self.feeds,
@@ -175,20 +188,46 @@ class App:
         return [*self.dns.bound, *self.http.bound]
 
     def readiness(self) -> Readiness:
-        """Say whether a current policy is enforced."""
+        """Say whether a current policy is enforced, and every check behind the answer."""
+        return health.assess(self.health_facts())
+
+    def health_facts(self) -> health.Facts:
+        """Gather what readiness depends on, as plain values."""
         snap = self.feeds.snapshot
-        if not snap.lists:
-            return Readiness(False, "no verified list loaded yet (forwarding only)")
-        now = datetime.now(UTC)
-        expired = [i.source.ref for i in snap.lists if i.expires <= now]
-        if expired:
-            return Readiness(False, f"expired lists enforced: {', '.join(expired)}")
-        if self._sync_task is not None and self._sync_task.done():
-            return Readiness(False, "feed sync stopped: lists are no longer kept current")
-        missing = {c.ref for c in self.config.lists} - set(snap.versions)
-        if missing:
-            return Readiness(False, f"lists not loaded yet: {', '.join(sorted(missing))}")
-        return Readiness(True, "policy loaded and current")
+        trust = self.feeds.trust
+        audit = None
+        if self.audit is not None:
+            a = self.audit
+            problem = a.log.broken or (
+                f"{a.problem.stage} failing ({a.problem.reason}): {a.problem.detail}"
+                if a.problem is not None
+                else None
+            )
+            audit = health.AuditFact(problem, a.size)
+        return health.Facts(
+            now=datetime.now(UTC),
+            configured=[c.ref for c in self.config.lists],
+            enforced={
+                i.source.ref: health.EnforcedList(i.source.version, i.expires) for i in snap.lists
+            },
+            trust=health.TrustFact(trust.version, trust.expires) if trust is not None else None,
+            upstreams=[
+                health.UpstreamFact(u.name, u.down, u.last_reason, u.down_since)
+                for u in self.forwarder.states()
+            ],
+            upstream_required=self.config.admin.ready_needs_upstream,
+            sync_running=self._sync_task is None or not self._sync_task.done(),
+            audit=audit,
+        )
+
+    def _upstream_changed(self, state: UpstreamState) -> None:
+        """Publish an upstream going down or coming back (the forwarder's transitions)."""
+        if state.down:
+            reason = state.last_reason or "network"
+            self.bus.publish(UpstreamDown(state.name, reason, state.failures))
+        else:
+            since = state.down_since if state.down_since is not None else time.time()
+            self.bus.publish(UpstreamRecovered(state.name, max(0.0, time.time() - since)))
 
     async def start(self) -> None:
         """Load the last verified policy, open the listeners, start syncing.
@@ -247,9 +286,7 @@ class App:
             )
             probes = self.feeds.snapshot.probes()
             result = await selftest.run(probes, targets, cfg.control or None, cfg.timeout)
-        self.bus.publish(result)
-        if not result.passed:
-            log.error("self-test FAILED: %s", "; ".join(result.failures))
+        self.bus.publish(result)  # a failure is logged by blockd.failures
         return result
 
     async def _selftests(self) -> None:

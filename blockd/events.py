@@ -115,6 +115,13 @@ class TrustRejected(Event):
 
 
 @dataclass(frozen=True)
+class TrustUpToDate(Event):
+    """A trust refresh found no newer trust policy version (nothing to fetch)."""
+
+    version: int
+
+
+@dataclass(frozen=True)
 class GuardIntervention(Event):
     """A guard-rail reduced blocking or held an update back.
 
@@ -195,6 +202,58 @@ class SelfTestResult(Event):
     passed: bool
     checks: int
     failures: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class UpstreamDown(Event):
+    """An upstream resolver failed several attempts in a row and is set aside.
+
+    `upstream` is its configured "address:port" (never a client's); `reason` the last
+    failure (timeout, network, truncated, mismatch).
+    """
+
+    upstream: str
+    reason: str
+    failures: int
+
+
+@dataclass(frozen=True)
+class UpstreamRecovered(Event):
+    """An upstream resolver that was down answered again."""
+
+    upstream: str
+    down_for: float  # seconds since it went down
+
+
+@dataclass(frozen=True)
+class AuditWriteFailed(Event):
+    """Writing the audit log (a batch, or a checkpoint) failed; entries wait for a retry.
+
+    Published when writing starts to fail and when the reason changes, not per attempt.
+    `stage`: append, checkpoint or records (sealing and purging); `reason`, a slug:
+    helper-died, refused, storage, internal.
+    """
+
+    stage: str
+    reason: str
+    detail: str
+    pending: int
+
+
+@dataclass(frozen=True)
+class AuditWriteRecovered(Event):
+    """The audit log is written again after a failure; nothing queued was lost."""
+
+    stage: str
+    failed_for: float  # seconds
+
+
+@dataclass(frozen=True)
+class AuditHelperRestarted(Event):
+    """The process writing the audit log was replaced: it died, or it starved at idle priority."""
+
+    reason: str  # died, starved
+    detail: str
 
 
 E = TypeVar("E", bound=Event)

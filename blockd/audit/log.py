@@ -386,6 +386,14 @@ class MerkleLog:
             rows = self._db.execute("SELECT note FROM checkpoints ORDER BY rowid").fetchall()
         return [str(r[0]) for r in rows]
 
+    def latest_checkpoint(self) -> str | None:
+        """Return the latest signed checkpoint note, or None before the first."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT note FROM checkpoints ORDER BY rowid DESC LIMIT 1"
+            ).fetchone()
+        return str(row[0]) if row is not None else None
+
 
 def load_or_create_key(path: Path, name: str) -> note.Signer:
     """Return the operator's log key from path, generating it (mode 0600) on first use."""

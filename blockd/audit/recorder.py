@@ -6,22 +6,33 @@ background task has the batches encoded and written to the MerkleLog in a helper
 every `checkpoint_interval`. Block decisions are never logged one by one: `BlockCounts`
 counts them per authority, list, version, action and transport (the same counts the metrics
 show), and what each period added is logged once per period. Nothing about a client is
-recorded.
+recorded. A write that fails keeps its entries for the next attempt; the failure (when it
+starts or its reason changes) and the recovery are events, so they are logged once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 
 from blockd import __version__
 from blockd.audit.entries import SHAPES, Entry, Queued, Shape, encode, utc, values_of
 from blockd.audit.log import AuditError, Head, MerkleLog
 from blockd.audit.records import RecordKeeper
 from blockd.audit.writer import LogWriter
-from blockd.events import Event, EventBus, OperatorAction, PolicyActivated
+from blockd.events import (
+    AuditHelperRestarted,
+    AuditWriteFailed,
+    AuditWriteRecovered,
+    Event,
+    EventBus,
+    OperatorAction,
+    PolicyActivated,
+)
 from blockd.metrics.counters import BlockCounts, Decided
 
 log = logging.getLogger(__name__)
@@ -52,8 +63,14 @@ class AuditRecorder:
         (blockd shares its metrics' ones); without them, the recorder counts on bus itself.
         """
         self.log = log
+        self.bus = bus
         self.records = records
         self.writer = writer  # a helper process for writes; without one, a worker thread
+        if writer is not None:
+            writer.on_restart = self._helper_restarted
+        self.problem: AuditWriteFailed | None = None  # the write failure in progress, if any
+        self._problem_since = 0.0
+        self._stage = "append"  # what flush is doing: append or checkpoint
         self.period = period
         self.checkpoint_interval = checkpoint_interval
         self.flush_interval = flush_interval
@@ -134,10 +151,13 @@ class AuditRecorder:
             if counts is not None:
                 self._pending.append(counts)
         if self.records is not None:
+            self._stage = "records"
             await asyncio.to_thread(self._records_work, now)
+            self._wrote("records")
         batch = self._pending.copy()
         self._pending.clear()  # the same list: the event handlers hold it
         if batch:
+            self._stage = "append"
             try:
                 if self.writer is not None:
                     self.size = (await self.writer.append(batch)).size
@@ -146,14 +166,39 @@ class AuditRecorder:
             except BaseException:
                 self._pending[:0] = batch  # nothing is lost: the next flush tries again
                 raise
+            self._wrote("append")
         due = now - self.last_checkpoint >= self.checkpoint_interval
         if checkpoint or self._want_checkpoint or due:
             self._want_checkpoint = False
             self.last_checkpoint = now
+            self._stage = "checkpoint"
             if self.writer is not None:
                 await self.writer.sign_checkpoint(utc(now))
             else:
                 await asyncio.to_thread(self.log.sign_checkpoint, utc(now))
+            self._wrote("checkpoint")
+
+    def _failed(self, e: Exception) -> None:
+        """Publish a write failure when it starts or its reason changes (not per attempt)."""
+        log.debug("audit log %s failed", self._stage, exc_info=e)
+        reason = _failure_reason(e)
+        problem = self.problem
+        if problem is not None and (problem.stage, problem.reason) == (self._stage, reason):
+            return
+        if problem is None:
+            self._problem_since = self.clock()
+        detail = f"{type(e).__name__}: {e}"[:300].replace("\n", " ")
+        self.problem = AuditWriteFailed(self._stage, reason, detail, len(self._pending))
+        self.bus.publish(self.problem)
+
+    def _wrote(self, stage: str) -> None:
+        """Publish the recovery when the stage that was failing succeeds."""
+        if self.problem is not None and self.problem.stage == stage:
+            self.problem = None
+            self.bus.publish(AuditWriteRecovered(stage, self.clock() - self._problem_since))
+
+    def _helper_restarted(self, reason: str, detail: str) -> None:
+        self.bus.publish(AuditHelperRestarted(reason, detail))
 
     def _append(self, batch: list[Queued | Entry]) -> Head:
         return self.log.append_encoded(*encode(batch))
@@ -188,12 +233,18 @@ class AuditRecorder:
             except TimeoutError:
                 pass
             self._wake.clear()
-            try:
-                await self.flush()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("audit log write failed; entries kept for the next attempt")
+            await self.write()
+
+    async def write(self) -> bool:
+        """Flush what is due; on failure keep the entries, say so once, and return False."""
+        try:
+            await self.flush()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # entries are kept for the next attempt
+            self._failed(e)
+            return False
+        return True
 
     async def stop(self) -> None:
         """Write the last counts and a stop entry, sign a final checkpoint."""
@@ -203,3 +254,14 @@ class AuditRecorder:
             self._task = None
         self.record("daemon-stop")
         await self.flush(checkpoint=True, close_period=True)
+
+
+def _failure_reason(e: Exception) -> str:
+    """Return a slug for why a write failed."""
+    if isinstance(e, BrokenProcessPool):
+        return "helper-died"
+    if isinstance(e, AuditError):
+        return "refused"  # the log refuses: damaged, or a checkpoint that does not extend
+    if isinstance(e, OSError | sqlite3.Error):
+        return "storage"
+    return "internal"

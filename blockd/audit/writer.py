@@ -94,6 +94,8 @@ class LogWriter:
         self._args = (str(directory), origin, key_name, os.getpid())
         self.idle = idle and IDLE
         self.starved_after = starved_after
+        # Told (reason, detail) when the helper is replaced: the recorder publishes it.
+        self.on_restart: Callable[[str, str], None] | None = None
         self._pool: ProcessPoolExecutor | None = None
 
     def _executor(self) -> ProcessPoolExecutor:
@@ -120,19 +122,27 @@ class LogWriter:
             try:
                 result, took = await loop.run_in_executor(self._executor(), _timed, (fn, arg))
                 if self.idle and took > self.starved_after:
-                    log.warning(
-                        "audit log helper starved at idle priority (%.0f s for one call); "
-                        "it runs at normal priority from now on",
-                        took,
-                    )
                     self.idle = False
                     self.close()  # the next call starts a helper at normal priority
+                    self._restarted(
+                        "starved",
+                        f"audit log helper starved at idle priority ({took:.0f} s for one "
+                        "call); it runs at normal priority from now on",
+                    )
                 return result
             except BrokenProcessPool:
                 self.close()
                 if attempt == 2:
                     raise
+                self._restarted("died", "audit log helper process died; starting a new one")
         raise AssertionError("unreachable")
+
+    def _restarted(self, reason: str, detail: str) -> None:
+        """Say the helper was replaced: to on_restart, else straight to the log."""
+        if self.on_restart is not None:
+            self.on_restart(reason, detail)
+        else:
+            log.warning("%s", detail, extra={"kind": "audit-helper-restarted", "reason": reason})
 
     def close(self) -> None:
         """Stop the helper process."""

@@ -47,6 +47,12 @@ class AdminConfig(_Section):
         "running daemon; whoever may open it (root, blockd's user) may operate blockd. "
         "Default: <state dir>/control.sock.",
     )
+    ready_needs_upstream: bool = Field(
+        default=True,
+        description="/readyz answers 503 while no upstream resolver answers (each down after "
+        "3 failed attempts in a row), so a load balancer moves clients to another resolver; "
+        "false: readiness is about the lists alone.",
+    )
 
     def control_path(self, state_dir: Path) -> Path:
         """Return the control socket's path (the configured one, or in the state directory)."""

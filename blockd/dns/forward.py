@@ -4,8 +4,11 @@ Every attempt uses a fresh socket (so a random source port) and a fresh random I
 only a response from the upstream's address with that ID, QR set and the query's own question;
 anything else is ignored while the attempt lasts (RFC 5452 defences against off-path spoofing).
 Upstreams are tried healthy-first by smoothed RTT; one that fails is set aside and probed again
-after a back-off, so a recovered upstream comes back. Stdlib only and no parsing beyond the
-header and question: this is the path of every query not answered from the policy or the cache.
+after a back-off, so a recovered upstream comes back. After `DOWN_AFTER` failed attempts in a
+row an upstream counts as down (one lost datagram does not make an outage), and its next
+answer brings it back; `on_change` hears each of these transitions once. Stdlib only and no
+parsing beyond the header and question: this is the path of every query not answered from the
+policy or the cache.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import ipaddress
 import random
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
@@ -32,6 +35,7 @@ _TC = 0x02  # in header byte 2
 _ONE_QUESTION = b"\x00\x01"
 _SRTT_GAIN = 0.125  # weight of a new RTT sample, as TCP's alpha (RFC 6298)
 _RESOLV_CONF_LIMIT = 64 * 1024
+DOWN_AFTER = 3  # failed attempts in a row before an upstream counts as down
 
 _SockAddr = tuple[str, int] | tuple[str, int, int, int] | tuple[int, bytes]  # from getaddrinfo
 
@@ -59,6 +63,15 @@ class UpstreamState:
     failures: int = 0  # consecutive failed attempts
     last_failure: float | None = None  # wall-clock time (time.time()) of the latest failure
     retry_at: float = 0.0  # event-loop time from which an unhealthy upstream is probed again
+    down: bool = False  # DOWN_AFTER failed attempts in a row, and no answer since
+    down_since: float | None = None  # wall-clock time it went down
+    last_reason: ForwardFailure | None = None  # the latest failure's reason
+
+    @property
+    def name(self) -> str:
+        """Return "address:port" ("[address]:port" for IPv6), as configured."""
+        host, port = self.address
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class _AttemptFailed(Exception):
@@ -100,10 +113,12 @@ class Forwarder:
         total_timeout: float = 3.0,
         rng: random.Random | None = None,
         retry_after: float = 5.0,
+        on_change: Callable[[UpstreamState], None] | None = None,
     ) -> None:
         """Forward to upstreams (IP address, port); probe a failed one again after retry_after s.
 
-        With no upstreams every query fails at once with ForwardError("network").
+        With no upstreams every query fails at once with ForwardError("network"). on_change
+        is called with a copy of an upstream's state when it goes down or comes back.
         """
         if attempt_timeout <= 0 or total_timeout <= 0 or retry_after < 0:
             raise ValueError("timeouts must be positive and retry_after not negative")
@@ -113,6 +128,7 @@ class Forwarder:
         self._total_timeout = total_timeout
         self._retry_after = retry_after
         self._rng = rng if rng is not None else random.SystemRandom()
+        self.on_change = on_change
         self._inflight = 0
         self._closed = False
         self._drained: asyncio.Event | None = None
@@ -170,7 +186,7 @@ class Forwarder:
                 try:
                     return await self._attempt(loop, index, packet, question, deadline)
                 except _AttemptFailed as failure:
-                    self._failed(index, loop.time())
+                    self._failed(index, loop.time(), failure.reason)
                     reason = failure.reason
                     timed_out = timed_out or reason == "timeout"
             if loop.time() >= deadline:
@@ -255,14 +271,28 @@ class Forwarder:
                 state.srtt += _SRTT_GAIN * (rtt - state.srtt)
         state.healthy = True
         state.failures = 0
+        if state.down:
+            state.down = False
+            self._changed(state)
+            state.down_since = None
 
-    def _failed(self, index: int, now: float) -> None:
-        """Set upstream index aside until the back-off is over."""
+    def _failed(self, index: int, now: float, reason: ForwardFailure) -> None:
+        """Set upstream index aside until the back-off is over; down after DOWN_AFTER."""
         state = self._states[index]
         state.healthy = False
         state.failures += 1
         state.last_failure = time.time()
+        state.last_reason = reason
         state.retry_at = now + self._retry_after
+        if not state.down and state.failures >= DOWN_AFTER:
+            state.down = True
+            state.down_since = state.last_failure
+            self._changed(state)
+
+    def _changed(self, state: UpstreamState) -> None:
+        """Tell on_change (which must not raise into the query path) of a transition."""
+        if self.on_change is not None:
+            self.on_change(replace(state))
 
 
 def _fresh_socket(family: socket.AddressFamily, kind: socket.SocketKind) -> socket.socket:

@@ -142,8 +142,12 @@ def _change(old: IndexedList, new: IndexedList) -> Change:
 
 
 def internal(cfg: ListConfig, e: Exception) -> Rejected:
-    """Turn an unforeseen error into a rejection (logged with its traceback: it is a bug)."""
-    log.error("%s: sync failed unexpectedly", cfg.ref, exc_info=e)
+    """Turn an unforeseen error into a rejection (a bug: its traceback is logged at debug).
+
+    The rejection is logged once, as any other (blockd.failures); the traceback of every
+    occurrence is at debug level, which SIGUSR1 turns on.
+    """
+    log.debug("%s: sync failed unexpectedly", cfg.ref, exc_info=e)
     return Rejected(
         "internal",
         f"{cfg.ref}: unexpected {type(e).__name__}: {e}"[:500].replace("\n", " "),

@@ -335,8 +335,7 @@ class PolicyHolder:
                 f"v{trust.version} ({e.reason}); {effect}",
                 entries,
             )
-            log.error("trust changed: %s", event.detail)
-            self.bus.publish(event)
+            self.bus.publish(event)  # blockd.failures logs it
             return event
         return None
 

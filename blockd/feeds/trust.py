@@ -10,7 +10,7 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
-from blockd.events import EventBus, TrustAccepted, TrustRejected
+from blockd.events import EventBus, TrustAccepted, TrustRejected, TrustUpToDate
 from blockd.feeds.fetch import Fetcher, FetchError, FetchPolicy
 from blockd.feeds.model import TrustPolicy
 from blockd.feeds.store import ListStore
@@ -54,18 +54,22 @@ async def fetch_trust_updates(
     """Fetch <version+1>.trust.dsse from base until there is none; return the newest.
 
     Each step must pass the rotation rule against the policy before it; the first failure
-    stops the walk and keeps the policy reached so far.
+    stops the walk and keeps the policy reached so far. A walk that ends because there is
+    nothing newer is a TrustUpToDate event (so a failure that went away is seen to).
     """
     while True:
         url = base.rstrip("/") + f"/{current.version + 1}.trust.dsse"
         try:
             res = await fetcher.fetch(url, UPDATE_POLICY)
             if res.data is None:
+                bus.publish(TrustUpToDate(current.version))
                 return current
             v = verify_trust(res.data, current, now)
         except FetchError as e:
             if e.reason != "not-found":
                 bus.publish(TrustRejected(None, None, "fetch", str(e)))
+            else:
+                bus.publish(TrustUpToDate(current.version))
             return current
         except Exception as e:  # nothing a mirror sends may stop the walk badly
             r = e if isinstance(e, Rejected) else Rejected("internal", f"{url}: {type(e).__name__}")

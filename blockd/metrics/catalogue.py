@@ -30,8 +30,9 @@ def _catalogue(*rows: tuple[str, Kind, str, str]) -> dict[str, Spec]:
 # fmt: off
 CATALOGUE = _catalogue(
     ("blockd_build_info", "gauge", "version", "Always 1; the running blockd version."),
-    ("blockd_ready", "gauge", "", "1 when a current policy with every configured list is "
-     "enforced (the readiness check), else 0."),
+    ("blockd_ready", "gauge", "", "1 when /readyz would answer 200 (every configured list "
+     "enforced and current, the sync running, an upstream answering unless "
+     "ready_needs_upstream is off), else 0."),
     ("blockd_dns_queries_total", "counter", "transport result", "DNS queries by how they were "
      "answered: blocked, routed, forwarded, cached, refused, malformed, servfail, dropped."),
     ("blockd_dns_blocked_total", "counter", "authority list action transport",

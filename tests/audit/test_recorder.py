@@ -24,10 +24,12 @@ from blockd.audit.entries import (
     utc,
     values_of,
 )
-from blockd.audit.log import open_log
+from blockd.audit.log import Head, open_log
 from blockd.audit.recorder import AuditRecorder
 from blockd.audit.writer import LogWriter
 from blockd.events import (
+    AuditWriteFailed,
+    AuditWriteRecovered,
     DnsDecision,
     Event,
     EventBus,
@@ -282,3 +284,35 @@ async def test_an_entry_canonical_json_cannot_hold_does_not_hold_up_the_log(
     assert "floats are not allowed" in entries[1]["reason"]
     assert "valid Unicode" in entries[2]["reason"]
     assert log.verify_disk().size == 4
+
+
+async def test_a_failing_write_is_told_once_and_its_entries_wait(tmp_path: Path) -> None:
+    bus = EventBus()
+    log = open_log(tmp_path / "audit", "isp.example/blockd/t", "op")
+    recorder = AuditRecorder(log, bus, clock=Clock(1_795_459_200.0))
+    told: list[Event] = []
+    bus.subscribe(AuditWriteFailed, told.append)
+    bus.subscribe(AuditWriteRecovered, told.append)
+    real = recorder._append
+    failing = [True]
+
+    def append(batch: list[Queued | Entry]) -> Head:
+        if failing[0]:
+            raise OSError(28, "No space left on device")
+        return real(batch)
+
+    recorder._append = append  # type: ignore[method-assign]
+    bus.publish(FeedUnchanged("a", "hosts", 1))
+    for _ in range(3):
+        assert await recorder.write() is False
+        bus.publish(FeedUnchanged("a", "hosts", 2))
+    [failed] = told
+    assert isinstance(failed, AuditWriteFailed)
+    assert (failed.stage, failed.reason) == ("append", "storage")
+    assert "No space left" in failed.detail and failed.pending == 1
+    assert recorder.problem == failed  # what readiness reports meanwhile
+    failing[0] = False
+    assert await recorder.write() is True
+    assert [type(e) for e in told] == [AuditWriteFailed, AuditWriteRecovered]
+    assert vars(recorder)["problem"] is None
+    assert [e["version"] for e in logged(recorder, "feed-unchanged")] == [1, 2, 2, 2]

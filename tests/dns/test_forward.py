@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING
 import dnslib
 import pytest
 
-from blockd.dns.forward import Forwarder, ForwardError, resolv_conf_upstreams
+from blockd.dns.forward import (
+    DOWN_AFTER,
+    Forwarder,
+    ForwardError,
+    UpstreamState,
+    resolv_conf_upstreams,
+)
 
 if TYPE_CHECKING:
     from tests.dnsupstream import Upstream
@@ -144,6 +150,31 @@ async def test_silent_upstream_times_out_within_the_total_budget(upstream: Upstr
     assert len(upstream.queries) == 3  # 0.2 + 0.2 + what was left
     [state] = forwarder.states()
     assert not state.healthy and state.failures == 3 and state.last_failure is not None
+
+
+async def test_down_and_back_are_each_told_once(make_upstream: MakeUpstream) -> None:
+    first, second = await make_upstream(), await make_upstream()
+    second.add("www.example.com", "A", "192.0.2.2")
+    first.add("www.example.com", "A", "192.0.2.1")
+    first.behave(None, silent=True)
+    changes: list[UpstreamState] = []
+    forwarder = Forwarder(
+        [first.addr, second.addr], attempt_timeout=0.2, retry_after=0.0, on_change=changes.append
+    )
+    for _ in range(DOWN_AFTER - 1):  # set aside, probed each time, not yet down
+        assert addresses(await forwarder.query(query("www.example.com"))) == ["192.0.2.2"]
+    assert changes == [] and not forwarder.states()[0].healthy
+    for _ in range(3):  # down: said once however many queries fail over
+        await forwarder.query(query("www.example.com"))
+    [down] = changes
+    assert down.down and down.name == f"127.0.0.1:{first.addr[1]}"
+    assert down.failures == DOWN_AFTER and down.last_reason == "timeout"
+    assert down.down_since is not None
+    first.behave(None, silent=False)
+    for _ in range(2):
+        await forwarder.query(query("www.example.com"))
+    assert [c.down for c in changes] == [True, False]
+    assert not forwarder.states()[0].down
 
 
 async def test_fails_over_then_prefers_the_healthy_upstream(make_upstream: MakeUpstream) -> None:
