@@ -105,13 +105,14 @@ class App:
                 self.pipeline.on_block = self.http_front.on_block = records.note
                 self.http_front.records_nothing = False
             directory = audit.directory(config.state.dir)
+            origin, key_name = audit.names()
             self.audit = AuditRecorder(
-                open_log(directory, audit.origin, audit.key_name),
+                open_log(directory, origin, key_name),
                 self.bus,
                 writer=LogWriter(
                     directory,
-                    audit.origin,
-                    audit.key_name,
+                    origin,
+                    key_name,
                     idle=audit.helper_priority == "idle",
                 ),
                 period=audit.period,

@@ -10,6 +10,7 @@ from blockd import preflight
 from blockd.cli import main
 from blockd.config import ConfigError, parse
 from tests.daemon import demo_config
+from tests.factories import OPERATOR
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,6 +92,7 @@ def test_check_config_reports_every_problem_and_fails(
 
 def test_field_and_cross_field_errors_come_together_without_a_dump() -> None:
     text = """
+demo = true
 [trust]
 pinned = "x"
 [dns]
@@ -125,9 +127,42 @@ source = "file:///y"
 
 
 def test_a_cross_field_error_alone_is_one_short_line() -> None:
-    text = '[trust]\npinned = "x"\n[audit.records]\nkeep_min_days = 30\nkeep_max_days = 10\n'
+    text = 'demo = true\n[trust]\npinned = "x"\n[audit.records]\nkeep_min_days = 30\n'
+    text += "keep_max_days = 10\n"
     with pytest.raises(ConfigError) as caught:
         parse(text, Path("/tmp"))
     assert str(caught.value).splitlines()[1:] == [
         "  audit.records: keep_max_days (10) must not be below keep_min_days (30)"
     ]
+
+
+# -- the operator's settings, and the log's names ----------------------------------------------
+
+
+def test_check_config_names_every_setting_only_the_demo_may_leave_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = tmp_path / "blockd.toml"
+    conf.write_text(demo(tmp_path).replace("demo = true", "", 1))
+    assert main(["check-config", str(conf)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert lines[0] == f"blockd: error: {conf}: 8 problem(s)"  # dns.operator is set
+    assert [line.split(":")[0].strip() for line in lines[1:]] == [
+        *(f"http.notice.{k}" for k in OPERATOR["http.notice"]),
+        "audit.origin",
+    ]
+    assert all("required outside the demo" in line for line in lines[1:])
+    assert "Traceback" not in captured.err and "{" not in captured.err
+
+
+def test_run_refuses_a_config_that_leaves_out_its_operator(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = tmp_path / "blockd.toml"
+    conf.write_text(demo(tmp_path).replace("demo = true", "", 1))
+    assert main(["run", "--config", str(conf)]) == 2
+    err = capsys.readouterr().err
+    assert "audit.origin: required outside the demo" in err
+    assert not (tmp_path / "state").exists()  # refused before anything was started
