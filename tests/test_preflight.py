@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from blockd import preflight
+from blockd.audit.log import open_log
 from blockd.cli import main
 from blockd.config import ConfigError, parse
 from tests.daemon import demo_config
@@ -166,3 +167,45 @@ def test_run_refuses_a_config_that_leaves_out_its_operator(
     err = capsys.readouterr().err
     assert "audit.origin: required outside the demo" in err
     assert not (tmp_path / "state").exists()  # refused before anything was started
+
+
+def old_log(tmp: Path) -> Path:
+    """Keep a real audit log in tmp/state/audit under other names than OPERATOR's."""
+    directory = tmp / "state" / "audit"
+    log = open_log(directory, "isp.test/blockd/old", "isp.test-old")
+    log.append([{"time": "2026-11-23T12:00:00Z", "type": "t"}])
+    log.sign_checkpoint("2026-11-23T12:00:01Z")
+    log.close()
+    return directory
+
+
+def test_check_config_finds_a_log_kept_under_other_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = old_log(tmp_path)
+    conf = tmp_path / "blockd.toml"
+    conf.write_text(demo_config(tmp_path, ("127.0.0.1", 53), demo=False))
+    assert preflight.problems(parse(conf.read_text(), tmp_path)) == [
+        f"audit.origin: the log {directory / 'log.db'} is named 'isp.test/blockd/old', not "
+        "'isp.test/blockd/test': a log's origin never changes (set audit.origin back, or keep "
+        "a new log in another audit.dir)",
+        f"audit.key_name: the log key {directory / 'log.key'} is named 'isp.test-old', not "
+        "'isp.test/blockd/test': a log's key name never changes (set audit.key_name to it, or "
+        "keep a new log in another audit.dir)",
+    ]
+    assert main(["check-config", str(conf)]) == 1
+    err = capsys.readouterr().err
+    assert "2 problem(s)" in err and "'isp.test/blockd/old'" in err
+
+
+def test_run_refuses_a_log_kept_under_another_origin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old_log(tmp_path)
+    conf = tmp_path / "blockd.toml"
+    text = demo_config(tmp_path, ("127.0.0.1", 53), demo=False)
+    conf.write_text(text.replace("[audit]", '[audit]\nkey_name = "isp.test-old"'))
+    assert main(["run", "--config", str(conf)]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("blockd: error: audit.origin: the log ")
+    assert "'isp.test/blockd/old', not 'isp.test/blockd/test'" in line

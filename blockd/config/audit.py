@@ -66,8 +66,8 @@ class AuditConfig(_Section):
         max_length=200,
         pattern=r"^[\x21-\x7e]+$",
         description="The log's name on its checkpoints, e.g. isp.example/blockd/resolver-1. "
-        "Required while the log is on (only the demo fills it in); never change it once "
-        "regulators hold checkpoints.",
+        "Required while the log is on (only the demo fills it in); never change it: blockd "
+        "refuses to open a log under another origin.",
     )
     key_name: str | None = Field(
         default=None,
@@ -76,7 +76,7 @@ class AuditConfig(_Section):
         max_length=100,
         pattern=r"^[\x21-\x2a\x2c-\x7e]+$",
         description="Name of the operator's log signing key (no '+' or spaces); default: the "
-        "origin.",
+        "origin. Fixed when the key is made: blockd refuses a key under another name.",
     )
     period: float = Field(
         default=3600, ge=60, le=86400, description="Seconds each aggregated block count covers."
