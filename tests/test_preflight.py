@@ -158,9 +158,15 @@ def test_check_config_names_every_setting_only_the_demo_may_leave_out(
     assert "Traceback" not in captured.err and "{" not in captured.err
 
 
+async def never_start(*_: object) -> None:
+    """Stand in for what `run` starts: reaching it means blockd did not refuse."""
+    raise AssertionError("blockd started")
+
+
 def test_run_refuses_a_config_that_leaves_out_its_operator(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("blockd.daemon.serve", never_start)
     conf = tmp_path / "blockd.toml"
     conf.write_text(demo(tmp_path).replace("demo = true", "", 1))
     assert main(["run", "--config", str(conf)]) == 2
@@ -199,8 +205,9 @@ def test_check_config_finds_a_log_kept_under_other_names(
 
 
 def test_run_refuses_a_log_kept_under_another_origin(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("blockd.app.App.start", never_start)
     old_log(tmp_path)
     conf = tmp_path / "blockd.toml"
     text = demo_config(tmp_path, ("127.0.0.1", 53), demo=False)
