@@ -118,13 +118,14 @@ class App:
                 self.pipeline.on_block = self.http_front.on_block = records.note
                 self.http_front.records_nothing = False
             directory = audit.directory(config.state.dir)
+            origin, key_name = audit.names()
             self.audit = AuditRecorder(
-                open_log(directory, audit.origin, audit.key_name),
+                open_log(directory, origin, key_name),
                 self.bus,
                 writer=LogWriter(
                     directory,
-                    audit.origin,
-                    audit.key_name,
+                    origin,
+                    key_name,
                     idle=audit.helper_priority == "idle",
                 ),
                 period=audit.period,
@@ -320,6 +321,9 @@ class App:
         except ConfigError as e:
             log.error("reload refused, keeping the running configuration: %s", e)
             return f"reload refused: {e}"
+        if (problem := self._renames_the_log(new)) is not None:
+            log.error("reload refused, keeping the running configuration: %s", problem)
+            return f"reload refused: {problem}"
         try:
             await self.feeds.reconfigure(new)
         except (GuardConfigError, TrustError, OSError) as e:
@@ -343,6 +347,17 @@ class App:
         self.bus.publish(OperatorAction("reload", str(self.config_path), self.config_digest()))
         log.info("configuration reloaded from %s", self.config_path)
         return "reloaded"
+
+    def _renames_the_log(self, new: Config) -> str | None:
+        """Say how new would rename the running audit log, if it would: a log keeps its names."""
+        old = self.config.audit
+        if self.audit is None or not new.audit.enabled or new.audit.names() == old.names():
+            return None
+        (origin, key), (new_origin, new_key) = old.names(), new.audit.names()
+        return (
+            f"audit: the log is named {origin!r} and signed by {key!r}, not {new_origin!r} "
+            f"by {new_key!r}: a log's origin and key name never change"
+        )
 
     def _derive(self, config: Config, notice: NoticePage) -> None:
         """Rebuild everything derived from the configuration that a reload may change.

@@ -3,8 +3,9 @@
 The configuration's own validation (blockd.config) checks each value; this checks what
 the values point at and how they fit together: the pinned trust policy reads and verifies,
 every configured list is one the trust policy authorises, referenced files are readable,
-the notice page builds, and no two listeners claim one port. Every problem is one line
-naming the setting, so `check-config` reports them all at once.
+the notice page builds, no two listeners claim one port, and an existing audit log is kept
+under the configured origin and key name. Every problem is one line naming the setting, so
+`check-config` reports them all at once.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from blockd import control
+from blockd.audit import identity
 from blockd.config import Config, split_endpoint
 from blockd.feeds.store import ListStore
 from blockd.feeds.trust import TrustError, load_trust
@@ -31,6 +33,7 @@ def problems(config: Config) -> list[str]:
         *_notice(config),
         *_listeners(config),
         *_control(config),
+        *_audit_log(config),
     ]
 
 
@@ -76,6 +79,14 @@ def _notice(config: Config) -> Iterator[str]:
         NoticePage(config.http.notice)
     except NoticeError as e:
         yield f"http.notice: {e}"
+
+
+def _audit_log(config: Config) -> list[str]:
+    """Say where an existing audit log was kept under another origin or key name."""
+    audit = config.audit
+    if not audit.enabled:
+        return []
+    return identity.name_changes(audit.directory(config.state.dir), *audit.names())
 
 
 def _listeners(config: Config) -> Iterator[str]:

@@ -18,6 +18,7 @@ import dnslib
 
 from blockd.app import App
 from blockd.config import parse
+from tests.factories import operator_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,9 +29,14 @@ def demo_config(
     *,
     http: dict[str, Any] | None = None,
     admin: dict[str, Any] | None = None,
+    demo: bool = True,
     **dns: Any,
 ) -> str:
-    """A config enforcing copies of the demo lists, DNS and HTTP on OS-picked loopback ports."""
+    """A config enforcing copies of the demo lists, DNS and HTTP on OS-picked loopback ports.
+
+    With demo=False it is a production config: no `demo = true`, and it names its operator
+    (tests.factories.OPERATOR), as production must.
+    """
     feeds = tmp / "feeds"
     shutil.copytree(ROOT / "feeds/demo", feeds, ignore=shutil.ignore_patterns("keys"))
     settings = {
@@ -43,7 +49,7 @@ def demo_config(
     }
     # The demo: DNS forwards from the start (tests of fail-closed set dns.start themselves).
     lines = [
-        "demo = true",
+        "demo = true" if demo else "",
         f'[trust]\npinned = "{feeds}/trust.dsse"',
         f'[state]\ndir = "{tmp}/state"',
         "[dns]",
@@ -53,6 +59,8 @@ def demo_config(
     http_settings = {"listen": ["127.0.0.1:0"], "tls_listen": ["127.0.0.1:0"], **(http or {})}
     lines.append("[http]")
     lines += [f"{k} = {_toml(v)}" for k, v in http_settings.items()]
+    if not demo:
+        lines.append(operator_toml("http.notice", "audit"))
     lines.append("[admin]")
     lines += [f"{k} = {_toml(v)}" for k, v in {"listen": ["127.0.0.1:0"], **(admin or {})}.items()]
     for name, action in (

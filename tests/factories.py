@@ -10,7 +10,9 @@ from typing import Any
 
 import dnslib
 
-from blockd.config import Config, parse
+from blockd.config import Config, DnsConfig, parse
+from blockd.config.demo import DEMO_VALUES
+from blockd.config.notice import NoticeConfig
 from blockd.dns.forward import ForwardError
 from blockd.events import E, Event, EventBus
 from blockd.feeds.authoring import list_payload, sign_list, sign_trust
@@ -114,9 +116,56 @@ def signed_list(
     return sign_list(p, keys or [key(f"{p.authority}-1")])
 
 
+# Who a production (not demo) test configuration says it is: every setting only the demo
+# may leave out, with test names.
+OPERATOR: dict[str, dict[str, str]] = {
+    "dns": {"operator": "Test ISP"},
+    "http.notice": {
+        "operator_name": "Test ISP",
+        "operator_url": "https://isp.test/blocking",
+        "operator_contact": "abuse@isp.test",
+        "helpline_name": "Test Helpline",
+        "helpline_number": "1280",
+        "hotline_name": "the test reporting site",
+        "hotline_url": "https://report.test/",
+    },
+    "audit": {"origin": "isp.test/blockd/test"},
+}
+
+
+def operator_toml(*tables: str) -> str:
+    """Return TOML tables (all by default) with the settings OPERATOR gives them."""
+    lines = []
+    for table in tables or tuple(OPERATOR):
+        lines.append(f"[{table}]")
+        lines += [f'{k} = "{v}"' for k, v in OPERATOR[table].items()]
+    return "\n".join(lines)
+
+
+def demo_values(section: str) -> dict[str, Any]:
+    """Return the demo's values for one section's settings ('dns', 'http.notice', 'audit')."""
+    prefix = f"{section}."
+    return {
+        path.removeprefix(prefix): value
+        for path, value in DEMO_VALUES.items()
+        if path.startswith(prefix) and "." not in path.removeprefix(prefix)
+    }
+
+
+def notice_config(**over: Any) -> NoticeConfig:
+    """Return the notice page's configuration with the demo's values, changed by over."""
+    return NoticeConfig(**{**demo_values("http.notice"), **over})
+
+
+def dns_config(**over: Any) -> DnsConfig:
+    """Return the DNS section with the demo's operator, changed by over."""
+    return DnsConfig(**{**demo_values("dns"), **over})
+
+
 def config(tmp: Path, lists: Sequence[dict[str, Any]], **guards: Any) -> Config:
-    """Return a Config with the pinned trust at tmp/trust.dsse and state in tmp/state."""
+    """Return a production Config: the pinned trust at tmp/trust.dsse, state in tmp/state."""
     lines = ["[trust]", f'pinned = "{tmp / "trust.dsse"}"', "[state]", f'dir = "{tmp / "state"}"']
+    lines.append(operator_toml())
     if guards:
         lines.append("[guards]")
         lines += [f"{k} = {_toml(v)}" for k, v in guards.items()]

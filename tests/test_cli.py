@@ -12,7 +12,7 @@ import pytest
 
 from blockd.cli import main
 from blockd.feeds.keys import load_private
-from tests.factories import authority, signed_list, signed_trust, trust
+from tests.factories import authority, operator_toml, signed_list, signed_trust, trust
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCKD = [sys.executable, "-m", "blockd.cli"]
@@ -267,8 +267,8 @@ def test_operator_commands_against_a_state_dir(
     )
     conf = tmp_path / "blockd.toml"
     conf.write_text(
-        f'[trust]\npinned = "trust.dsse"\n[state]\ndir = "state"\n[[lists]]\n'
-        f'authority = "auth"\nlist = "hosts"\nsource = "file://{src}"\n'
+        f'[trust]\npinned = "trust.dsse"\n[state]\ndir = "state"\n{operator_toml()}\n'
+        f'[[lists]]\nauthority = "auth"\nlist = "hosts"\nsource = "file://{src}"\n'
     )
     code, out, _ = run(capsys, "sync", "--config", conf)
     assert code == 0 and "accepted     auth/hosts v1" in out

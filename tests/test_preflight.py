@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 
 from blockd import preflight
+from blockd.audit.log import open_log
 from blockd.cli import main
 from blockd.config import ConfigError, parse
 from tests.daemon import demo_config
+from tests.factories import OPERATOR
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,6 +93,7 @@ def test_check_config_reports_every_problem_and_fails(
 
 def test_field_and_cross_field_errors_come_together_without_a_dump() -> None:
     text = """
+demo = true
 [trust]
 pinned = "x"
 [dns]
@@ -125,7 +128,8 @@ source = "file:///y"
 
 
 def test_a_cross_field_error_alone_is_one_short_line() -> None:
-    text = '[trust]\npinned = "x"\n[audit.records]\nkeep_min_days = 30\nkeep_max_days = 10\n'
+    text = 'demo = true\n[trust]\npinned = "x"\n[audit.records]\nkeep_min_days = 30\n'
+    text += "keep_max_days = 10\n"
     with pytest.raises(ConfigError) as caught:
         parse(text, Path("/tmp"))
     assert str(caught.value).splitlines()[1:] == [
@@ -143,3 +147,84 @@ def test_a_control_socket_blockd_could_not_make_is_found(tmp_path: Path) -> None
     text = text.replace("[admin]", f'[admin]\ncontrol_socket = "{long}"')
     [problem] = preflight.problems(parse(text, tmp_path))
     assert problem.startswith("admin.control_socket: ") and "too long" in problem
+
+
+# -- the operator's settings, and the log's names ----------------------------------------------
+
+
+def test_check_config_names_every_setting_only_the_demo_may_leave_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = tmp_path / "blockd.toml"
+    conf.write_text(demo(tmp_path).replace("demo = true", "", 1))
+    assert main(["check-config", str(conf)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert lines[0] == f"blockd: error: {conf}: 8 problem(s)"  # dns.operator is set
+    assert [line.split(":")[0].strip() for line in lines[1:]] == [
+        *(f"http.notice.{k}" for k in OPERATOR["http.notice"]),
+        "audit.origin",
+    ]
+    assert all("required outside the demo" in line for line in lines[1:])
+    assert "Traceback" not in captured.err and "{" not in captured.err
+
+
+async def never_start(*_: object) -> None:
+    """Stand in for what `run` starts: reaching it means blockd did not refuse."""
+    raise AssertionError("blockd started")
+
+
+def test_run_refuses_a_config_that_leaves_out_its_operator(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("blockd.daemon.serve", never_start)
+    conf = tmp_path / "blockd.toml"
+    conf.write_text(demo(tmp_path).replace("demo = true", "", 1))
+    assert main(["run", "--config", str(conf)]) == 2
+    err = capsys.readouterr().err
+    assert "audit.origin: required outside the demo" in err
+    assert not (tmp_path / "state").exists()  # refused before anything was started
+
+
+def old_log(tmp: Path) -> Path:
+    """Keep a real audit log in tmp/state/audit under other names than OPERATOR's."""
+    directory = tmp / "state" / "audit"
+    log = open_log(directory, "isp.test/blockd/old", "isp.test-old")
+    log.append([{"time": "2026-11-23T12:00:00Z", "type": "t"}])
+    log.sign_checkpoint("2026-11-23T12:00:01Z")
+    log.close()
+    return directory
+
+
+def test_check_config_finds_a_log_kept_under_other_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = old_log(tmp_path)
+    conf = tmp_path / "blockd.toml"
+    conf.write_text(demo_config(tmp_path, ("127.0.0.1", 53), demo=False))
+    assert preflight.problems(parse(conf.read_text(), tmp_path)) == [
+        f"audit.origin: the log {directory / 'log.db'} is named 'isp.test/blockd/old', not "
+        "'isp.test/blockd/test': a log's origin never changes (set audit.origin back, or keep "
+        "a new log in another audit.dir)",
+        f"audit.key_name: the log key {directory / 'log.key'} is named 'isp.test-old', not "
+        "'isp.test/blockd/test': a log's key name never changes (set audit.key_name to it, or "
+        "keep a new log in another audit.dir)",
+    ]
+    assert main(["check-config", str(conf)]) == 1
+    err = capsys.readouterr().err
+    assert "2 problem(s)" in err and "'isp.test/blockd/old'" in err
+
+
+def test_run_refuses_a_log_kept_under_another_origin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("blockd.app.App.start", never_start)
+    old_log(tmp_path)
+    conf = tmp_path / "blockd.toml"
+    text = demo_config(tmp_path, ("127.0.0.1", 53), demo=False)
+    conf.write_text(text.replace("[audit]", '[audit]\nkey_name = "isp.test-old"'))
+    assert main(["run", "--config", str(conf)]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("blockd: error: audit.origin: the log ")
+    assert "'isp.test/blockd/old', not 'isp.test/blockd/test'" in line

@@ -30,7 +30,7 @@ def _b64(data: bytes) -> str:
 
 def _open(config: Config) -> MerkleLog:
     audit = config.audit
-    return open_log(audit.directory(config.state.dir), audit.origin, audit.key_name)
+    return open_log(audit.directory(config.state.dir), *audit.names())
 
 
 @contextlib.contextmanager

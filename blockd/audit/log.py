@@ -22,7 +22,7 @@ from pathlib import Path
 
 import orjson
 
-from blockd.audit import canonical, merkle, note
+from blockd.audit import canonical, identity, merkle, note
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -108,9 +108,28 @@ class MerkleLog:
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.executescript(SCHEMA)
         self._migrate()
+        self._keep_origin()
         self._chain: _Chain | None = None
         self.broken = ""  # why signing is refused, once the disk was found inconsistent
         path.chmod(0o600)
+
+    def _keep_origin(self) -> None:
+        """Record the log's origin on first use; refuse to open it under another one."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                kept = identity.kept_origin(self._db)
+                if kept is not None and kept != self.origin:
+                    raise AuditError(identity.origin_changed(self.path, kept, self.origin))
+                self._db.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('origin', ?)",
+                    (self.origin.encode(),),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                self._db.close()
+                raise
 
     def close(self) -> None:
         """Close the database."""
@@ -410,7 +429,12 @@ def load_or_create_key(path: Path, name: str) -> note.Signer:
 
 
 def open_log(directory: Path, origin: str, key_name: str) -> MerkleLog:
-    """Open the log in directory (log.db, key in log.key), creating both on first use."""
+    """Open the log in directory (log.db, key in log.key), creating both on first use.
+
+    Refuse a log, or a key, kept under another name than origin and key_name.
+    """
+    if changes := identity.name_changes(directory, origin, key_name):
+        raise AuditError("; ".join(changes))
     return MerkleLog(
         directory / "log.db", load_or_create_key(directory / "log.key", key_name), origin
     )

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from blockd.config.base import _Section
+from blockd.config.base import ConfigError, _Section
 
 RECORDS_NEED_THE_LOG = "records.enabled needs the audit log (audit.enabled = true)"
 
@@ -48,26 +49,34 @@ class RecordsConfig(_Section):
 
 
 class AuditConfig(_Section):
-    """The tamper-evident audit log that regulators verify."""
+    """The tamper-evident audit log that regulators verify.
+
+    Its origin has no default while the log is on: only the demo fills it in
+    (blockd.config.demo).
+    """
 
     enabled: bool = Field(default=True, description="Keep the audit log.")
     dir: Path | None = Field(
         default=None, description="Where the log and its key live; default <state dir>/audit."
     )
-    origin: str = Field(
-        default="blockd.invalid/demo-log",
+    origin: str | None = Field(
+        default=None,
+        validate_default=True,
         min_length=1,
         max_length=200,
         pattern=r"^[\x21-\x7e]+$",
-        description="The log's name on its checkpoints, e.g. isp.example/blockd/resolver-1; "
-        "never change it once regulators hold checkpoints.",
+        description="The log's name on its checkpoints, e.g. isp.example/blockd/resolver-1. "
+        "Required while the log is on (only the demo fills it in); never change it: blockd "
+        "refuses to open a log under another origin.",
     )
-    key_name: str = Field(
-        default="blockd-demo-operator",
+    key_name: str | None = Field(
+        default=None,
+        validate_default=True,
         min_length=1,
         max_length=100,
         pattern=r"^[\x21-\x2a\x2c-\x7e]+$",
-        description="Name of the operator's log signing key (no '+' or spaces).",
+        description="Name of the operator's log signing key (no '+' or spaces); default: the "
+        "origin. Fixed when the key is made: blockd refuses a key under another name.",
     )
     period: float = Field(
         default=3600, ge=60, le=86400, description="Seconds each aggregated block count covers."
@@ -82,11 +91,38 @@ class AuditConfig(_Section):
     )
     records: RecordsConfig = RecordsConfig()
 
+    @field_validator("origin")
+    @classmethod
+    def _origin_while_on(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("enabled") is not False:
+            raise PydanticCustomError("missing", "Field required")
+        return value
+
+    @field_validator("key_name")
+    @classmethod
+    def _key_name_is_the_origin(cls, value: str | None, info: ValidationInfo) -> str | None:
+        origin = info.data.get("origin")
+        if value is not None or origin is None:
+            return value
+        if "+" in origin:
+            raise PydanticCustomError(
+                "missing",
+                "required when origin has a '+' (it defaults to the origin, and a key name "
+                "has no '+' or spaces)",
+            )
+        return str(origin)
+
     @model_validator(mode="after")
     def _records_need_the_log(self) -> Self:
         if self.records.enabled and not self.enabled:
             raise ValueError(RECORDS_NEED_THE_LOG)
         return self
+
+    def names(self) -> tuple[str, str]:
+        """Return the log's origin and its key's name; both are set while the log is on."""
+        if self.origin is None or self.key_name is None:
+            raise ConfigError("audit: the audit log is off (audit.enabled = false)")
+        return self.origin, self.key_name
 
     def directory(self, state: Path) -> Path:
         """Return where the log lives."""

@@ -16,6 +16,13 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty or only spaces")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_not_blank)]
 Seconds = Annotated[float, Field(gt=0, le=7 * 86400)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 

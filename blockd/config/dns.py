@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from blockd.config.base import Endpoint, IPv4, IPv6, Network, _Section
+from blockd.config.base import Endpoint, IPv4, IPv6, Network, Text, _Section
 
 
 class DnsConfig(_Section):
@@ -64,8 +64,10 @@ class DnsConfig(_Section):
         description="EDNS option code by which clients ask for structured DNS errors, while "
         "the draft has none assigned; an empty EDE option in the query also asks.",
     )
-    operator: str = Field(
-        default="", max_length=200, description="Organisation named in structured DNS errors."
+    operator: Text = Field(
+        max_length=200,
+        description="Organisation named in structured DNS errors (no default: only the demo "
+        "fills it in).",
     )
     attempt_timeout: float = Field(default=1.0, gt=0, le=30, description="Upstream attempt, s.")
     total_timeout: float = Field(

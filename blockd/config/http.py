@@ -75,4 +75,4 @@ class HttpConfig(_Section):
         default=None,
         description="Serve a tiny demo website here (for `make run` only; never in production).",
     )
-    notice: NoticeConfig = NoticeConfig()
+    notice: NoticeConfig  # created when absent, before validation (blockd.config.demo)

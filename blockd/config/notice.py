@@ -6,7 +6,9 @@ import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from blockd.config.base import Text
 
 LANGUAGE_TAG = r"[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*"  # BCP 47, as far as the notice needs
 
@@ -22,37 +24,52 @@ def _http_url(value: str) -> str:
 
 
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
-LocalText = str | dict[str, str]
+
+
+def _local_text(value: object) -> object:
+    """Check a name given as a string or a table of language -> name: one problem, one line."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError("must not be empty or only spaces")
+        return value
+    if not isinstance(value, dict):
+        raise ValueError("must be a name, or a table of language -> name")
+    if not value:
+        raise ValueError("must name at least one language")
+    for lang, text in value.items():
+        if not re.fullmatch(LANGUAGE_TAG, lang):
+            raise ValueError(f"{lang!r} is not a language tag like 'en' or 'km'")
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"the {lang!r} name must be text, not empty or only spaces")
+    return value
+
+
+LocalText = Annotated[str | dict[str, str], BeforeValidator(_local_text)]
 
 
 class NoticeConfig(BaseModel):
-    """What the notice page says about the operator and where a visitor can get help."""
+    """What the notice page says about the operator and where a visitor can get help.
+
+    The operator's and helpline's settings have no default: only the demo fills them in
+    (blockd.config.demo).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     operator_name: LocalText = Field(
-        default="Demo ISP (DEMO)",
         description="The internet provider's name; a string, or a table of language -> name.",
     )
     operator_url: HttpUrl = Field(
-        default="https://isp.example/blocking",
         description="Page about the operator's blocking; sent as Link rel=blocked-by (RFC 7725).",
     )
-    operator_contact: str = Field(
-        default="abuse@isp.example",
+    operator_contact: Text = Field(
         max_length=500,
-        description="Where to contest a block with the operator: e-mail, URL or phone; "
-        "empty to leave out.",
+        description="Where to contest a block with the operator: e-mail, URL or phone.",
     )
     helpline_name: LocalText = Field(
-        default_factory=lambda: {
-            "en": "Child Helpline Cambodia",
-            "km": "ខ្សែទូរស័ព្ទជំនួយកុមារកម្ពុជា",
-        },
         description="Child helpline's name; a string, or a table of language -> name.",
     )
     helpline_number: str = Field(
-        default="1280",
         pattern=r"^\+?[0-9][0-9 ()-]{0,30}$",
         description="Child helpline's phone number, offered as a tel: link.",
     )
@@ -60,15 +77,9 @@ class NoticeConfig(BaseModel):
         default=None, description="Child helpline's web site; its name links there when set."
     )
     hotline_name: LocalText = Field(
-        default_factory=lambda: {
-            "en": "the child abuse reporting website",
-            "km": "គេហទំព័ររាយការណ៍ការរំលោភបំពានកុមារ",
-        },
         description="Where to report abuse material; a string, or a table of language -> name.",
     )
-    hotline_url: HttpUrl = Field(
-        default="https://report.example/", description="Web address for reporting abuse material."
-    )
+    hotline_url: HttpUrl = Field(description="Web address for reporting abuse material.")
     languages_dir: Path | None = Field(
         default=None,
         description="Directory of extra or replacement locale files, one <language>.toml each.",

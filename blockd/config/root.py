@@ -16,6 +16,7 @@ from blockd.config.audit import (
     retention_problem,
 )
 from blockd.config.base import ConfigError, _Section, duplicate_lists
+from blockd.config.demo import required_outside_demo, with_demo_values
 from blockd.config.dns import DnsConfig
 from blockd.config.feeds import GuardsConfig, ListConfig, StateConfig, TrustConfig
 from blockd.config.http import HttpConfig
@@ -27,17 +28,26 @@ class Config(_Section):
     demo: bool = Field(
         default=False,
         description="This configuration is the demo (make run): DNS forwards from the "
-        "start. Never set it in production.",
+        "start, and the demo's values fill in the operator's settings it leaves out "
+        "(dns.operator, http.notice operator_*, helpline_* and hotline_*, audit.origin and "
+        "key_name), which are required otherwise. Never set it in production.",
     )
     trust: TrustConfig
     state: StateConfig = StateConfig()
     lists: list[ListConfig] = Field(default_factory=list)
     guards: GuardsConfig = GuardsConfig()
-    dns: DnsConfig = DnsConfig()
-    http: HttpConfig = HttpConfig()
-    audit: AuditConfig = AuditConfig()
+    # These tables hold settings only the demo may leave out; when absent they are created
+    # before validation (_demo_values), so each missing setting is named by its own path.
+    dns: DnsConfig
+    http: HttpConfig
+    audit: AuditConfig
     selftest: SelfTestConfig = SelfTestConfig()
     admin: AdminConfig = AdminConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _demo_values(cls, data: object) -> object:
+        return with_demo_values(data) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
     def _unique_lists(self) -> Self:
@@ -128,6 +138,8 @@ def _problem(err: Any) -> str:
     path = ".".join(str(p) for p in err["loc"]) or "(top)"
     msg = str(err["msg"]).removeprefix("Value error, ")
     value = err.get("input")
+    if err["type"] == "missing" and (required := required_outside_demo(path)):
+        return required
     if err["type"] == "missing" or isinstance(value, dict | list):
         return f"{path}: {msg}"
     shown = repr(value)

@@ -361,6 +361,21 @@ async def test_sighup_reload_applies_guards_and_refuses_bad_files(
         assert app.readiness().ready
 
 
+async def test_a_reload_cannot_rename_the_audit_log(tmp_path: Path, upstream: Upstream) -> None:
+    text = demo_config(tmp_path, upstream.addr, demo=False)
+    path = tmp_path / "blockd.toml"  # running() writes it; the test rewrites it
+    async with running(text, tmp_path, write=True) as app:
+        path.write_text(text.replace("isp.test/blockd/test", "isp.test/blockd/renamed"))
+        result = await app.reload()
+        assert result == (
+            "reload refused: audit: the log is named 'isp.test/blockd/test' and signed by "
+            "'isp.test/blockd/test', not 'isp.test/blockd/renamed' by 'isp.test/blockd/renamed': "
+            "a log's origin and key name never change"
+        )
+        path.write_text(text.replace("[dns]", "[dns]\nttl = 30", 1))
+        assert await app.reload() == "reloaded"
+
+
 async def test_serves_ipv6_loopback_too(tmp_path: Path, upstream: Upstream) -> None:
     config = demo_config(tmp_path, upstream.addr, listen=["127.0.0.1:0", "[::1]:0"])
     async with running(config, tmp_path) as app:

@@ -27,7 +27,7 @@ from blockd.dns.pipeline import AccessList, DnsPipeline
 from blockd.events import DnsDecision, DnsProblem, DnsTransport, EventBus
 from blockd.policy.snapshot import PolicySnapshot
 from blockd.policy.verdict import Verdict
-from tests.factories import FakeForwarder, Recorder, query, snapshot
+from tests.factories import FakeForwarder, Recorder, dns_config, query, snapshot
 
 CLIENT = "127.0.0.1"
 STRANGER = "192.0.2.7"  # outside the default allow networks (127.0.0.0/8, ::1/128)
@@ -35,7 +35,7 @@ STRANGER = "192.0.2.7"  # outside the default allow networks (127.0.0.0/8, ::1/1
 NOTICE_V4, NOTICE_V6 = "192.0.2.80", "2001:db8::80"
 PROXY_V4, PROXY_V6 = "192.0.2.81", "2001:db8::81"
 # Distinct notice and proxy addresses, so an answer says which decision made it.
-CFG = DnsConfig(
+CFG = dns_config(
     notice_v4=[NOTICE_V4], notice_v6=[NOTICE_V6], proxy_v4=[PROXY_V4], proxy_v6=[PROXY_V6]
 )
 
@@ -178,13 +178,13 @@ async def test_blocked_host_aaaa_gets_the_v6_notice_address(h: Harness) -> None:
 
 
 async def test_blocked_host_with_default_config_gets_the_default_notice_addresses() -> None:
-    h = make(cfg=DnsConfig())
+    h = make(cfg=dns_config())
     assert addresses(await h.ask(query("blocked.example"))) == ["127.0.0.1"]
     assert addresses(await h.ask(query("blocked.example", "AAAA"))) == ["::1"]
 
 
 async def test_blocked_host_aaaa_without_v6_notice_gets_nodata_with_soa() -> None:
-    h = make(cfg=DnsConfig(notice_v6=[]))
+    h = make(cfg=dns_config(notice_v6=[]))
     reply = await h.ask(query("blocked.example", "AAAA"))
     assert reply.header.rcode == dnslib.RCODE.NOERROR and not reply.rr
     assert is_policy_soa(reply)
@@ -533,7 +533,7 @@ async def test_client_outside_allow_is_refused_a_query_in_the_memo(h: Harness) -
 
 
 async def test_allow_networks_from_the_config_are_honoured() -> None:
-    h = make(cfg=DnsConfig(allow=["192.0.2.0/24"]))
+    h = make(cfg=dns_config(allow=["192.0.2.0/24"]))
     assert addresses(await h.ask(query("blocked.example"), client=STRANGER)) == ["127.0.0.1"]
     reply = await h.ask(query("blocked.example"), client=CLIENT)
     assert reply.header.rcode == dnslib.RCODE.REFUSED

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 def production(tmp: Path, upstream: Upstream, **dns: Any) -> str:
     """The demo config without `demo = true`: as a production config starts."""
-    return demo_config(tmp, upstream.addr, **dns).replace("demo = true\n", "", 1)
+    return demo_config(tmp, upstream.addr, demo=False, **dns)
 
 
 async def test_a_production_start_refuses_until_every_list_is_in_force(
@@ -74,7 +74,7 @@ async def test_forward_and_the_demo_answer_from_the_first_query(
 def test_the_strategy_follows_the_config(tmp_path: Path) -> None:
     base = demo_config(tmp_path, ("127.0.0.1", 53))
     assert parse(base, tmp_path).dns_start() == "forward"
-    prod = base.replace("demo = true\n", "", 1)
+    prod = demo_config(tmp_path / "prod", ("127.0.0.1", 53), demo=False)
     assert parse(prod, tmp_path).dns_start() == "fail-closed"
     assert parse(prod.replace("[dns]", '[dns]\nstart = "forward"'), tmp_path).dns_start() == (
         "forward"

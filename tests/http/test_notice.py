@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from blockd.feeds.model import Authority
 from blockd.http.notice import NoticeConfig, NoticeError, NoticePage, preferred_languages
 from blockd.policy.verdict import Verdict
-from tests.factories import authority
+from tests.factories import authority, notice_config
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LOCALES = Path(__file__).resolve().parents[2] / "blockd" / "http" / "locales"
@@ -50,7 +50,7 @@ class Response:
 @pytest.fixture(scope="module")
 def notice() -> NoticePage:
     """Return the notice page with the default configuration."""
-    return NoticePage(NoticeConfig())
+    return NoticePage(notice_config())
 
 
 def get(
@@ -330,7 +330,7 @@ def test_operator_settings_are_used_and_localised(tmp_path: Path) -> None:
 )
 def test_config_refuses_what_could_break_the_page(bad: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
-        NoticeConfig(**bad)
+        notice_config(**bad)
 
 
 def test_every_config_field_is_described() -> None:
@@ -352,7 +352,7 @@ def test_a_locale_file_dropped_in_the_directory_adds_a_language(tmp_path: Path) 
     (tmp_path / "fr.toml").write_text(locale(name="Français", title="Cette page est bloquée"))
     (tmp_path / "en.toml").write_text(locale(title="Blocked by law"))
     (tmp_path / "README.txt").write_text("not a locale")
-    page = NoticePage(NoticeConfig(languages_dir=tmp_path))
+    page = NoticePage(notice_config(languages_dir=tmp_path))
     assert page.languages() == ["en", "fr", "km"]
     r = get(page, "fr-CA, en;q=0.5")
     assert r.headers["content-language"] == "fr"
@@ -385,7 +385,7 @@ def test_a_bad_locale_file_is_named_with_its_problem(
 ) -> None:
     (tmp_path / name).write_text(text)
     with pytest.raises(NoticeError) as e:
-        NoticePage(NoticeConfig(languages_dir=tmp_path))
+        NoticePage(notice_config(languages_dir=tmp_path))
     assert str(tmp_path / name) in str(e.value)
     assert message in str(e.value)
 
@@ -393,16 +393,16 @@ def test_a_bad_locale_file_is_named_with_its_problem(
 def test_a_locale_file_must_be_a_table_of_strings(tmp_path: Path) -> None:
     (tmp_path / "fr.toml").write_text(locale() + "[extra]\nx = 1\n")
     with pytest.raises(NoticeError, match=r"fr\.toml: unknown key 'extra'"):
-        NoticePage(NoticeConfig(languages_dir=tmp_path))
+        NoticePage(notice_config(languages_dir=tmp_path))
 
 
 def test_a_missing_directory_or_default_language_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(NoticeError, match="languages_dir is not a directory"):
-        NoticePage(NoticeConfig(languages_dir=tmp_path / "nope"))
+        NoticePage(notice_config(languages_dir=tmp_path / "nope"))
     with pytest.raises(NoticeError, match="default_language 'th' has no locale file"):
-        NoticePage(NoticeConfig(default_language="th"))
+        NoticePage(notice_config(default_language="th"))
 
 
 def test_shipped_locales_have_every_key() -> None:
-    page = NoticePage(NoticeConfig())
+    page = NoticePage(notice_config())
     assert page.languages() == ["en", "km"]

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from blockd.http.notice import NoticeConfig, NoticePage
+from blockd.http.notice import NoticePage
 from blockd.policy.verdict import Verdict
 from tests.browser import run_axe
-from tests.factories import authority
+from tests.factories import authority, notice_config
 from tests.http.cdp import Browser, Chromium, Page
 
 TITLES = {"en": "This page is blocked", "km": "ទំព័រនេះត្រូវបានបិទ"}
@@ -87,7 +87,7 @@ class NoticeServer:
 @pytest.fixture
 async def server() -> AsyncIterator[NoticeServer]:
     """Serve the default notice page on loopback."""
-    async with NoticeServer(NoticePage(NoticeConfig())) as s:
+    async with NoticeServer(NoticePage(notice_config())) as s:
         yield s
 
 
