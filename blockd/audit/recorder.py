@@ -65,6 +65,7 @@ class AuditRecorder:
         self._period_start = self._align(clock())
         self._want_checkpoint = False
         self.last_checkpoint = 0.0
+        self.on_checkpoint: Callable[[], None] | None = None  # told after each signature
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         for kind, shape in SHAPES.items():  # not Event: decisions, the hot ones, are counted
@@ -154,6 +155,8 @@ class AuditRecorder:
                 await self.writer.sign_checkpoint(utc(now))
             else:
                 await asyncio.to_thread(self.log.sign_checkpoint, utc(now))
+            if self.on_checkpoint is not None:
+                self.on_checkpoint()
 
     def _append(self, batch: list[Queued | Entry]) -> Head:
         return self.log.append_encoded(*encode(batch))
