@@ -32,7 +32,7 @@ def test_the_fixed_vector_is_what_the_spec_describes() -> None:
     public = Ed25519PrivateKey.from_private_bytes(SEED).public_key().public_bytes_raw()
     key_id = hashlib.sha256(NAME.encode() + b"\n" + b"\x04" + public).digest()[:4]
     encoded = base64.b64encode(bytes([4]) + public).decode()
-    assert VKEY == f"{NAME}+{key_id.hex()}+{encoded}"
+    assert f"{NAME}+{key_id.hex()}+{encoded}" == VKEY
     assert LINE.startswith("\u2014 " + NAME + " ") and LINE.endswith("\n")
     blob = base64.b64decode(LINE.removesuffix("\n").split(" ")[2], validate=True)
     assert len(blob) == 4 + 8 + 64
