@@ -19,6 +19,7 @@ from blockd.admin import Admin
 from blockd.audit.log import open_log
 from blockd.audit.recorder import AuditRecorder
 from blockd.audit.records import DAY, RecordKeeper
+from blockd.audit.witnessing import Witnessing, targets
 from blockd.audit.writer import LogWriter
 from blockd.config import Config, ConfigError, split_endpoint
 from blockd.config import load as load_config
@@ -46,7 +47,7 @@ from blockd.http.origin import OriginResolver
 from blockd.http.proxy import HttpFront, Limits
 from blockd.http.server import HttpServer, demo_origin
 from blockd.http.tls import TlsFront
-from blockd.metrics import AuditStatus, BlockCounts, Metrics, MetricsState
+from blockd.metrics import AuditStatus, BlockCounts, Metrics, MetricsState, WitnessStatus
 from blockd.policy.guards import GuardConfigError
 
 SYNC_RESTART_DELAY = 30  # seconds before a crashed sync loop starts again
@@ -104,6 +105,7 @@ class App:
         self._demo_origin: asyncio.Server | None = None
         self.blocks = BlockCounts(self.bus)  # one count for metrics and audit
         self.audit: AuditRecorder | None = None
+        self.witnessing: Witnessing | None = None
         records: RecordKeeper | None = None
         if config.audit.enabled:
             audit = config.audit
@@ -133,6 +135,14 @@ class App:
                 records=records,
                 blocks=self.blocks,
             )
+            if audit.witnesses:
+                self.witnessing = Witnessing(
+                    self.audit.log,
+                    targets(audit.witnesses),
+                    timeout=audit.witness_timeout,
+                    retry_max=audit.witness_retry_max,
+                )
+                self.audit.on_checkpoint = self.witnessing.wake
         self.metrics = Metrics(
             self.bus,
             MetricsState(
@@ -144,6 +154,7 @@ class App:
                 audit=self._audit_status,
                 ready=lambda: self.readiness().ready,
                 http_connections=lambda: self.http.connections,
+                witnesses=self._witness_status,
             ),
             dns=self.pipeline.counts,
             blocks=self.blocks,
@@ -162,6 +173,15 @@ class App:
         if a is None:
             return None
         return AuditStatus(a.size, a.last_checkpoint or None, a.checkpoint_interval)
+
+    def _witness_status(self) -> list[WitnessStatus]:
+        w = self.witnessing
+        if w is None:
+            return []
+        return [
+            WitnessStatus(s.target.label, dict(s.outcomes), s.cosigned_size, s.cosigned_time)
+            for s in w.states
+        ]
 
     def _authority(self, authority_id: str) -> Authority | None:
         trust = self.feeds.trust
@@ -219,6 +239,10 @@ class App:
             upstream_required=self.config.admin.ready_needs_upstream,
             sync_running=self._sync_task is None or not self._sync_task.done(),
             audit=audit,
+            witnesses=[
+                health.WitnessFact(s.target.label, s.cosigned_size, s.problem)
+                for s in (self.witnessing.states if self.witnessing is not None else ())
+            ],
         )
 
     def _upstream_changed(self, state: UpstreamState) -> None:
@@ -240,6 +264,9 @@ class App:
             if self.audit is not None:
                 self.audit.start(config_sha256=self.config_digest())
                 stack.push_async_callback(self._close_audit)
+            if self.witnessing is not None:
+                self.witnessing.start()
+                stack.push_async_callback(self.witnessing.stop)
             stack.push_async_callback(self.forwarder.close)
             stack.push_async_callback(self.feeds.close)
             self.feeds.load()

@@ -33,6 +33,7 @@ from blockd.feeds.verify import Rejected, check_body, verify_list, verify_trust
 from blockd.http import decide
 from blockd.policy import entries as entry_rules
 from blockd.policy.guards import GuardConfigError
+from blockd.witness import commands as witness_commands
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "blockd.toml"
 DEFAULT_CONFIG = Path(os.environ.get("BLOCKD_CONFIG", "/etc/blockd/blockd.toml"))
@@ -616,6 +617,7 @@ def parser() -> argparse.ArgumentParser:
     sp = add("demo", cmd_demo)
     sp.add_argument("--state", type=Path, help="state directory (default: the example config's)")
     audit_commands.register(sub, config_arg)
+    witness_commands.register(sub)
     return p
 
 

@@ -59,6 +59,15 @@ class AuditFact:
 
 
 @dataclass(frozen=True)
+class WitnessFact:
+    """One configured witness: the size it last cosigned, and its failure, if any."""
+
+    name: str
+    cosigned_size: int | None = None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
 class Facts:
     """Everything readiness depends on, as plain values."""
 
@@ -70,6 +79,7 @@ class Facts:
     upstream_required: bool = True
     sync_running: bool = True
     audit: AuditFact | None = None  # None: the audit log is off
+    witnesses: Sequence[WitnessFact] = ()
 
 
 @dataclass(frozen=True)
@@ -89,9 +99,10 @@ def assess(f: Facts) -> Readiness:
         "upstreams": _upstreams(f),
         "trust": _trust(f),
         "audit": _audit(f),
+        "witnesses": _witnesses(f),
     }
     reason = _reason(f)
-    return Readiness(reason is None, reason or READY, checks)
+    return Readiness(reason is None, reason or READY + _witness_detail(f), checks)
 
 
 def list_state(f: Facts, ref: str) -> ListState:
@@ -180,3 +191,24 @@ def _audit(f: Facts) -> dict[str, Any]:
 
 def _iso(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _witnesses(f: Facts) -> dict[str, Any]:
+    """Witnesses never make blockd unready: a checkpoint waits for them, queries do not."""
+    return {
+        "ok": all(w.problem is None for w in f.witnesses),
+        "required": False,
+        "each": [
+            {"name": w.name, "cosigned_size": w.cosigned_size, "problem": w.problem}
+            for w in f.witnesses
+        ],
+    }
+
+
+def _witness_detail(f: Facts) -> str:
+    """Say how the witnesses are doing, after the ready reason."""
+    parts = []
+    for w in f.witnesses:
+        size = "nothing yet" if w.cosigned_size is None else f"size {w.cosigned_size}"
+        parts.append(f"{w.name} cosigned {size}" + (f", failing: {w.problem}" if w.problem else ""))
+    return "; witnesses: " + "; ".join(parts) if parts else ""

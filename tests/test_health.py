@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from blockd.health import AuditFact, EnforcedList, Facts, TrustFact, UpstreamFact, assess
+from blockd.health import (
+    AuditFact,
+    EnforcedList,
+    Facts,
+    TrustFact,
+    UpstreamFact,
+    WitnessFact,
+    assess,
+)
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 HOSTS, URLS = "demo-authority/demo-hosts", "demo-authority/demo-urls"
@@ -32,7 +40,7 @@ def test_ready_with_every_list_fresh_and_one_upstream_answering() -> None:
     r = assess(facts())
     assert r.ready and r.reason == "policy loaded and current"
     checks = r.checks
-    assert set(checks) == {"lists", "feed_sync", "upstreams", "trust", "audit"}
+    assert set(checks) == {"lists", "feed_sync", "upstreams", "trust", "audit", "witnesses"}
     assert checks["lists"]["lists"][HOSTS] == {
         "state": "fresh",
         "enforced": True,
@@ -127,3 +135,21 @@ def test_trust_and_audit_are_reported_but_do_not_decide() -> None:
     assert "disk full" in audit["problem"]
     off = assess(facts(audit=None)).checks["audit"]
     assert off["enabled"] is False
+
+
+def test_witnesses_are_reported_but_never_make_blockd_unready() -> None:
+    r = assess(
+        facts(
+            witnesses=[
+                WitnessFact("w1.example", 7, None),
+                WitnessFact("w2.example", None, "unreachable"),
+            ]
+        )
+    )
+    assert r.ready
+    assert r.reason.endswith(
+        "; witnesses: w1.example cosigned size 7; w2.example cosigned nothing yet, "
+        "failing: unreachable"
+    )
+    assert r.checks["witnesses"]["ok"] is False and r.checks["witnesses"]["required"] is False
+    assert [w["name"] for w in r.checks["witnesses"]["each"]] == ["w1.example", "w2.example"]

@@ -39,6 +39,7 @@ from blockd.metrics import (
     AuditStatus,
     Metrics,
     MetricsState,
+    WitnessStatus,
     metrics_table,
 )
 from blockd.policy.verdict import Action, Verdict
@@ -96,6 +97,10 @@ def state(now: float = T) -> MetricsState:
         audit=lambda: AuditStatus(17, now - 100, 300.0),
         ready=lambda: True,
         http_connections=lambda: 4,
+        witnesses=lambda: [
+            WitnessStatus("regulator.example/w+0a1b2c3d", {"cosigned": 3}, 17, now - 90),
+            WitnessStatus("other.example/w+01020304", {"error": 2}, None, None),
+        ],
     )
 
 
@@ -318,12 +323,12 @@ def test_labels_never_carry_a_name_url_or_client() -> None:
     assert value(s, "blockd_dns_dropped_total", transport="udp", reason="other") == 1
     assert value(s, "blockd_http_problems_total", transport="http", kind="origin", reason="other")
     allowed = {"authority", "list", "action", "outcome", "transport", "reason", "kind"}
-    allowed |= {"result", "version", "le"}
+    allowed |= {"result", "version", "le", "witness"}  # witness: a configured key's name+ID
     for name, labels in s:
         assert {label for label, _ in labels} <= allowed, name
         for label, text in labels:
             assert CLIENT not in text and BLOCKED_NAME not in text and UPSTREAM[0] not in text
-            if label not in ("authority", "list", "version", "le"):
+            if label not in ("authority", "list", "version", "le", "witness"):
                 assert re.fullmatch(r"[a-z0-9][a-z0-9-]*", text), (name, label, text)
 
 
@@ -400,3 +405,13 @@ def test_every_dns_transport_has_every_result_from_the_start() -> None:
     for transport in DNS_TRANSPORTS:
         for result in DNS_RESULTS:
             assert value(s, "blockd_dns_queries_total", transport=transport, result=result) == 0
+
+
+def test_witness_metrics_name_each_witness_and_every_outcome() -> None:
+    s = scrape(populated())
+    w = "regulator.example/w+0a1b2c3d"
+    assert value(s, "blockd_witness_cosignatures_total", witness=w, outcome="cosigned") == 3
+    assert value(s, "blockd_witness_cosignatures_total", witness=w, outcome="fork") == 0
+    assert value(s, "blockd_witness_cosigned_size", witness=w) == 17
+    sizes = [dict(labels) for name, labels in s if name == "blockd_witness_cosigned_size"]
+    assert sizes == [{"witness": w}]  # none yet from the other witness

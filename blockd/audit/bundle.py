@@ -7,6 +7,8 @@ but the operator's public key (vkey): it checks every signature, every consisten
 that each entry is canonical and that the entries hash to the signed root; given the
 checkpoint the regulator saw last time, it checks the log only grew. The leaf hashes the
 log stored are included as hints, only to say *where* a tampered log first differs.
+Witness cosignatures (C2SP tlog-cosignature) of each checkpoint travel beside it, so a
+regulator given witness keys needs no earlier checkpoint to detect a fork or rollback.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from blockd.audit import canonical, merkle, note
+from blockd.audit import canonical, cosignature, merkle, note
+from blockd.audit.cosigned import CosignatureStore
 from blockd.audit.log import MerkleLog
 
 FORMAT = "blockd-audit-bundle/1"
@@ -40,7 +43,8 @@ def export(
     notes = log.checkpoints()
     if not notes:
         raise ValueError("the log has no signed checkpoint yet")
-    cps = [note.Checkpoint.parse(note.open_note(n, [log.signer.verifier])[0]) for n in notes]
+    texts = [note.open_note(n, [log.signer.verifier])[0] for n in notes]
+    cps = [note.Checkpoint.parse(text) for text in texts]
     size = cps[-1].size
     end = min(end, size)
     begin = min(begin, end)
@@ -61,6 +65,7 @@ def export(
         "entries": [data.decode() for _, data in log.entries(begin, end)],
         "leaf_hints": [_b64(h) for h in hashes[begin:end]],
         "range_proof": {"left": [_b64(h) for h in left], "right": [_b64(h) for h in right]},
+        "cosignatures": _cosignatures(log, texts),
     }
     if previous is not None and previous.size <= size:
         bundle["previous"] = {
@@ -68,6 +73,15 @@ def export(
             "proof": [_b64(h) for h in levels.consistency_proof(previous.size, size)],
         }
     return bundle
+
+
+def _cosignatures(log: MerkleLog, texts: Sequence[str]) -> list[list[str]]:
+    """Return the witness cosignature lines kept for each checkpoint body, in order."""
+    store = CosignatureStore(log.path)
+    try:
+        return [store.lines(text) for text in texts]
+    finally:
+        store.close()
 
 
 @dataclass
@@ -86,8 +100,19 @@ def _fail(message: str, index: int | None = None) -> Verdict:
     return Verdict(False, message, index)
 
 
-def verify(bundle: object, verifier: note.Verifier, previous: str | None = None) -> Verdict:
-    """Check a bundle with only the operator's key; previous is a checkpoint note seen before."""
+def verify(
+    bundle: object,
+    verifier: note.Verifier,
+    previous: str | None = None,
+    *,
+    witnesses: Sequence[cosignature.CosignatureVerifier] = (),
+    threshold: int | None = None,
+) -> Verdict:
+    """Check a bundle with only the operator's key; previous is a checkpoint note seen before.
+
+    Given witness keys, the latest checkpoint must carry valid cosignatures from threshold of
+    them (default: all).
+    """
     if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
         return _fail(f"not a {FORMAT} file")
     try:
@@ -125,12 +150,20 @@ def verify(bundle: object, verifier: note.Verifier, previous: str | None = None)
                 f"(size {a.size}): the log was rewritten"
             )
     latest = cps[-1]
-    # 3. The checkpoint the regulator saw before is part of this history.
+    # 3. Witnesses saw this history: the latest checkpoint carries enough cosignatures.
+    quorum = None
+    if witnesses:
+        quorum = _witnessed(bundle, notes[-1], len(notes), witnesses, threshold)
+        if not quorum.ok:
+            return _fail(
+                f"latest checkpoint (size {latest.size}) not witnessed: {quorum.describe()}"
+            )
+    # 4. The checkpoint the regulator saw before is part of this history.
     if previous is not None:
         problem = _check_previous(previous, verifier, bundle, cps, latest)
         if problem:
             return _fail(problem)
-    # 4. Entries: canonical, hashing to what the log stored, and to the signed root.
+    # 5. Entries: canonical, hashing to what the log stored, and to the signed root.
     if end - begin != len(entries) or end > latest.size or begin < 0:
         missing = begin + min(len(entries), max(end - begin, 0))
         return _fail(f"entries {begin}..{end} expected, {len(entries)} present", missing)
@@ -162,14 +195,31 @@ def verify(bundle: object, verifier: note.Verifier, previous: str | None = None)
         return _fail(
             f"{problem}; the first difference lies in entries {span[0]}..{span[1]}", span[0]
         )
+    witnessed = f"; cosigned by {', '.join(n for n, _ in quorum.valid)}" if quorum else ""
     return Verdict(
         True,
         f"OK: entries {begin}..{end} verified against checkpoint {latest.origin} size "
-        f"{latest.size}, {len(cps)} checkpoints consistent",
+        f"{latest.size}, {len(cps)} checkpoints consistent{witnessed}",
         checkpoint=latest,
         entries=decoded,
         begin=begin,
     )
+
+
+def _witnessed(
+    bundle: dict[str, object],
+    signed: str,
+    count: int,
+    witnesses: Sequence[cosignature.CosignatureVerifier],
+    threshold: int | None,
+) -> cosignature.Quorum:
+    """Check the cosignatures the bundle carries for its latest checkpoint."""
+    body = signed[: signed.rfind("\n\n") + 1]
+    lines: list[str] = []
+    carried = bundle.get("cosignatures")
+    if isinstance(carried, list) and len(carried) == count and isinstance(carried[-1], list):
+        lines = [line for line in carried[-1] if isinstance(line, str)]
+    return cosignature.quorum(body, lines, witnesses, threshold)
 
 
 def _check_previous(

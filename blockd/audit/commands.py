@@ -8,6 +8,7 @@ key (vkey), which is how a regulator uses them.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import contextlib
 import json
@@ -16,9 +17,10 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from blockd.audit import bundle, note, report
+from blockd.audit import bundle, cosignature, note, report
 from blockd.audit.entries import entry_of, utc
 from blockd.audit.log import MerkleLog, open_log
+from blockd.audit.witnessing import Witnessing, targets
 from blockd.config import Config
 from blockd.config import load as load_config
 from blockd.events import Event, EventBus, OperatorAction
@@ -75,9 +77,12 @@ def cmd_key(a: argparse.Namespace) -> int:
 
 def cmd_export(a: argparse.Namespace) -> int:
     """Sign a fresh checkpoint and write a bundle of the entries in [--from, --to)."""
-    log = _open(load_config(a.config))
+    config = load_config(a.config)
+    log = _open(config)
     try:
         log.sign_checkpoint(utc(datetime.now(UTC).timestamp()))
+        if config.audit.witnesses:
+            asyncio.run(_cosign(log, config))
         begin, end = log.index_range(a.start, a.end) if (a.start or a.end) else (0, log.head().size)
         previous = None
         if a.previous:
@@ -94,9 +99,34 @@ def cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
+async def _cosign(log: MerkleLog, config: Config) -> None:
+    """Have the configured witnesses cosign the checkpoint just signed (say which did not)."""
+    audit = config.audit
+    witnessing = Witnessing(log, targets(audit.witnesses), timeout=audit.witness_timeout)
+    try:
+        async with asyncio.timeout(audit.witness_timeout * 3):
+            outcomes = await witnessing.cosign()
+    except TimeoutError:
+        outcomes = {}
+    finally:
+        await witnessing.stop()
+    for s in witnessing.states:
+        outcome = outcomes.get(s.target.label, "error")
+        if outcome != "cosigned":
+            problem = s.problem or "no answer in time"
+            print(f"witness {s.target.label} did not cosign: {problem}", file=sys.stderr)
+
+
 def _verifier(a: argparse.Namespace) -> note.Verifier:
     text = a.key if a.key else a.key_file.read_text().strip()
     return note.Verifier.from_vkey(text)
+
+
+def _witness_key(text: str) -> cosignature.CosignatureVerifier:
+    try:
+        return cosignature.CosignatureVerifier.from_vkey(text)
+    except note.NoteError as e:
+        raise ValueError(f"--witness-key {text[:60]!r}: not a witness vkey: {e}") from None
 
 
 def _load_bundle(path: Path) -> object:
@@ -109,7 +139,13 @@ def _load_bundle(path: Path) -> object:
 def cmd_verify(a: argparse.Namespace) -> int:
     """Verify a bundle offline; exit 1 on any failure, naming the first bad index."""
     previous = a.previous.read_text() if a.previous else None
-    verdict = bundle.verify(_load_bundle(a.bundle), _verifier(a), previous)
+    witnesses = [_witness_key(k) for k in a.witness_key]
+    threshold = a.witness_threshold
+    if threshold is not None and not 1 <= threshold <= len(witnesses):
+        raise ValueError(f"--witness-threshold {threshold}: give 1..{len(witnesses)} (the keys)")
+    verdict = bundle.verify(
+        _load_bundle(a.bundle), _verifier(a), previous, witnesses=witnesses, threshold=threshold
+    )
     if verdict.ok:
         print(verdict.message)
         if verdict.checkpoint is not None:
@@ -197,6 +233,20 @@ def register(
         if name == "verify":
             sp.add_argument("bundle", type=Path)
             sp.add_argument("--previous", type=Path, help="the checkpoint you verified last time")
+            sp.add_argument(
+                "--witness-key",
+                action="append",
+                default=[],
+                metavar="VKEY",
+                help="a witness's cosignature vkey; the latest checkpoint needs its cosignature "
+                "(repeatable)",
+            )
+            sp.add_argument(
+                "--witness-threshold",
+                type=int,
+                metavar="N",
+                help="cosignatures needed from the --witness-key witnesses (default: all)",
+            )
         else:
             config_arg(sp)
             sp.add_argument("--bundle", type=Path, help="report from this bundle (needs --key)")

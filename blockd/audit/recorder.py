@@ -82,6 +82,7 @@ class AuditRecorder:
         self._period_start = self._align(clock())
         self._want_checkpoint = False
         self.last_checkpoint = 0.0
+        self.on_checkpoint: Callable[[], None] | None = None  # told after each signature
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         for kind, shape in SHAPES.items():  # not Event: decisions, the hot ones, are counted
@@ -177,6 +178,8 @@ class AuditRecorder:
             else:
                 await asyncio.to_thread(self.log.sign_checkpoint, utc(now))
             self._wrote("checkpoint")
+            if self.on_checkpoint is not None:
+                self.on_checkpoint()
 
     def _failed(self, e: Exception) -> None:
         """Publish a write failure when it starts or its reason changes (not per attempt)."""

@@ -48,6 +48,21 @@ class RecordsConfig(_Section):
         return self
 
 
+class WitnessConfig(_Section):
+    """A witness (C2SP tlog-witness) that cosigns the log's checkpoints."""
+
+    url: str = Field(
+        pattern=r"^https?://[^\s]+$",
+        max_length=500,
+        description="The witness's submission prefix; blockd POSTs to <url>/add-checkpoint.",
+    )
+    key: str = Field(
+        pattern=r"^[^+\s]+\+[0-9a-f]{8}\+[A-Za-z0-9+/]+=*$",
+        max_length=300,
+        description="The witness's cosignature vkey (name+keyid+base64), from its operator.",
+    )
+
+
 class AuditConfig(_Section):
     """The tamper-evident audit log that regulators verify.
 
@@ -88,6 +103,21 @@ class AuditConfig(_Section):
         default="idle",
         description="Priority of the process that writes the log: idle uses only CPU time "
         "the listeners leave (and turns normal for good if the log falls behind).",
+    )
+    witnesses: list[WitnessConfig] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Witnesses each new checkpoint is submitted to; their cosignatures are "
+        "kept beside the checkpoints and travel in bundles.",
+    )
+    witness_timeout: float = Field(
+        default=10, gt=0, le=300, description="Seconds one submission to a witness may take."
+    )
+    witness_retry_max: float = Field(
+        default=300,
+        ge=1,
+        le=86400,
+        description="Longest wait, s, between retries to a witness that is down or refuses.",
     )
     records: RecordsConfig = RecordsConfig()
 

@@ -85,6 +85,7 @@ __all__ = [
     "MetricsState",
     "Spec",
     "Tally",
+    "WitnessStatus",
     "metrics_table",
 ]
 
@@ -109,6 +110,16 @@ class AuditStatus:
     checkpoint_interval: float  # configured longest time between checkpoints, seconds
 
 
+@dataclass(frozen=True)
+class WitnessStatus:
+    """One configured witness as metrics see it."""
+
+    name: str  # the witness key's name+key ID
+    outcomes: Mapping[str, int]  # submissions by outcome (cosigned, error, fork...)
+    cosigned_size: int | None  # tree size of the latest checkpoint it cosigned
+    cosigned_time: float | None  # that cosignature's timestamp (Unix time)
+
+
 def _nothing() -> None:
     return None
 
@@ -125,6 +136,7 @@ class MetricsState:
     audit: Callable[[], AuditStatus | None] = _nothing  # None: audit is off
     ready: Callable[[], bool] = bool  # bool() is False
     http_connections: Callable[[], int] = int
+    witnesses: Callable[[], Sequence[WitnessStatus]] = tuple  # configured witnesses
 
 
 Tally = defaultdict[Labels, int]  # label values in their Spec's order -> count

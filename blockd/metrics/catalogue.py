@@ -109,6 +109,14 @@ CATALOGUE = _catalogue(
      "When the audit log's last checkpoint was signed (Unix time)."),
     ("blockd_audit_checkpoint_interval_seconds", "gauge", "",
      "Configured longest time between signed checkpoints."),
+    ("blockd_witness_cosignatures_total", "counter", "witness outcome", "Checkpoint "
+     "submissions to each configured witness (name+key ID) by outcome: cosigned, conflict "
+     "(resent from the witness's size), fork or inconsistent (the witness refused: another "
+     "history), refused, invalid (no valid cosignature), error (unreachable, 5xx)."),
+    ("blockd_witness_cosigned_size", "gauge", "witness",
+     "Tree size of the latest checkpoint the witness cosigned (compare blockd_audit_log_entries)."),
+    ("blockd_witness_cosigned_timestamp_seconds", "gauge", "witness",
+     "When the witness made its latest cosignature (its timestamp, Unix time)."),
     ("blockd_selftest_passed", "gauge", "",
      "1 if the last self-test run passed, 0 if it failed; absent before the first run."),
     ("blockd_selftest_last_run_timestamp_seconds", "gauge", "",
@@ -130,6 +138,8 @@ DNS_RESULTS = ("blocked", "routed", "forwarded", "cached",
                "refused", "malformed", "servfail", "dropped")
 # fmt: on
 SYNC_OUTCOMES = ("accepted", "unchanged", "quarantined", "rejected")
+# Outcomes of one submission to a witness (blockd.audit.witnessing).
+WITNESS_OUTCOMES = ("cosigned", "conflict", "fork", "inconsistent", "refused", "invalid", "error")
 
 
 def metrics_table() -> str:

@@ -25,6 +25,7 @@ from blockd.metrics.catalogue import (
     CATALOGUE,
     DNS_RESULTS,
     SYNC_OUTCOMES,
+    WITNESS_OUTCOMES,
     Labels,
     Spec,
 )
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,47}")  # reasons, kinds, outcomes: never a name or IP
 _IDENT = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")  # authority and list ids (the trust policy's)
+_WITNESS = re.compile(r"[\x21-\x7e]{1,120}")  # a configured witness key's name+key ID
 
 
 class Collector(registry.Collector):
@@ -192,6 +194,7 @@ class Collector(registry.Collector):
             if audit.last_checkpoint:
                 last = audit.last_checkpoint
                 yield _gauge("blockd_audit_last_checkpoint_timestamp_seconds", {(): last})
+        yield from self._witnesses()
         t = self.m.tallies
         yield _counter("blockd_selftest_runs_total", t.selftests, [("passed",), ("failed",)])
         yield _counter("blockd_selftest_failures_total", {(): t.selftest_failures})
@@ -200,6 +203,22 @@ class Collector(registry.Collector):
             yield _gauge("blockd_selftest_passed", {(): int(result.passed)})
             yield _gauge("blockd_selftest_last_run_timestamp_seconds", {(): at})
             yield _gauge("blockd_selftest_checks", {(): result.checks})
+
+    def _witnesses(self) -> Iterator[Metric]:
+        statuses = self.m.state.witnesses()
+        counts: dict[Labels, float] = {
+            (w.name, o): float(n) for w in statuses for o, n in w.outcomes.items()
+        }
+        seed = _product([w.name for w in statuses], WITNESS_OUTCOMES)
+        yield _counter("blockd_witness_cosignatures_total", counts, seed)
+        sizes: dict[Labels, float] = {
+            (w.name,): w.cosigned_size for w in statuses if w.cosigned_size is not None
+        }
+        yield _gauge("blockd_witness_cosigned_size", sizes)
+        times: dict[Labels, float] = {
+            (w.name,): w.cosigned_time for w in statuses if w.cosigned_time is not None
+        }
+        yield _gauge("blockd_witness_cosigned_timestamp_seconds", times)
 
 
 def _family(spec: Spec) -> Metric:
@@ -244,6 +263,8 @@ def _fill(
 def _clean(label: str, value: str) -> str:
     if label == "version":  # blockd's own
         return value
+    if label == "witness":  # from the configuration, never from a client
+        return value if _WITNESS.fullmatch(value) else "other"
     pattern = _IDENT if label in ("authority", "list") else _SLUG
     return value if pattern.fullmatch(value) else "other"
 
