@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -21,9 +22,10 @@ from blockd.audit.log import AuditError
 from blockd.config import Config, ConfigError, StateConfig, json_schema
 from blockd.config import load as load_config
 from blockd.events import Event, EventBus, FeedAccepted, FeedRejected, GuardIntervention
+from blockd.feeds import listfile
 from blockd.feeds.authoring import hashed_entry, list_payload, sign_list, sign_trust
 from blockd.feeds.keys import KeyFileError, SigningKey, load_private, public_pem, save_private
-from blockd.feeds.model import FORMATS, PayloadError, TestEntry, parse_trust, rfc3339
+from blockd.feeds.model import FORMATS, PayloadError, parse_trust, rfc3339
 from blockd.feeds.sync import FeedSync, ListStatus
 from blockd.feeds.trust import TrustError
 from blockd.feeds.verify import Rejected, check_body, verify_list, verify_trust
@@ -32,6 +34,7 @@ from blockd.policy import entries as entry_rules
 from blockd.policy.guards import GuardConfigError
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "blockd.toml"
+MAX_DAYS = 36525  # a century: a validity period beyond it is a typo
 DEFAULT_CONFIG = Path(os.environ.get("BLOCKD_CONFIG", "/etc/blockd/blockd.toml"))
 
 
@@ -49,6 +52,18 @@ def _time(text: str) -> datetime:
     if t.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r} needs a UTC offset, e.g. ...Z")
     return t.astimezone(UTC)
+
+
+def _days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        days = math.nan
+    if not 0 < days <= MAX_DAYS:  # NaN fails too
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of days above 0 and at most {MAX_DAYS}"
+        )
+    return days
 
 
 def _read(path: Path) -> bytes:
@@ -81,17 +96,35 @@ def cmd_keygen(a: argparse.Namespace) -> int:
 
 
 def cmd_sign_list(a: argparse.Namespace) -> int:
-    """Sign a list of entries (one per line) into a DSSE envelope."""
-    lines = _read(a.entries).decode("utf-8", "strict").splitlines()
-    entries = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
-    if a.hash_from:
-        if a.format != "sha256":
-            raise UsageError("--hash-from needs --format sha256")
-        entries = _hash_entries(entries, a.hash_from)
+    """Sign a list of entries (one per line) into a DSSE envelope.
+
+    Entries, self-test probes and dates blockd would refuse are refused here first, one
+    line each; with --force they are signed anyway and printed as warnings.
+    """
+    if a.hash_from and a.format != "sha256":
+        raise UsageError("--hash-from needs --format sha256")
+    try:
+        lines = listfile.read_lines(_read(a.entries))
+        tests = listfile.probes(a.test_host, a.test_url)
+    except listfile.ListFileError as e:
+        raise UsageError(f"{a.entries}: {e}") from None
     now = datetime.now(UTC).replace(microsecond=0)
     issued = a.issued_at or now
     expires = a.expires or issued + timedelta(days=a.expires_in)
-    tests = [TestEntry(host=h) for h in a.test_host] + [TestEntry(url=u) for u in a.test_url]
+    problems = [
+        *listfile.check_entries(a.hash_from or a.format, lines, str(a.entries)),
+        *listfile.check_probes(a.format, tests),
+        *listfile.check_dates(issued, expires, now),
+    ]
+    for problem in problems:
+        print(f"blockd: {'warning' if a.force else 'error'}: {problem}", file=sys.stderr)
+    if problems and not a.force:
+        raise UsageError(
+            f"{len(problems)} problem(s) blockd would refuse; nothing signed (--force signs anyway)"
+        )
+    entries = [ln.text for ln in lines]
+    if a.hash_from:
+        entries = _hash_entries(entries, a.hash_from)
     out: Path = a.output
     body_name = f"{out.stem}-{a.version}.txt" if a.body else None
     payload, body = list_payload(
@@ -118,7 +151,11 @@ def cmd_sign_list(a: argparse.Namespace) -> int:
 
 
 def _hash_entries(entries: list[str], kind: str) -> list[str]:
-    """Turn plaintext hosts or URLs into sha256 lines, adding route lines for URL hosts."""
+    """Turn plaintext hosts or URLs into sha256 lines, adding route lines for URL hosts.
+
+    An entry with no canonical form cannot be hashed: it is left out (sign-list has
+    already refused it, or warned with --force).
+    """
     out: list[str] = []
     routes: set[str] = set()
     for e in entries:
@@ -129,8 +166,8 @@ def _hash_entries(entries: list[str], kind: str) -> list[str]:
                 expression = entry_rules.url_key(e)
                 routes.add(expression.partition("/")[0])
                 out.append(hashed_entry("url", expression))
-        except ValueError as err:
-            raise UsageError(f"entry {e!r}: {err}") from None
+        except ValueError:
+            continue
     return out + [hashed_entry("route", r) for r in sorted(routes)]
 
 
@@ -488,9 +525,30 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--list", required=True)
     sp.add_argument("--version", type=int, required=True, help="must exceed the last published")
     sp.add_argument("--format", choices=FORMATS, required=True)
-    sp.add_argument("--issued-at", type=_time)
-    sp.add_argument("--expires", type=_time)
-    sp.add_argument("--expires-in", type=float, default=7, help="days (default 7)")
+    sp.add_argument(
+        "--issued-at",
+        type=_time,
+        metavar="TIME",
+        help="RFC 3339 time with its UTC offset, e.g. 2026-01-01T00:00:00Z (default: now)",
+    )
+    sp.add_argument(
+        "--expires",
+        type=_time,
+        metavar="TIME",
+        help="RFC 3339 time, e.g. 2026-01-08T00:00:00Z (default: --issued-at + --expires-in)",
+    )
+    sp.add_argument(
+        "--expires-in",
+        type=_days,
+        default=7,
+        metavar="DAYS",
+        help="days after --issued-at, fractions allowed, e.g. 0.5 (default 7)",
+    )
+    sp.add_argument(
+        "--force",
+        action="store_true",
+        help="sign even entries, probes and dates blockd would refuse (printed as warnings)",
+    )
     sp.add_argument(
         "--body", action="store_true", help="deliver entries in a file beside the envelope"
     )
