@@ -233,16 +233,24 @@ def _feed_sync(a: argparse.Namespace, bus: EventBus | None = None) -> FeedSync:
 
 def _print_event(e: Event) -> None:
     if isinstance(e, FeedAccepted):
-        bad = (
-            f", {sum(e.rejected_entries.values())} entries rejected {e.rejected_entries}"
-            if e.rejected_entries
-            else ""
-        )
-        print(f"accepted     {e.authority}/{e.list} v{e.version}: {e.entries} entries{bad}")
+        bad = f"; {_rejected_entries(e.rejected_entries)}" if e.rejected_entries else ""
+        print(f"accepted     {e.authority}/{e.list} v{e.version}: {_entries(e.entries)}{bad}")
     elif isinstance(e, FeedRejected):
         print(f"rejected     {e.authority}/{e.list}: {e.reason}: {e.message}")
     elif isinstance(e, GuardIntervention):
         print(f"guard        {e.kind} {e.authority}/{e.list} v{e.version}: {e.detail}")
+
+
+def _entries(n: int) -> str:
+    return f"{n} {'entry' if n == 1 else 'entries'}"
+
+
+def _rejected_entries(counts: Mapping[str, int]) -> str:
+    """Return e.g. '3 entries rejected: 2 public-suffix, 1 invalid-name' (most first)."""
+    by_count = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return f"{_entries(sum(counts.values()))} rejected: " + ", ".join(
+        f"{n} {reason}" for reason, n in by_count
+    )
 
 
 def cmd_sync(a: argparse.Namespace) -> int:

@@ -324,3 +324,35 @@ def test_demo_runs_as_a_real_command(tmp_path: Path) -> None:
     assert "http://partial.demo.test/other: not blocked" in out
     assert "example.com: not blocked" in out
     assert "hashed.demo.test: nxdomain (demo-authority/demo-hashed" in out
+
+
+def _operator_config(tmp_path: Path, entries: list[str]) -> Path:
+    """Write a trust policy, a signed list of entries and a configuration that syncs it."""
+    now = datetime.now(UTC)
+    (tmp_path / "trust.dsse").write_bytes(
+        signed_trust(trust(expires=datetime(2099, 1, 1, tzinfo=UTC)))
+    )
+    src = tmp_path / "hosts.dsse"
+    src.write_bytes(
+        signed_list(
+            entries, version=1, issued_at=now - timedelta(hours=1), expires=now + timedelta(days=3)
+        )
+    )
+    conf = tmp_path / "blockd.toml"
+    conf.write_text(
+        f'[trust]\npinned = "trust.dsse"\n[state]\ndir = "state"\n[[lists]]\n'
+        f'authority = "auth"\nlist = "hosts"\nsource = "file://{src}"\n'
+    )
+    return conf
+
+
+def test_sync_names_rejected_entries_in_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = _operator_config(tmp_path, ["ok.example", "com", "co.uk", "bad..name", "ok.example"])
+    code, out, _ = run(capsys, "sync", "--config", conf)
+    assert code == 0
+    assert out.splitlines()[0] == (
+        "accepted     auth/hosts v1: 1 entry; 4 entries rejected: "
+        "2 public-suffix, 1 duplicate, 1 invalid-name"
+    )
