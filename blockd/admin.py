@@ -27,7 +27,7 @@ from blockd import __version__
 from blockd.audit import bundle
 from blockd.audit.entries import utc
 from blockd.audit.log import AuditError
-from blockd.config import AdminConfig, split_endpoint
+from blockd.config import AdminConfig, binding, split_endpoint
 from blockd.events import EventBus, OperatorAction, SelfTestResult
 from blockd.http import decide
 
@@ -148,7 +148,8 @@ class Admin:
         for endpoint in self.cfg.listen:
             host, port = split_endpoint(endpoint)
             site = web.TCPSite(self.runner, host, port)
-            await site.start()
+            with binding("admin", host, port):
+                await site.start()
             server = site._server
             assert server is not None
             for sock in server.sockets:  # type: ignore[attr-defined]

@@ -10,8 +10,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import dnslib
+import pytest
 
 from tests.daemon import demo_config
 
@@ -198,3 +200,43 @@ def test_ctrl_c_stops_cleanly_without_a_traceback(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize(
+    ("kind", "sock_type", "section"),
+    [
+        ("dns udp", socket.SOCK_DGRAM, "dns"),
+        ("http http", socket.SOCK_STREAM, "http"),
+        ("admin", socket.SOCK_STREAM, "admin"),
+    ],
+)
+def test_a_port_in_use_is_named(
+    tmp_path: Path, kind: str, sock_type: socket.SocketKind, section: str
+) -> None:
+    with socket.socket(socket.AF_INET, sock_type) as taken:
+        taken.bind(("127.0.0.1", 0))
+        if sock_type == socket.SOCK_STREAM:
+            taken.listen()
+        port = taken.getsockname()[1]
+        listen: dict[str, Any] = {"listen": [f"127.0.0.1:{port}"]}
+        if section == "dns":
+            text = demo_config(tmp_path, ("127.0.0.1", 1), **listen)
+        elif section == "http":
+            text = demo_config(tmp_path, ("127.0.0.1", 1), http=listen)
+        else:
+            text = demo_config(tmp_path, ("127.0.0.1", 1), admin=listen)
+        conf = tmp_path / "blockd.toml"
+        conf.write_text(text)
+        done = subprocess.run(
+            [sys.executable, "-m", "blockd.cli", "run", "--config", str(conf)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == (
+        f"blockd: error: cannot start: {kind} 127.0.0.1:{port}: address already in use"
+    )
+    assert "Traceback" not in done.stderr
