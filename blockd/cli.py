@@ -494,20 +494,42 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 def config_arg(sp: argparse.ArgumentParser) -> None:
-    """Add --config to a command."""
+    """Add --config to a command (None when not given: see resolve_config)."""
     sp.add_argument(
         "--config",
         "-c",
         type=Path,
-        default=DEFAULT_CONFIG,
+        metavar="FILE",
         help=f"configuration file (default {DEFAULT_CONFIG}; env BLOCKD_CONFIG)",
     )
+
+
+def resolve_config(a: argparse.Namespace) -> None:
+    """Settle the configuration file: the command's --config, else the one given before the
+    command, else $BLOCKD_CONFIG, else /etc/blockd/blockd.toml."""
+    given: Path | None = a.global_config
+    default = given or Path(os.environ.get("BLOCKD_CONFIG", "/etc/blockd/blockd.toml"))
+    if "config" in a:
+        a.config = a.config or default
+    elif a.fn is cmd_check_config:
+        a.file = a.file or default
+    elif given is not None:
+        raise UsageError(f"--config: `blockd {a.command}` reads no configuration")
 
 
 def parser() -> argparse.ArgumentParser:
     """Build the argument parser."""
     p = argparse.ArgumentParser(prog="blockd", description=__doc__)
     p.add_argument("--version", action="version", version=f"blockd {__version__}")
+    p.add_argument(
+        "--config",
+        "-c",
+        dest="global_config",
+        type=Path,
+        metavar="FILE",
+        help=f"configuration file for the commands that read one, before or after the "
+        f"command (default {DEFAULT_CONFIG}; env BLOCKD_CONFIG)",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(
@@ -605,7 +627,9 @@ def parser() -> argparse.ArgumentParser:
         help="auto (default): JSON lines unless stderr is a terminal",
     )
     sp = add("check-config", cmd_check_config)
-    sp.add_argument("file", type=Path)
+    sp.add_argument(
+        "file", type=Path, nargs="?", help="default: --config, $BLOCKD_CONFIG or the default"
+    )
     add("config-schema", cmd_config_schema)
     sp = add("demo", cmd_demo)
     sp.add_argument("--state", type=Path, help="state directory (default: the example config's)")
@@ -617,6 +641,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = parser().parse_args(argv)
     try:
+        resolve_config(args)
         return int(args.fn(args))
     except (
         UsageError,

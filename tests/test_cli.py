@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from blockd.cli import main
+from blockd.cli import main, parser, resolve_config
 from blockd.feeds.keys import load_private
 from tests.factories import authority, signed_list, signed_trust, trust
 
@@ -356,3 +357,59 @@ def test_sync_names_rejected_entries_in_words(
         "accepted     auth/hosts v1: 1 entry; 4 entries rejected: "
         "2 public-suffix, 1 duplicate, 1 invalid-name"
     )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["sync"],
+        ["status", "--json"],
+        ["check", "x.example"],
+        ["approve", "auth/hosts", "2"],
+        ["rollback", "auth/hosts"],
+        ["selftest"],
+        ["run"],
+        ["audit", "key"],
+        ["audit", "export"],
+        ["audit", "report"],
+    ],
+)
+def test_config_goes_before_or_after_the_command(
+    command: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[Path] = []
+    monkeypatch.setenv("BLOCKD_CONFIG", "/env/blockd.toml")
+
+    def record(a: argparse.Namespace) -> int:
+        seen.append(a.config)
+        return 0
+
+    def run_with(argv: list[str]) -> Path:
+        args = parser().parse_args(argv)
+        resolve_config(args)
+        args.fn = record
+        assert args.fn(args) == 0
+        return seen[-1]
+
+    assert run_with(["--config", "/a.toml", *command]) == Path("/a.toml")
+    assert run_with(["-c", "/a.toml", *command]) == Path("/a.toml")
+    name = 2 if command[0] == "audit" else 1
+    assert run_with([*command[:name], "--config", "/b.toml", *command[name:]]) == Path("/b.toml")
+    assert run_with(["-c", "/a.toml", *command, "-c", "/b.toml"]) == Path("/b.toml")
+    assert run_with(command) == Path("/env/blockd.toml")
+
+
+def test_config_before_the_command_reaches_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conf = _operator_config(tmp_path, ["one.example"])
+    assert run(capsys, "--config", conf, "sync")[0] == 0
+    before = run(capsys, "--config", conf, "status", "--json")
+    after = run(capsys, "status", "--json", "--config", conf)
+    assert before == after and json.loads(before[1])[0]["version"] == 1
+    monkeypatch.setenv("BLOCKD_CONFIG", str(conf))
+    assert run(capsys, "status", "--json") == after
+    code, out, _ = run(capsys, "-c", conf, "check-config")
+    assert code == 0 and out.startswith(f"{conf}: ok")
+    code, _, err = run(capsys, "--config", conf, "keygen", "--out", tmp_path / "k")
+    assert code == 2 and err == "blockd: error: --config: `blockd keygen` reads no configuration\n"
