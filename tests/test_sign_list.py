@@ -168,7 +168,7 @@ def test_an_empty_list_is_refused_unless_forced(
     key: Path, capsys: pytest.CaptureFixture[str], data: bytes
 ) -> None:
     code, _, err, _ = sign(capsys, key, data)
-    assert code == 2 and "no-entries (the file is empty or holds only comments)" in err
+    assert code == 2 and "entries.txt: no-entries (the file is empty or holds only comments)" in err
     code, out, _, dsse = sign(capsys, key, data, "--force")
     assert code == 0 and "0 entries" in out and signed_entries(dsse) == []
 

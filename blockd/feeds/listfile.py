@@ -48,17 +48,16 @@ class Line:
 class Problem:
     """Something blockd would refuse: where it is, what it is, and why."""
 
-    where: str  # "FILE:LINE", "--test-host", "--expires"
-    value: str
+    where: str  # "FILE:LINE", "--test-host", "--expires", "FILE"
+    value: str | None  # the entry, probe or date; None for the file as a whole
     reason: str
     detail: str = ""
 
     def __str__(self) -> str:
         """Return the one line that names it."""
         detail = self.detail or _MEANING.get(self.reason, "")
-        return f"{self.where}: {shown(self.value)}: {self.reason}" + (
-            f" ({detail})" if detail else ""
-        )
+        value = "" if self.value is None else f" {shown(self.value)}:"
+        return f"{self.where}:{value} {self.reason}" + (f" ({detail})" if detail else "")
 
 
 def shown(value: str) -> str:
@@ -110,7 +109,9 @@ def check_entries(fmt: entry_rules.Format, lines: Sequence[Line], file: str) -> 
         else:
             first[key] = line.number
     if not lines:
-        problems.append(Problem(file, "", "no-entries", "the file is empty or holds only comments"))
+        problems.append(
+            Problem(file, None, "no-entries", "the file is empty or holds only comments")
+        )
     return problems
 
 
@@ -139,7 +140,10 @@ def check_dates(
 ) -> list[Problem]:
     """Return what makes the validity period unusable now; raise ValueError if it is empty."""
     if expires <= issued:
-        raise ValueError(f"--expires {rfc3339(expires)} is not after --issued-at {rfc3339(issued)}")
+        past = " (and it is already past)" if expires <= now else ""
+        raise ValueError(
+            f"--expires {rfc3339(expires)} is not after --issued-at {rfc3339(issued)}{past}"
+        )
     problems = []
     if expires <= now:
         problems.append(
