@@ -32,7 +32,7 @@ from blockd import __version__, control
 from blockd.audit import bundle, note
 from blockd.audit.entries import utc
 from blockd.audit.log import AuditError
-from blockd.config import AdminConfig, split_endpoint
+from blockd.config import AdminConfig, binding, split_endpoint
 from blockd.events import Event, EventBus, OperatorAction, SelfTestResult
 from blockd.feeds.lines import KINDS, line
 from blockd.health import Readiness as Readiness  # re-exported: callers import it from here
@@ -162,7 +162,8 @@ class Admin:
         for endpoint in self.cfg.listen:
             host, port = split_endpoint(endpoint)
             site = web.TCPSite(self.runner, host, port)
-            await site.start()
+            with binding("admin", host, port):
+                await site.start()
             server = site._server
             assert server is not None
             for sock in server.sockets:  # type: ignore[attr-defined]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -23,10 +24,11 @@ from blockd.audit.log import AuditError
 from blockd.config import Config, ConfigError, StateConfig, json_schema
 from blockd.config import load as load_config
 from blockd.events import Event, EventBus, SelfTestResult
+from blockd.feeds import listfile
 from blockd.feeds.authoring import hashed_entry, list_payload, sign_list, sign_trust
 from blockd.feeds.keys import KeyFileError, SigningKey, load_private, public_pem, save_private
 from blockd.feeds.lines import line
-from blockd.feeds.model import FORMATS, PayloadError, TestEntry, parse_trust, rfc3339
+from blockd.feeds.model import FORMATS, PayloadError, parse_trust, rfc3339
 from blockd.feeds.sync import FeedSync
 from blockd.feeds.trust import TrustError
 from blockd.feeds.verify import Rejected, check_body, verify_list, verify_trust
@@ -36,6 +38,7 @@ from blockd.policy.guards import GuardConfigError
 from blockd.witness import commands as witness_commands
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "blockd.toml"
+MAX_DAYS = 36525  # a century: a validity period beyond it is a typo
 DEFAULT_CONFIG = Path(os.environ.get("BLOCKD_CONFIG", "/etc/blockd/blockd.toml"))
 
 
@@ -53,6 +56,18 @@ def _time(text: str) -> datetime:
     if t.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r} needs a UTC offset, e.g. ...Z")
     return t.astimezone(UTC)
+
+
+def _days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        days = math.nan
+    if not 0 < days <= MAX_DAYS:  # NaN fails too
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of days above 0 and at most {MAX_DAYS}"
+        )
+    return days
 
 
 def _read(path: Path) -> bytes:
@@ -85,17 +100,35 @@ def cmd_keygen(a: argparse.Namespace) -> int:
 
 
 def cmd_sign_list(a: argparse.Namespace) -> int:
-    """Sign a list of entries (one per line) into a DSSE envelope."""
-    lines = _read(a.entries).decode("utf-8", "strict").splitlines()
-    entries = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
-    if a.hash_from:
-        if a.format != "sha256":
-            raise UsageError("--hash-from needs --format sha256")
-        entries = _hash_entries(entries, a.hash_from)
+    """Sign a list of entries (one per line) into a DSSE envelope.
+
+    Entries, self-test probes and dates blockd would refuse are refused here first, one
+    line each; with --force they are signed anyway and printed as warnings.
+    """
+    if a.hash_from and a.format != "sha256":
+        raise UsageError("--hash-from needs --format sha256")
+    try:
+        lines = listfile.read_lines(_read(a.entries))
+        tests = listfile.probes(a.test_host, a.test_url)
+    except listfile.ListFileError as e:
+        raise UsageError(f"{a.entries}: {e}") from None
     now = datetime.now(UTC).replace(microsecond=0)
     issued = a.issued_at or now
     expires = a.expires or issued + timedelta(days=a.expires_in)
-    tests = [TestEntry(host=h) for h in a.test_host] + [TestEntry(url=u) for u in a.test_url]
+    problems = [
+        *listfile.check_entries(a.hash_from or a.format, lines, str(a.entries)),
+        *listfile.check_probes(a.format, tests),
+        *listfile.check_dates(issued, expires, now),
+    ]
+    for problem in problems:
+        print(f"blockd: {'warning' if a.force else 'error'}: {problem}", file=sys.stderr)
+    if problems and not a.force:
+        raise UsageError(
+            f"{len(problems)} problem(s) blockd would refuse; nothing signed (--force signs anyway)"
+        )
+    entries = [ln.text for ln in lines]
+    if a.hash_from:
+        entries = _hash_entries(entries, a.hash_from)
     out: Path = a.output
     body_name = f"{out.stem}-{a.version}.txt" if a.body else None
     payload, body = list_payload(
@@ -122,7 +155,11 @@ def cmd_sign_list(a: argparse.Namespace) -> int:
 
 
 def _hash_entries(entries: list[str], kind: str) -> list[str]:
-    """Turn plaintext hosts or URLs into sha256 lines, adding route lines for URL hosts."""
+    """Turn plaintext hosts or URLs into sha256 lines, adding route lines for URL hosts.
+
+    An entry with no canonical form cannot be hashed: it is left out (sign-list has
+    already refused it, or warned with --force).
+    """
     out: list[str] = []
     routes: set[str] = set()
     for e in entries:
@@ -133,8 +170,8 @@ def _hash_entries(entries: list[str], kind: str) -> list[str]:
                 expression = entry_rules.url_key(e)
                 routes.add(expression.partition("/")[0])
                 out.append(hashed_entry("url", expression))
-        except ValueError as err:
-            raise UsageError(f"entry {e!r}: {err}") from None
+        except ValueError:
+            continue
     return out + [hashed_entry("route", r) for r in sorted(routes)]
 
 
@@ -501,12 +538,12 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 def config_arg(sp: argparse.ArgumentParser) -> None:
-    """Add --config to a command."""
+    """Add --config to a command (None when not given: see resolve_config)."""
     sp.add_argument(
         "--config",
         "-c",
         type=Path,
-        default=DEFAULT_CONFIG,
+        metavar="FILE",
         help=f"configuration file (default {DEFAULT_CONFIG}; env BLOCKD_CONFIG)",
     )
 
@@ -528,10 +565,32 @@ def daemon_args(sp: argparse.ArgumentParser, *, offline: bool = False) -> None:
         )
 
 
+def resolve_config(a: argparse.Namespace) -> None:
+    """Settle the configuration file: the command's --config, else the one given before the
+    command, else $BLOCKD_CONFIG, else /etc/blockd/blockd.toml."""
+    given: Path | None = a.global_config
+    default = given or Path(os.environ.get("BLOCKD_CONFIG", "/etc/blockd/blockd.toml"))
+    if "config" in a:
+        a.config = a.config or default
+    elif a.fn is cmd_check_config:
+        a.file = a.file or default
+    elif given is not None:
+        raise UsageError(f"--config: `blockd {a.command}` reads no configuration")
+
+
 def parser() -> argparse.ArgumentParser:
     """Build the argument parser."""
     p = argparse.ArgumentParser(prog="blockd", description=__doc__)
     p.add_argument("--version", action="version", version=f"blockd {__version__}")
+    p.add_argument(
+        "--config",
+        "-c",
+        dest="global_config",
+        type=Path,
+        metavar="FILE",
+        help=f"configuration file for the commands that read one, before or after the "
+        f"command (default {DEFAULT_CONFIG}; env BLOCKD_CONFIG)",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(
@@ -557,9 +616,30 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--list", required=True)
     sp.add_argument("--version", type=int, required=True, help="must exceed the last published")
     sp.add_argument("--format", choices=FORMATS, required=True)
-    sp.add_argument("--issued-at", type=_time)
-    sp.add_argument("--expires", type=_time)
-    sp.add_argument("--expires-in", type=float, default=7, help="days (default 7)")
+    sp.add_argument(
+        "--issued-at",
+        type=_time,
+        metavar="TIME",
+        help="RFC 3339 time with its UTC offset, e.g. 2026-01-01T00:00:00Z (default: now)",
+    )
+    sp.add_argument(
+        "--expires",
+        type=_time,
+        metavar="TIME",
+        help="RFC 3339 time, e.g. 2026-01-08T00:00:00Z (default: --issued-at + --expires-in)",
+    )
+    sp.add_argument(
+        "--expires-in",
+        type=_days,
+        default=7,
+        metavar="DAYS",
+        help="days after --issued-at, fractions allowed, e.g. 0.5 (default 7)",
+    )
+    sp.add_argument(
+        "--force",
+        action="store_true",
+        help="sign even entries, probes and dates blockd would refuse (printed as warnings)",
+    )
     sp.add_argument(
         "--body", action="store_true", help="deliver entries in a file beside the envelope"
     )
@@ -612,7 +692,9 @@ def parser() -> argparse.ArgumentParser:
         help="auto (default): JSON lines unless stderr is a terminal",
     )
     sp = add("check-config", cmd_check_config)
-    sp.add_argument("file", type=Path)
+    sp.add_argument(
+        "file", type=Path, nargs="?", help="default: --config, $BLOCKD_CONFIG or the default"
+    )
     add("config-schema", cmd_config_schema)
     sp = add("demo", cmd_demo)
     sp.add_argument("--state", type=Path, help="state directory (default: the example config's)")
@@ -625,6 +707,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = parser().parse_args(argv)
     try:
+        resolve_config(args)
         return int(args.fn(args))
     except (
         UsageError,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from blockd.cli import main
+from blockd.cli import main, parser, resolve_config
 from blockd.feeds.keys import load_private
 from tests.factories import authority, operator_toml, signed_list, signed_trust, trust
 
@@ -324,3 +325,91 @@ def test_demo_runs_as_a_real_command(tmp_path: Path) -> None:
     assert "http://partial.demo.test/other: not blocked" in out
     assert "example.com: not blocked" in out
     assert "hashed.demo.test: nxdomain (demo-authority/demo-hashed" in out
+
+
+def _operator_config(tmp_path: Path, entries: list[str]) -> Path:
+    """Write a trust policy, a signed list of entries and a configuration that syncs it."""
+    now = datetime.now(UTC)
+    (tmp_path / "trust.dsse").write_bytes(
+        signed_trust(trust(expires=datetime(2099, 1, 1, tzinfo=UTC)))
+    )
+    src = tmp_path / "hosts.dsse"
+    src.write_bytes(
+        signed_list(
+            entries, version=1, issued_at=now - timedelta(hours=1), expires=now + timedelta(days=3)
+        )
+    )
+    conf = tmp_path / "blockd.toml"
+    conf.write_text(
+        f'[trust]\npinned = "trust.dsse"\n[state]\ndir = "state"\n{operator_toml()}\n'
+        f'[[lists]]\nauthority = "auth"\nlist = "hosts"\nsource = "file://{src}"\n'
+    )
+    return conf
+
+
+def test_sync_names_rejected_entries_in_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = _operator_config(tmp_path, ["ok.example", "com", "co.uk", "bad..name", "ok.example"])
+    code, out, _ = run(capsys, "sync", "--config", conf)
+    assert code == 0
+    assert out.splitlines()[0] == (
+        "accepted     auth/hosts v1: 1 entry; 4 entries rejected: "
+        "2 public-suffix, 1 duplicate, 1 invalid-name"
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["sync"],
+        ["status", "--json"],
+        ["check", "x.example"],
+        ["approve", "auth/hosts", "2"],
+        ["rollback", "auth/hosts"],
+        ["selftest"],
+        ["run"],
+        ["audit", "key"],
+        ["audit", "export"],
+        ["audit", "report"],
+    ],
+)
+def test_config_goes_before_or_after_the_command(
+    command: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[Path] = []
+    monkeypatch.setenv("BLOCKD_CONFIG", "/env/blockd.toml")
+
+    def record(a: argparse.Namespace) -> int:
+        seen.append(a.config)
+        return 0
+
+    def run_with(argv: list[str]) -> Path:
+        args = parser().parse_args(argv)
+        resolve_config(args)
+        args.fn = record
+        assert args.fn(args) == 0
+        return seen[-1]
+
+    assert run_with(["--config", "/a.toml", *command]) == Path("/a.toml")
+    assert run_with(["-c", "/a.toml", *command]) == Path("/a.toml")
+    name = 2 if command[0] == "audit" else 1
+    assert run_with([*command[:name], "--config", "/b.toml", *command[name:]]) == Path("/b.toml")
+    assert run_with(["-c", "/a.toml", *command, "-c", "/b.toml"]) == Path("/b.toml")
+    assert run_with(command) == Path("/env/blockd.toml")
+
+
+def test_config_before_the_command_reaches_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conf = _operator_config(tmp_path, ["one.example"])
+    assert run(capsys, "--config", conf, "sync")[0] == 0
+    before = run(capsys, "--config", conf, "status", "--json")
+    after = run(capsys, "status", "--json", "--config", conf)
+    assert before == after and json.loads(before[1])[0]["version"] == 1
+    monkeypatch.setenv("BLOCKD_CONFIG", str(conf))
+    assert run(capsys, "status", "--json") == after
+    code, out, _ = run(capsys, "-c", conf, "check-config")
+    assert code == 0 and out.startswith(f"{conf}: ok")
+    code, _, err = run(capsys, "--config", conf, "keygen", "--out", tmp_path / "k")
+    assert code == 2 and err == "blockd: error: --config: `blockd keygen` reads no configuration\n"

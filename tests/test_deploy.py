@@ -481,3 +481,34 @@ def test_sysusers_creates_the_service_user(tmp_path: Path) -> None:
     users = {line.split(":")[0]: line.split(":") for line in (tmp_path / "etc/passwd").open()}
     assert users["blockd"][5:] == ["/var/lib/blockd", "/usr/sbin/nologin\n"]
     assert "blockd" in (tmp_path / "etc/group").read_text()
+
+
+def test_install_step_1_installs_the_docs(tmp_path: Path) -> None:
+    # The README's own lines, run with /usr/share/doc moved under tmp_path.
+    text = (DEPLOY / "README.md").read_text()
+    lines = [ln for ln in text.splitlines() if "/usr/share/doc/blockd" in ln]
+    assert lines
+    script = "\n".join(ln.replace("/usr/share/doc", str(tmp_path)) for ln in lines)
+    done = subprocess.run(
+        ["bash", "-e", "-c", script], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    installed = sorted(p.name for p in (tmp_path / "blockd").iterdir())
+    assert installed == ["README.md", "deploy.md"]
+    assert (tmp_path / "blockd" / "deploy.md").read_text() == text
+
+
+def test_one_admin_token_path_everywhere() -> None:
+    # config, README, deploy (unit, container files, docs) and the package name one file.
+    files = [ROOT / "README.md", *ROOT.glob("config/*"), *ROOT.glob("blockd/**/*")]
+    files += [p for p in DEPLOY.rglob("*")]
+    found: dict[str, set[str]] = {}
+    for path in files:
+        if not path.is_file() or path.suffix in {".pyc", ".dsse"}:
+            continue
+        text = path.read_text("utf-8", errors="replace")
+        for m in re.finditer(r"[\w./-]*admin[-_.]token\b[\w.-]*", text):
+            if m.group().startswith("/"):
+                found.setdefault(m.group(), set()).add(str(path.relative_to(ROOT)))
+    assert set(found) == {"/etc/blockd/admin.token"}, found
+    assert {"config/blockd.toml", "deploy/README.md"} <= found["/etc/blockd/admin.token"]

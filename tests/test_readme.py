@@ -160,3 +160,31 @@ def test_the_first_screen_works_as_written(
         promises = next(v for k, v in PROMISES.items() if k in written)
         for promise in promises:
             assert re.search(promise, said), f"{written}: expected /{promise}/\n{said}"
+
+
+def shell_lines() -> list[tuple[int, str]]:
+    """Return (offset, line) of every line inside the README's ```sh blocks."""
+    readme = (ROOT / "README.md").read_text("utf-8")
+    out = []
+    for block in re.finditer(r"```sh\n(.*?)```", readme, re.S):
+        offset = block.start(1)
+        for line in block.group(1).splitlines(keepends=True):
+            out.append((offset, line.strip()))
+            offset += len(line)
+    return out
+
+
+def test_dig_and_curl_are_installed_before_they_are_used() -> None:
+    readme = (ROOT / "README.md").read_text("utf-8")
+    first_use = min(o for o, line in shell_lines() if line.startswith(("dig ", "curl ")))
+    assert 0 <= readme.find("apt-get install dnsutils curl") < first_use
+
+
+def test_blockd_runs_as_written_after_make_venv() -> None:
+    lines = shell_lines()
+    venv = next(o for o, line in lines if line.startswith("make venv"))
+    path = next(o for o, line in lines if line.startswith('export PATH="$PWD/.venv/bin:$PATH"'))
+    assert venv < path
+    for offset, line in lines:
+        if re.match(r"blockd\b", line):
+            assert offset > path, f"{line!r} comes before .venv/bin is on PATH"

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from blockd.audit import canonical, cosignature, merkle, note
 from blockd.audit.cosigned import CosignatureStore
 from blockd.audit.log import MerkleLog
+from blockd.audit.span import entry_span
 
 FORMAT = "blockd-audit-bundle/1"
 
@@ -166,7 +167,7 @@ def verify(
     # 5. Entries: canonical, hashing to what the log stored, and to the signed root.
     if end - begin != len(entries) or end > latest.size or begin < 0:
         missing = begin + min(len(entries), max(end - begin, 0))
-        return _fail(f"entries {begin}..{end} expected, {len(entries)} present", missing)
+        return _fail(f"{entry_span(begin, end)} expected, {len(entries)} present", missing)
     decoded: list[dict[str, object]] = []
     hashes: list[bytes] = []
     first_bad: int | None = None
@@ -193,12 +194,12 @@ def verify(
         if span is None:
             return _fail(problem)
         return _fail(
-            f"{problem}; the first difference lies in entries {span[0]}..{span[1]}", span[0]
+            f"{problem}; the first difference lies in {entry_span(span[0], span[1])}", span[0]
         )
     witnessed = f"; cosigned by {', '.join(n for n, _ in quorum.valid)}" if quorum else ""
     return Verdict(
         True,
-        f"OK: entries {begin}..{end} verified against checkpoint {latest.origin} size "
+        f"OK: {entry_span(begin, end)} verified against checkpoint {latest.origin} size "
         f"{latest.size}, {len(cps)} checkpoints consistent{witnessed}",
         checkpoint=latest,
         entries=decoded,

@@ -20,6 +20,7 @@ from pathlib import Path
 from blockd.audit import bundle, cosignature, note, report
 from blockd.audit.entries import entry_of, utc
 from blockd.audit.log import MerkleLog, open_log
+from blockd.audit.span import entry_span
 from blockd.audit.witnessing import Witnessing, targets
 from blockd.config import Config
 from blockd.config import load as load_config
@@ -93,7 +94,7 @@ def cmd_export(a: argparse.Namespace) -> int:
         log.close()
     if a.output:
         a.output.write_text(data)
-        print(f"wrote {a.output}: entries {begin}..{end}", file=sys.stderr)
+        print(f"wrote {a.output}: {entry_span(begin, end)}", file=sys.stderr)
     else:
         sys.stdout.write(data)
     return 0

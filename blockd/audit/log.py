@@ -23,6 +23,7 @@ from pathlib import Path
 import orjson
 
 from blockd.audit import canonical, identity, merkle, note
+from blockd.audit.span import entry_span
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -356,7 +357,7 @@ class MerkleLog:
             expected = first + count
             out.append((first, count, bytes(data), offsets, bytes(leaves)))
         if expected < end:
-            raise AuditError(f"entries {begin}..{end} are not all on disk")
+            raise AuditError(f"{entry_span(begin, end)}: not all on disk")
         return out
 
     def _leaf_bytes(self, begin: int, end: int) -> bytes:

@@ -17,9 +17,10 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -36,6 +37,7 @@ _LOG: MerkleLog | None = None  # the helper process's own connection
 
 def _open(directory: str, origin: str, key_name: str, parent: int, idle: bool) -> None:
     global _LOG
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # started so (_sigint_ignored); stay so
     if idle:  # only CPU time nothing else wants: the DNS and HTTP listeners come first
         with contextlib.suppress(OSError):  # not allowed here: normal priority, as before
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
@@ -70,6 +72,29 @@ def _sign(time: str) -> str:
 IDLE = hasattr(os, "SCHED_IDLE")  # Linux
 
 
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Start child processes with SIGINT ignored, and keep blockd's own SIGINT meanwhile.
+
+    Ctrl-C on a terminal reaches the whole process group, the helper too, and a helper
+    interrupted mid-import prints a KeyboardInterrupt traceback; blockd stops it itself,
+    after the last batch. An ignored SIGINT survives exec, and Python then never arms
+    KeyboardInterrupt in the child. Blocked meanwhile here, a SIGINT for blockd is not lost:
+    it waits for the handler to be restored (Linux never discards a blocked signal).
+    """
+    handler = signal.getsignal(signal.SIGINT)
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        yield  # a handler Python did not install, or not ours to change: _open ignores it
+        return
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
 class LogWriter:
     """The helper process that writes one log directory.
 
@@ -98,6 +123,14 @@ class LogWriter:
         self.on_restart: Callable[[str, str], None] | None = None
         self._pool: ProcessPoolExecutor | None = None
 
+    def _submit(self, call: tuple[Callable[[A], T], A]) -> asyncio.Future[tuple[T, float]]:
+        """Submit to the helper; the first call starts it (in submit), with SIGINT ignored."""
+        loop = asyncio.get_running_loop()
+        if self._pool is not None:
+            return loop.run_in_executor(self._pool, _timed, call)
+        with _sigint_ignored():
+            return loop.run_in_executor(self._executor(), _timed, call)
+
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
@@ -117,10 +150,9 @@ class LogWriter:
         return await self._call(_sign, time)
 
     async def _call(self, fn: Callable[[A], T], arg: A) -> T:
-        loop = asyncio.get_running_loop()
         for attempt in (1, 2):
             try:
-                result, took = await loop.run_in_executor(self._executor(), _timed, (fn, arg))
+                result, took = await self._submit((fn, arg))
                 if self.idle and took > self.starved_after:
                     self.idle = False
                     self.close()  # the next call starts a helper at normal priority

@@ -14,9 +14,11 @@ from blockd.config.base import (
     Endpoint,
     IPv4,
     IPv6,
+    ListenError,
     Network,
     Port,
     Seconds,
+    binding,
     split_endpoint,
 )
 from blockd.config.dns import DnsConfig
@@ -36,6 +38,7 @@ __all__ = [
     "IPv4",
     "IPv6",
     "ListConfig",
+    "ListenError",
     "Network",
     "Port",
     "ProtectedName",
@@ -44,6 +47,7 @@ __all__ = [
     "SelfTestConfig",
     "StateConfig",
     "TrustConfig",
+    "binding",
     "json_schema",
     "load",
     "parse",

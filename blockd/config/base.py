@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import os
+from collections.abc import Iterator
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -93,3 +96,24 @@ def split_endpoint(value: str) -> tuple[str, int]:
     """Return (address, port) of a validated ADDRESS:PORT."""
     host, _, port = value.rpartition(":")
     return host.strip("[]"), int(port)
+
+
+class ListenError(OSError):
+    """A listener could not be opened; the message names it: `dns udp 127.0.0.1:5300: ...`."""
+
+    def __str__(self) -> str:
+        """Return the message alone, without the errno prefix."""
+        return str(self.strerror)
+
+
+@contextlib.contextmanager
+def binding(kind: str, host: str, port: int) -> Iterator[None]:
+    """Name the listener (kind, ADDRESS:PORT) in the error if opening it fails."""
+    try:
+        yield
+    except ListenError:
+        raise
+    except OSError as e:
+        reason = os.strerror(e.errno).lower() if e.errno else str(e)
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        raise ListenError(e.errno, f"{kind} {where}: {reason}") from None

@@ -14,7 +14,7 @@ import socket
 import struct
 from collections.abc import Callable
 
-from blockd.config import DnsConfig, split_endpoint
+from blockd.config import DnsConfig, binding, split_endpoint
 from blockd.dns import mmsg, wire
 from blockd.dns.pipeline import DnsPipeline
 from blockd.events import DnsProblem, EventBus
@@ -183,12 +183,14 @@ class DnsServer:
         for endpoint in self.cfg.listen:
             host, wanted = split_endpoint(endpoint)
             for attempt in range(20):  # port 0: the UDP port picked may be taken for TCP
-                sock = _udp_socket(host, wanted)
+                with binding("dns udp", host, wanted):
+                    sock = _udp_socket(host, wanted)
                 port = sock.getsockname()[1]
                 try:
-                    server = await asyncio.start_server(
-                        self._serve_tcp, host, port, limit=65536 + 2
-                    )
+                    with binding("dns tcp", host, port):
+                        server = await asyncio.start_server(
+                            self._serve_tcp, host, port, limit=65536 + 2
+                        )
                     break
                 except OSError:
                     sock.close()

@@ -10,6 +10,8 @@ import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 
+from pydantic import ValidationError
+
 from blockd.feeds import dsse
 from blockd.feeds.keys import SigningKey
 from blockd.feeds.model import (
@@ -18,9 +20,11 @@ from blockd.feeds.model import (
     Body,
     Format,
     ListPayload,
+    PayloadError,
     TestEntry,
     TrustPolicy,
     dump,
+    validation_problems,
 )
 
 
@@ -41,22 +45,28 @@ def list_payload(
     body_name: str | None = None,
     test_entries: Sequence[TestEntry] = (),
 ) -> tuple[ListPayload, bytes | None]:
-    """Build a list payload, inline or with a body file beside it (returned too)."""
+    """Build a list payload, inline or with a body file beside it (returned too).
+
+    Raise PayloadError naming every field the payload schema refuses (ids, version, times).
+    """
     body = body_bytes(entries) if body_name else None
-    payload = ListPayload(
-        authority=authority,
-        list=list_id,
-        version=version,
-        issued_at=issued_at,
-        expires=expires,
-        format=fmt,
-        entry_count=len(entries),
-        entries=None if body is not None else list(entries),
-        body=Body(name=body_name, sha256=hashlib.sha256(body).hexdigest(), size=len(body))
-        if body is not None and body_name
-        else None,
-        test_entries=list(test_entries),
-    )
+    try:
+        payload = ListPayload(
+            authority=authority,
+            list=list_id,
+            version=version,
+            issued_at=issued_at,
+            expires=expires,
+            format=fmt,
+            entry_count=len(entries),
+            entries=None if body is not None else list(entries),
+            body=Body(name=body_name, sha256=hashlib.sha256(body).hexdigest(), size=len(body))
+            if body is not None and body_name
+            else None,
+            test_entries=list(test_entries),
+        )
+    except ValidationError as e:
+        raise PayloadError(f"list payload: {validation_problems(e)}") from None
     return payload, body
 
 

@@ -195,7 +195,8 @@ class ListPayload(_Strict):
         return f"{self.authority}/{self.list}"
 
 
-def _problems(e: ValidationError) -> str:
+def validation_problems(e: ValidationError) -> str:
+    """Return every problem of a failed validation on one line, each with its path."""
     parts = []
     for err in e.errors(include_url=False):
         path = ".".join(str(p) for p in err["loc"]) or "(top)"
@@ -208,7 +209,7 @@ def parse_trust(payload: bytes) -> TrustPolicy:
     try:
         return TrustPolicy.model_validate(_json(payload))
     except ValidationError as e:
-        raise PayloadError(f"trust policy: {_problems(e)}") from None
+        raise PayloadError(f"trust policy: {validation_problems(e)}") from None
 
 
 def parse_list(payload: bytes) -> ListPayload:
@@ -216,7 +217,7 @@ def parse_list(payload: bytes) -> ListPayload:
     try:
         return ListPayload.model_validate(_json(payload))
     except ValidationError as e:
-        raise PayloadError(f"list payload: {_problems(e)}") from None
+        raise PayloadError(f"list payload: {validation_problems(e)}") from None
 
 
 def _json(payload: bytes) -> object:

@@ -15,7 +15,7 @@ import ipaddress
 import os
 from collections.abc import Awaitable, Callable
 
-from blockd.config import HttpConfig, split_endpoint
+from blockd.config import HttpConfig, binding, split_endpoint
 from blockd.events import EventBus, HttpProblem, HttpTransport
 from blockd.http import h1
 from blockd.http.proxy import HttpFront
@@ -48,9 +48,10 @@ class HttpServer:
         for kind, endpoints, handler in listeners:
             for endpoint in endpoints:
                 host, port = split_endpoint(endpoint)
-                server = await asyncio.start_server(
-                    self._guarded(handler, kind), host, port, limit=h1.MAX_HEAD, backlog=1024
-                )
+                with binding(f"http {kind}", host, port):
+                    server = await asyncio.start_server(
+                        self._guarded(handler, kind), host, port, limit=h1.MAX_HEAD, backlog=1024
+                    )
                 self._servers.append(server)
                 bound_port = server.sockets[0].getsockname()[1]
                 self.bound.append((kind, host, bound_port))
@@ -145,4 +146,5 @@ async def demo_origin(endpoint: str) -> asyncio.Server:
             writer.close()
 
     host, port = split_endpoint(endpoint)
-    return await asyncio.start_server(answer, host, port, limit=h1.MAX_HEAD)
+    with binding("http demo origin", host, port):
+        return await asyncio.start_server(answer, host, port, limit=h1.MAX_HEAD)

@@ -116,11 +116,18 @@ def url_key(entry: str) -> str:
     return parts.expression
 
 
-def _hash_key(entry: str) -> tuple[str, bytes]:
+def hash_key(entry: str) -> tuple[str, bytes]:
+    """Return (kind, digest) of a `sha256` format line, or raise ValueError("invalid-hash")."""
     kind, sep, hexdigest = entry.partition(":")
     if not sep or kind not in HASH_KINDS or not _HEX64.fullmatch(hexdigest):
         raise ValueError("invalid-hash")
     return kind, bytes.fromhex(hexdigest)
+
+
+def key_of(fmt: Format) -> Callable[[str], object]:
+    """Return the function that turns one entry line of fmt into its key, or raises
+    ValueError with the reason slug: the rule every entry passes (blockd sign-list too)."""
+    return {"hosts": host_key, "urls": url_key, "sha256": hash_key}[fmt]
 
 
 def build(fmt: Format, lines: Iterable[str], probes: Iterable[Probe] = ()) -> ListEntries:
@@ -131,7 +138,7 @@ def build(fmt: Format, lines: Iterable[str], probes: Iterable[Probe] = ()) -> Li
     elif fmt == "urls":
         out.urls = _collect(lines, url_key, out.rejected)
     else:
-        for kind, key in _collect(lines, _hash_key, out.rejected):
+        for kind, key in _collect(lines, hash_key, out.rejected):
             {"host": out.host_hashes, "url": out.url_hashes, "route": out.route_hashes}[
                 kind
             ].append(key)
@@ -164,24 +171,32 @@ PROBE_KINDS: dict[Format, tuple[str, ...]] = {
 }
 
 
+def probe_key(fmt: Format, probe: Probe) -> tuple[str, str]:
+    """Return (kind, key) of a self-test probe in a list of fmt, or raise ValueError(reason).
+
+    The reason is `format` when fmt cannot carry the probe's kind, else the entry rule's.
+    """
+    if probe.host is not None:
+        if "host" not in PROBE_KINDS[fmt]:
+            raise ValueError("format")
+        return "host", host_key(probe.host)
+    if "url" not in PROBE_KINDS[fmt]:
+        raise ValueError("format")
+    return "url", url_key(probe.url or "")
+
+
 def _add_probes(fmt: Format, probes: Iterable[Probe], out: ListEntries) -> None:
     """Enforce the authority's self-test probes like entries, and remember them in plaintext.
 
     Probes obey every rule entries obey: the list's format, validation (public suffixes,
     bare TLDs) and, later, never-block; what fails is counted as `test-<reason>`.
     """
-    allowed = PROBE_KINDS[fmt]
     for probe in probes:
-        kind = "host" if probe.host is not None else "url"
-        if kind not in allowed:
-            out.rejected["test-format"] += 1
-            continue
         try:
-            if probe.host is not None:
-                out.hosts.append(host_key(probe.host))
-                out.probes.append(out.hosts[-1])
-            elif probe.url is not None:
-                out.urls.append(url_key(probe.url))
-                out.probes.append(urls.canonicalize(probe.url))
+            kind, key = probe_key(fmt, probe)
+            shown = key if kind == "host" else urls.canonicalize(probe.url or "")
         except ValueError as e:
             out.rejected[f"test-{e}"] += 1
+            continue
+        (out.hosts if kind == "host" else out.urls).append(key)
+        out.probes.append(shown)

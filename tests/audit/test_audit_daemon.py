@@ -76,7 +76,7 @@ async def test_the_log_verifies_with_the_printed_key_alone(
     out = tmp_path / "bundle.json"
     assert run_cli(capsys, "audit", "export", "-c", str(ran), "-o", str(out))[0] == 0
     code, said = run_cli(capsys, "audit", "verify", str(out), "--key", vkey.strip())
-    assert code == 0 and said.startswith("OK: entries 0..")
+    assert code == 0 and said.startswith("OK: entries 0 to ")
     entries = [json.loads(e) for e in json.loads(out.read_text())["entries"]]
     types = [e["type"] for e in entries]
     assert types[0] == "daemon-start" and "daemon-stop" in types
@@ -112,6 +112,23 @@ async def test_the_transparency_report_matches_the_log(
     assert report["source"]["verified"] is True
     code, html = run_cli(capsys, "audit", "report", "-c", str(ran), "--format", "html")
     assert code == 0 and "<script" not in html and "demo-hosts" in html
+
+
+async def test_export_verify_and_report_name_the_entries_alike(
+    ran: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    vkey = run_cli(capsys, "audit", "key", "-c", str(ran))[1].strip()
+    out = tmp_path / "bundle.json"
+    assert main(["audit", "export", "-c", str(ran), "-o", str(out)]) == 0
+    exported = capsys.readouterr().err
+    size = len(json.loads(out.read_text())["entries"])
+    span = f"entries 0 to {size - 1} ({size} entries)"
+    assert exported == f"wrote {out}: {span}\n"
+    assert run_cli(capsys, "audit", "verify", str(out), "--key", vkey)[1].startswith(f"OK: {span} ")
+    html = run_cli(
+        capsys, "audit", "report", "--bundle", str(out), "--key", vkey, "--format", "html"
+    )[1]
+    assert f"{span}" in html
 
 
 async def test_nothing_identifying_a_subscriber_is_written(ran: Path, tmp_path: Path) -> None:

@@ -110,7 +110,7 @@ def test_tampering_with_forged_hints_is_still_caught(log: MerkleLog) -> None:
     verdict = check(log, b)
     assert not verdict.ok
     assert verdict.first_bad_index == 10  # the last checkpoint the entries still reproduce
-    assert "lies in entries 10..25" in verdict.message
+    assert "lies in entries 10 to 24 (15 entries)" in verdict.message
 
 
 def test_a_non_canonical_entry_is_refused(log: MerkleLog) -> None:

@@ -10,8 +10,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import dnslib
+import pytest
 
 from tests.daemon import demo_config
 
@@ -142,3 +144,99 @@ def test_startup_objects_are_left_out_of_garbage_collection() -> None:
     before, after = map(int, out.stdout.split())
     assert before == 0
     assert after > 1000  # the modules, functions and classes blockd loaded
+
+
+def _audit_helpers(pid: int) -> list[int]:
+    """Return the multiprocessing children of pid (the audit log helper), not its tracker."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, NotADirectoryError):
+            continue
+        if int(stat.rpartition(")")[2].split()[1]) == pid and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_ctrl_c_stops_cleanly_without_a_traceback(tmp_path: Path) -> None:
+    # A terminal sends SIGINT to the whole foreground process group: blockd and its audit
+    # log helper alike. blockd stops the helper itself, in order; nobody prints a traceback.
+    conf = tmp_path / "blockd.toml"
+    conf.write_text(demo_config(tmp_path, ("127.0.0.1", 1)))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "blockd.cli",
+            "run",
+            "--config",
+            str(conf),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,  # its own process group, as a shell gives a job
+    )
+    try:
+        banner = read_until(proc, r"(NOT READY|ready): .*\n")
+        port = int(re.search(r"dns\s+udp\s+127\.0\.0\.1:(\d+)", banner)[1])  # type: ignore[index]
+        query(port, "blocked.demo.test")  # answered after the banner: the handlers are set
+        deadline = time.monotonic() + 20
+        while not _audit_helpers(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)  # the audit helper starts with the first batch
+        assert _audit_helpers(proc.pid), "the audit log helper never started"
+        os.killpg(proc.pid, signal.SIGINT)
+        output, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, output
+        assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+        assert "draining and stopping" in output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize(
+    ("kind", "sock_type", "section"),
+    [
+        ("dns udp", socket.SOCK_DGRAM, "dns"),
+        ("http http", socket.SOCK_STREAM, "http"),
+        ("admin", socket.SOCK_STREAM, "admin"),
+    ],
+)
+def test_a_port_in_use_is_named(
+    tmp_path: Path, kind: str, sock_type: socket.SocketKind, section: str
+) -> None:
+    with socket.socket(socket.AF_INET, sock_type) as taken:
+        taken.bind(("127.0.0.1", 0))
+        if sock_type == socket.SOCK_STREAM:
+            taken.listen()
+        port = taken.getsockname()[1]
+        listen: dict[str, Any] = {"listen": [f"127.0.0.1:{port}"]}
+        if section == "dns":
+            text = demo_config(tmp_path, ("127.0.0.1", 1), **listen)
+        elif section == "http":
+            text = demo_config(tmp_path, ("127.0.0.1", 1), http=listen)
+        else:
+            text = demo_config(tmp_path, ("127.0.0.1", 1), admin=listen)
+        conf = tmp_path / "blockd.toml"
+        conf.write_text(text)
+        done = subprocess.run(
+            [sys.executable, "-m", "blockd.cli", "run", "--config", str(conf)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == (
+        f"blockd: error: cannot start: {kind} 127.0.0.1:{port}: address already in use"
+    )
+    assert "Traceback" not in done.stderr

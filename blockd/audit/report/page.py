@@ -10,6 +10,7 @@ from blockd import __version__
 from blockd.audit.report.markup import Safe, code_tag, mark, table, time_tag
 from blockd.audit.report.model import Report
 from blockd.audit.report.sections import sections
+from blockd.audit.span import entry_span
 
 # One stylesheet, allowed by its hash in the page's own content security policy.
 _CSS = """
@@ -68,11 +69,11 @@ def render_html(report: Report) -> str:
     root = code_tag(src.checkpoint_root_b64)
     until = time_tag(r.end) if r.end else Safe(f"{time_tag(r.generated)}, when it was generated")
     since = time_tag(r.start) if r.start else "the first entry in the log"
-    read = (
-        f"entries {r.first_index:,} to {r.end_index - 1:,} ({r.entries:,} entries)"
-        if r.first_index is not None and r.end_index is not None
-        else "no entries"
-    )
+    read = "no entries"
+    if r.first_index is not None and r.end_index is not None:
+        read = entry_span(r.first_index, r.end_index)
+        if r.entries != r.end_index - r.first_index:  # entries out of time order at the edges
+            read += f", {r.entries:,} of them in the period"
     verified = mark(
         src.verified, "yes: signature and proofs checked", "NO: the numbers below are not verified"
     )
