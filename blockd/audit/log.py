@@ -23,6 +23,7 @@ from pathlib import Path
 import orjson
 
 from blockd.audit import canonical, merkle, note
+from blockd.audit.private import private_database, private_dir, private_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -97,7 +98,9 @@ class MerkleLog:
 
     def __init__(self, path: Path, signer: note.Signer, origin: str) -> None:
         """Open (creating) the log at path; checkpoints name origin and are signed by signer."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Before SQLite opens it: its WAL and SHM files take its mode (and any an older
+        # blockd left 0644 are narrowed).
+        private_database(path)
         self.path = path
         self.signer = signer
         self.origin = origin
@@ -110,7 +113,6 @@ class MerkleLog:
         self._migrate()
         self._chain: _Chain | None = None
         self.broken = ""  # why signing is refused, once the disk was found inconsistent
-        path.chmod(0o600)
 
     def close(self) -> None:
         """Close the database."""
@@ -391,10 +393,11 @@ def load_or_create_key(path: Path, name: str) -> note.Signer:
     """Return the operator's log key from path, generating it (mode 0600) on first use."""
     from blockd.files import atomic_write
 
+    private_dir(path.parent)
     if not path.exists():
         skey, _ = note.generate_key(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, (skey + "\n").encode(), mode=0o600)
+    private_file(path)
     try:
         return note.Signer.from_skey(path.read_text("ascii").strip())
     except (OSError, UnicodeDecodeError, note.NoteError) as e:
