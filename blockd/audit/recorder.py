@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 
@@ -60,6 +61,10 @@ class AuditRecorder:
         self.clock = clock
         self.size = log.head().size  # entries in the log as of the last write (for metrics)
         self._pending: list[Queued | Entry] = []  # in order; encoded where they are written
+        # Batches taken from _pending and not yet acknowledged, oldest first, each with an
+        # identity the log stores with it: one sent again after an unheard commit is skipped.
+        self._unsent: list[tuple[str, list[Queued | Entry]]] = []
+        self._run_id, self._batches = os.urandom(8).hex(), 0
         self.blocks = blocks or BlockCounts(bus)
         self._counted = self.blocks.totals()  # the totals as of the last period's end
         self._period_start = self._align(clock())
@@ -138,14 +143,15 @@ class AuditRecorder:
         batch = self._pending.copy()
         self._pending.clear()  # the same list: the event handlers hold it
         if batch:
-            try:
-                if self.writer is not None:
-                    self.size = (await self.writer.append(batch)).size
-                else:
-                    self.size = (await asyncio.to_thread(self._append, batch)).size
-            except BaseException:
-                self._pending[:0] = batch  # nothing is lost: the next flush tries again
-                raise
+            self._batches += 1
+            self._unsent.append((f"{self._run_id}-{self._batches}", batch))
+        while self._unsent:  # a batch that failed stays, under its identity, for the next flush
+            batch_id, items = self._unsent[0]
+            if self.writer is not None:
+                self.size = (await self.writer.append(items, batch_id)).size
+            else:
+                self.size = (await asyncio.to_thread(self._append, items, batch_id)).size
+            del self._unsent[0]
         due = now - self.last_checkpoint >= self.checkpoint_interval
         if checkpoint or self._want_checkpoint or due:
             self._want_checkpoint = False
@@ -155,8 +161,8 @@ class AuditRecorder:
             else:
                 await asyncio.to_thread(self.log.sign_checkpoint, utc(now))
 
-    def _append(self, batch: list[Queued | Entry]) -> Head:
-        return self.log.append_encoded(*encode(batch))
+    def _append(self, batch: list[Queued | Entry], batch_id: str) -> Head:
+        return self.log.append_encoded(*encode(batch), batch_id)
 
     def _records_work(self, now: float) -> None:
         """Seal queued records; destroy the periods past their retention, logging each."""
