@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import json
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -101,19 +100,32 @@ def _verifier(a: argparse.Namespace) -> note.Verifier:
 
 def _load_bundle(path: Path) -> object:
     try:
-        return json.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return bundle.load(path.read_bytes())
+    except (OSError, ValueError) as e:  # bundle.Malformed and json.JSONDecodeError included
         raise ValueError(f"{path}: cannot read the bundle: {e}") from None
 
 
 def cmd_verify(a: argparse.Namespace) -> int:
     """Verify a bundle offline; exit 1 on any failure, naming the first bad index."""
     previous = a.previous.read_text() if a.previous else None
-    verdict = bundle.verify(_load_bundle(a.bundle), _verifier(a), previous)
+    verifier = _verifier(a)
+    try:
+        data = _load_bundle(a.bundle)
+    except ValueError as e:
+        print(f"FAILED: {e}")
+        return 1
+    verdict = bundle.verify(data, verifier, previous, origin=a.origin, allow_gap=a.allow_gap)
     if verdict.ok:
         print(verdict.message)
+        for warning in verdict.warnings:
+            print(f"WARNING: {warning}")
+        for anomaly in verdict.anomalies:
+            print(f"{'ANOMALY' if a.strict else 'WARNING'}: {anomaly.kind} {anomaly}")
         if verdict.checkpoint is not None:
             print(f"latest checkpoint root {_b64(verdict.checkpoint.root)}")
+        if a.strict and verdict.anomalies:
+            print(f"FAILED: {len(verdict.anomalies)} duplicate or backdated entries (--strict)")
+            return 1
         return 0
     where = (
         f" (first bad index: {verdict.first_bad_index})"
@@ -127,7 +139,8 @@ def cmd_verify(a: argparse.Namespace) -> int:
 def cmd_report(a: argparse.Namespace) -> int:
     """Write the transparency report from a verified bundle (or this machine's log)."""
     if a.bundle:
-        verdict = bundle.verify(_load_bundle(a.bundle), _verifier(a))
+        # The report names the index range it read: entries before it are not a failure here.
+        verdict = bundle.verify(_load_bundle(a.bundle), _verifier(a), allow_gap=True)
         if not verdict.ok or verdict.checkpoint is None:
             print(f"FAILED: {verdict.message}", file=sys.stderr)
             return 1
@@ -149,7 +162,9 @@ def cmd_report(a: argparse.Namespace) -> int:
         entries = list(enumerate(verdict.entries))
     source = report.ReportSource(cp.origin, cp.size, _b64(cp.root), key_name, True)
     now = utc(datetime.now(UTC).timestamp())
-    built = report.build_report(entries, source, a.start, a.end, now=now)
+    built = report.build_report(
+        entries, source, a.start, a.end, now=now, anomalies=verdict.anomalies
+    )
     render: Callable[[report.Report], str] = {
         "html": report.render_html,
         "json": report.render_json,
@@ -197,6 +212,19 @@ def register(
         if name == "verify":
             sp.add_argument("bundle", type=Path)
             sp.add_argument("--previous", type=Path, help="the checkpoint you verified last time")
+            sp.add_argument(
+                "--origin", help="the log the bundle must be of (its checkpoint origin)"
+            )
+            sp.add_argument(
+                "--allow-gap",
+                action="store_true",
+                help="accept a bundle that starts after your previous checkpoint (warns instead)",
+            )
+            sp.add_argument(
+                "--strict",
+                action="store_true",
+                help="fail on duplicate or backdated entries instead of warning",
+            )
         else:
             config_arg(sp)
             sp.add_argument("--bundle", type=Path, help="report from this bundle (needs --key)")
