@@ -23,6 +23,7 @@ from pathlib import Path
 import orjson
 
 from blockd.audit import canonical, identity, merkle, note
+from blockd.audit.private import private_database, private_dir, private_file
 from blockd.audit.span import entry_span
 
 SCHEMA = """
@@ -34,7 +35,8 @@ CREATE TABLE IF NOT EXISTS batches (
     times  TEXT NOT NULL,
     data   BLOB NOT NULL,
     ends   BLOB NOT NULL,
-    leaves BLOB NOT NULL
+    leaves BLOB NOT NULL,
+    batch  TEXT
 );
 CREATE INDEX IF NOT EXISTS batches_tmin ON batches (tmin);
 CREATE INDEX IF NOT EXISTS batches_tmax ON batches (tmax);
@@ -49,6 +51,11 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 # One row per append: entries [first, first + count), their times (a JSON array), their
 # canonical bytes back to back, where each ends (uint32 little-endian) and their leaf
 # hashes (32 bytes each). A row per entry cost more than encoding and hashing it together.
+# batch is the writer's identity of the batch, stored in the same transaction: a batch sent
+# again (its writer died after the commit, before saying so) is found and not appended twice.
+BATCH_INDEX = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS batches_batch ON batches (batch) WHERE batch IS NOT NULL"
+)
 
 MIGRATE_BATCH = 10_000  # entries per row when rows of the old one-per-entry table are moved
 
@@ -98,7 +105,9 @@ class MerkleLog:
 
     def __init__(self, path: Path, signer: note.Signer, origin: str) -> None:
         """Open (creating) the log at path; checkpoints name origin and are signed by signer."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Before SQLite opens it: its WAL and SHM files take its mode (and any an older
+        # blockd left 0644 are narrowed).
+        private_database(path)
         self.path = path
         self.signer = signer
         self.origin = origin
@@ -108,11 +117,11 @@ class MerkleLog:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.executescript(SCHEMA)
+        self._add_batch_column()
         self._migrate()
         self._keep_origin()
         self._chain: _Chain | None = None
         self.broken = ""  # why signing is refused, once the disk was found inconsistent
-        path.chmod(0o600)
 
     def _keep_origin(self) -> None:
         """Record the log's origin on first use; refuse to open it under another one."""
@@ -152,18 +161,22 @@ class MerkleLog:
             frontier = self._frontier()
         return Head(frontier.end, frontier.root())
 
-    def append(self, entries: Sequence[dict[str, object]]) -> Head:
+    def append(self, entries: Sequence[dict[str, object]], batch: str | None = None) -> Head:
         """Append entries (each with a 'time' and a 'type') in one transaction."""
         return self.append_encoded(
             [canonical.canonical(entry) for entry in entries],
             [str(entry["time"]) for entry in entries],
+            batch,
         )
 
-    def append_encoded(self, datas: list[bytes], times: list[str]) -> Head:
+    def append_encoded(
+        self, datas: list[bytes], times: list[str], batch: str | None = None
+    ) -> Head:
         """Append entries given as their canonical JSON, with their times, in one transaction.
 
         datas must be exactly canonical(entry) for each entry: what `append` and
-        `entries.encode` give.
+        `entries.encode` give. A batch identity already in the log appends nothing: that
+        batch was committed before (a retry after its writer died unheard).
         """
         if len(datas) != len(times):
             raise ValueError(f"{len(datas)} entries but {len(times)} times")
@@ -176,9 +189,12 @@ class MerkleLog:
             db.execute("BEGIN IMMEDIATE")
             try:
                 frontier = self._frontier()
+                if batch is not None and self._has_batch(batch):
+                    db.execute("COMMIT")
+                    return Head(frontier.end, frontier.root())
                 chain = self._chain
                 ours = chain is not None and chain.holds(frontier)
-                self._insert(frontier.end, times, datas, leaves)
+                self._insert(frontier.end, times, datas, leaves, batch)
                 frontier.extend(leaves)
                 self._put_frontier(frontier)
                 db.execute("COMMIT")
@@ -191,14 +207,23 @@ class MerkleLog:
                 self._chain = None  # someone else appended: the next checkpoint replays
         return Head(frontier.end, frontier.root())
 
+    def _has_batch(self, batch: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM batches WHERE batch = ?", (batch,)).fetchone()
+        return row is not None
+
     def _insert(
-        self, first: int, times: list[str], datas: list[bytes], leaves: list[bytes]
+        self,
+        first: int,
+        times: list[str],
+        datas: list[bytes],
+        leaves: list[bytes],
+        batch: str | None = None,
     ) -> None:
         """Store entries [first, first + len(datas)) as one row."""
         ends = list(accumulate(map(len, datas)))
         self._db.execute(
-            "INSERT INTO batches (first, count, tmin, tmax, times, data, ends, leaves)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO batches (first, count, tmin, tmax, times, data, ends, leaves, batch)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 first,
                 len(datas),
@@ -208,8 +233,24 @@ class MerkleLog:
                 b"".join(datas),
                 struct.pack(f"<{len(ends)}I", *ends),
                 b"".join(leaves),
+                batch,
             ),
         )
+
+    def _add_batch_column(self) -> None:
+        """Give a log made before batch identities the column and its index, once."""
+        db = self._db
+        with self._lock:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                columns = {row[1] for row in db.execute("PRAGMA table_info(batches)")}
+                if "batch" not in columns:
+                    db.execute("ALTER TABLE batches ADD COLUMN batch TEXT")
+                db.execute(BATCH_INDEX)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
 
     def _migrate(self) -> None:
         """Move a log kept in the earlier layout, one row per entry, into batch rows, once."""
@@ -419,10 +460,11 @@ def load_or_create_key(path: Path, name: str) -> note.Signer:
     """Return the operator's log key from path, generating it (mode 0600) on first use."""
     from blockd.files import atomic_write
 
+    private_dir(path.parent)
     if not path.exists():
         skey, _ = note.generate_key(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, (skey + "\n").encode(), mode=0o600)
+    private_file(path)
     try:
         return note.Signer.from_skey(path.read_text("ascii").strip())
     except (OSError, UnicodeDecodeError, note.NoteError) as e:

@@ -31,7 +31,9 @@ from cryptography.hazmat.primitives.serialization import (
 ALG_ED25519 = 0x01
 MAX_SIGNATURES = 100  # the spec asks verifiers to accept at least 16
 SIGNATURE_PREFIX = "— "  # em dash U+2014, space
-_HEX8 = re.compile(r"[0-9a-f]{8}")
+# Exactly 8 hex digits of either case, as strconv.ParseUint(id, 16, 32) with len(id) == 8
+# accepts in golang.org/x/mod/sumdb/note; no sign, prefix, underscore or space.
+_HEX8 = re.compile(r"[0-9a-fA-F]{8}")
 _SIZE = re.compile(r"0|[1-9][0-9]*")
 
 
@@ -83,7 +85,7 @@ def _parse_key_fields(name: str, hex_id: str, b64: str) -> tuple[int, bytes]:
     if not valid_key_name(name):
         raise NoteError("invalid-key-name", repr(name))
     if not _HEX8.fullmatch(hex_id):
-        raise NoteError("malformed-key", f"key ID must be 8 lowercase hex digits, got {hex_id!r}")
+        raise NoteError("malformed-key", f"key ID must be 8 hex digits, got {hex_id!r}")
     try:
         raw = _b64decode(b64)
     except ValueError as e:

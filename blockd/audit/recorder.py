@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -77,6 +78,10 @@ class AuditRecorder:
         self.clock = clock
         self.size = log.head().size  # entries in the log as of the last write (for metrics)
         self._pending: list[Queued | Entry] = []  # in order; encoded where they are written
+        # Batches taken from _pending and not yet acknowledged, oldest first, each with an
+        # identity the log stores with it: one sent again after an unheard commit is skipped.
+        self._unsent: list[tuple[str, list[Queued | Entry]]] = []
+        self._run_id, self._batches = os.urandom(8).hex(), 0
         self.blocks = blocks or BlockCounts(bus)
         self._counted = self.blocks.totals()  # the totals as of the last period's end
         self._period_start = self._align(clock())
@@ -158,15 +163,16 @@ class AuditRecorder:
         batch = self._pending.copy()
         self._pending.clear()  # the same list: the event handlers hold it
         if batch:
+            self._batches += 1
+            self._unsent.append((f"{self._run_id}-{self._batches}", batch))
+        while self._unsent:  # a batch that failed stays, under its identity, for the next flush
             self._stage = "append"
-            try:
-                if self.writer is not None:
-                    self.size = (await self.writer.append(batch)).size
-                else:
-                    self.size = (await asyncio.to_thread(self._append, batch)).size
-            except BaseException:
-                self._pending[:0] = batch  # nothing is lost: the next flush tries again
-                raise
+            batch_id, items = self._unsent[0]
+            if self.writer is not None:
+                self.size = (await self.writer.append(items, batch_id)).size
+            else:
+                self.size = (await asyncio.to_thread(self._append, items, batch_id)).size
+            del self._unsent[0]
             self._wrote("append")
         due = now - self.last_checkpoint >= self.checkpoint_interval
         if checkpoint or self._want_checkpoint or due:
@@ -191,7 +197,8 @@ class AuditRecorder:
         if problem is None:
             self._problem_since = self.clock()
         detail = f"{type(e).__name__}: {e}"[:300].replace("\n", " ")
-        self.problem = AuditWriteFailed(self._stage, reason, detail, len(self._pending))
+        waiting = len(self._pending) + sum(len(items) for _, items in self._unsent)
+        self.problem = AuditWriteFailed(self._stage, reason, detail, waiting)
         self.bus.publish(self.problem)
 
     def _wrote(self, stage: str) -> None:
@@ -203,8 +210,8 @@ class AuditRecorder:
     def _helper_restarted(self, reason: str, detail: str) -> None:
         self.bus.publish(AuditHelperRestarted(reason, detail))
 
-    def _append(self, batch: list[Queued | Entry]) -> Head:
-        return self.log.append_encoded(*encode(batch))
+    def _append(self, batch: list[Queued | Entry], batch_id: str) -> Head:
+        return self.log.append_encoded(*encode(batch), batch_id)
 
     def _records_work(self, now: float) -> None:
         """Seal queued records; destroy the periods past their retention, logging each."""

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from blockd.audit.private import private_dir
 from blockd.files import atomic_write
 from blockd.policy.verdict import Verdict
 
@@ -67,8 +68,8 @@ class RecordKeeper:
         self._lock = threading.Lock()
         self._pending: list[tuple[int, bytes]] = []
         self._keys: dict[int, tuple[bytes, bytes]] = {}
-        (directory / "keys").mkdir(parents=True, exist_ok=True, mode=0o700)
-        (directory / "data").mkdir(parents=True, exist_ok=True, mode=0o700)
+        for sub in (directory, directory / "keys", directory / "data"):
+            private_dir(sub)
 
     def _index(self, ts: float) -> int:
         return int(ts // self.period)

@@ -12,5 +12,5 @@ def entry_span(begin: int, end: int) -> str:
     if count <= 0:
         return "no entries"
     if count == 1:
-        return f"entry {begin} (1 entry)"
+        return f"entry {begin}"
     return f"entries {begin} to {end - 1} ({count} entries)"

@@ -6,8 +6,8 @@ its own process it runs on another core. The daemon's side only queues a tuple p
 pickles the batch (C code, well under 1 µs per entry). A batch is acknowledged when the
 helper has committed it; if the helper dies, a new one is started and the unacknowledged
 batch is sent again. Appends are one transaction each, so a batch is wholly in the log or
-not at all; a helper that dies after committing but before answering leaves the batch
-logged twice, never lost.
+not at all; each batch carries an identity the log stores in that transaction, so a batch
+sent again after a helper died between committing and answering is not logged twice.
 """
 
 from __future__ import annotations
@@ -59,9 +59,10 @@ def _timed(call: tuple[Callable[[A], T], A]) -> tuple[T, float]:
     return fn(arg), time.monotonic() - start
 
 
-def _append(items: Sequence[Queued | Entry]) -> Head:
+def _append(batch: tuple[str | None, Sequence[Queued | Entry]]) -> Head:
     assert _LOG is not None
-    return _LOG.append_encoded(*encode(items))
+    batch_id, items = batch
+    return _LOG.append_encoded(*encode(items), batch_id)
 
 
 def _sign(time: str) -> str:
@@ -141,9 +142,12 @@ class LogWriter:
             )
         return self._pool
 
-    async def append(self, items: Sequence[Queued | Entry]) -> Head:
-        """Encode queued items and commit them in the helper; restart it if it died."""
-        return await self._call(_append, items)
+    async def append(self, items: Sequence[Queued | Entry], batch: str | None = None) -> Head:
+        """Encode queued items and commit them in the helper; restart it if it died.
+
+        batch identifies the batch: sent again under the same identity, it is logged once.
+        """
+        return await self._call(_append, (batch, items))
 
     async def sign_checkpoint(self, time: str) -> str:
         """Sign a checkpoint in the helper."""

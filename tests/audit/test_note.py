@@ -178,8 +178,40 @@ def test_a_key_id_that_does_not_match_is_refused() -> None:
     with pytest.raises(NoteError) as excinfo:
         Verifier.from_vkey(vkey)
     assert reason(excinfo) == "key-id-mismatch"
+
+
+@pytest.mark.parametrize("hex_id", ["C74F20A3", "c74F20a3", "C74f20A3"])
+def test_a_key_id_in_any_case_is_accepted_as_go_does(hex_id: str) -> None:
+    # golang.org/x/mod/sumdb/note parses the ID with strconv.ParseUint(id, 16, 32) after
+    # checking len(id) == 8: hex digits of either case. It prints keys in lowercase (%08x).
+    vkey = EXAMPLE["peter"]["vkey"].replace("c74f20a3", hex_id)
+    verifier = Verifier.from_vkey(vkey)
+    assert verifier.key_id == PETER.key_id == 0xC74F20A3
+    assert verifier.vkey == EXAMPLE["peter"]["vkey"]
+    assert open_note(EXAMPLE["signed_note"], [verifier]) == (TEXT, ("PeterNeumann",))
+    signer = Signer.from_skey(EXAMPLE["peter"]["skey"].replace("c74f20a3", hex_id))
+    assert signer.key_id == 0xC74F20A3 and signer.skey == EXAMPLE["peter"]["skey"]
+
+
+@pytest.mark.parametrize(
+    "hex_id",
+    [
+        "c74f20a",  # 7 digits
+        "0c74f20a3",  # 9 digits: Go checks the length before the value
+        "0xc74f20",  # a prefix Go refuses in base 16
+        "c74f_20a",  # an underscore Go allows only in base 0
+        " c74f20a",  # space
+        "-c74f20a",  # sign
+        "c74f20a\N{FULLWIDTH DIGIT THREE}",  # Python's int() takes Unicode digits; Go does not
+        "c74f20g3",
+    ],
+)
+def test_a_key_id_go_refuses_is_refused(hex_id: str) -> None:
     with pytest.raises(NoteError) as excinfo:
-        Verifier.from_vkey(EXAMPLE["peter"]["vkey"].replace("c74f20a3", "C74F20A3"))
+        Verifier.from_vkey(EXAMPLE["peter"]["vkey"].replace("c74f20a3", hex_id))
+    assert reason(excinfo) == "malformed-key"
+    with pytest.raises(NoteError) as excinfo:
+        Signer.from_skey(EXAMPLE["peter"]["skey"].replace("c74f20a3", hex_id))
     assert reason(excinfo) == "malformed-key"
 
 

@@ -296,10 +296,10 @@ async def test_a_failing_write_is_told_once_and_its_entries_wait(tmp_path: Path)
     real = recorder._append
     failing = [True]
 
-    def append(batch: list[Queued | Entry]) -> Head:
+    def append(batch: list[Queued | Entry], batch_id: str) -> Head:
         if failing[0]:
             raise OSError(28, "No space left on device")
-        return real(batch)
+        return real(batch, batch_id)
 
     recorder._append = append  # type: ignore[method-assign]
     bus.publish(FeedUnchanged("a", "hosts", 1))

@@ -10,6 +10,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
+from blockd.audit.anomalies import Anomaly
 from blockd.audit.report.entries import format_time, is_time, normalize_time, parse_time
 from blockd.audit.report.fold import Fold, Ref
 from blockd.audit.report.model import (
@@ -34,11 +35,14 @@ def build_report(
     *,
     now: str,
     stale_after: int = STALE_AFTER,
+    anomalies: Sequence[Anomaly] = (),
 ) -> Report:
     """Return the report on entries (index, entry) in log order, for times in [start, end).
 
     Entries at or beyond the checkpoint's size are not covered by it and are left out
-    (counted in `beyond_checkpoint`). `now` bounds an open-ended staleness gap.
+    (counted in `beyond_checkpoint`). `now` bounds an open-ended staleness gap. anomalies
+    are what the verifier found; an entry that repeats an earlier one is shown among them
+    and not counted again (a batch written twice must not double its blocks).
     """
     start = normalize_time(start, "start") if start else None
     end = normalize_time(end, "end") if end else None
@@ -46,7 +50,10 @@ def build_report(
     if start is not None and end is not None and end <= start:
         raise ValueError(f"end {end} is not after start {start}")
     fold, beyond = Fold(start), 0
+    repeats = {a.index for a in anomalies if a.kind == "duplicate"}
     for index, entry in entries:
+        if index in repeats:
+            continue
         if index >= source.checkpoint_size:
             beyond += 1
             continue
@@ -81,6 +88,7 @@ def build_report(
         daemon=tuple(fold.daemon),
         retention_purges=tuple(fold.purges),
         other=tuple(fold.other),
+        anomalies=tuple(anomalies),
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from blockd.audit.anomalies import Anomaly
+
 
 @dataclass(frozen=True)
 class ReportSource:
@@ -230,6 +232,7 @@ class Report:
     daemon: tuple[DaemonEvent, ...]
     retention_purges: tuple[LoggedEntry, ...]
     other: tuple[LoggedEntry, ...]
+    anomalies: tuple[Anomaly, ...] = ()  # duplicates (counted once) and backdated entries
 
     @property
     def block_total(self) -> int:

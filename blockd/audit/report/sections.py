@@ -323,6 +323,18 @@ def sections(r: Report) -> list[Section]:
                 [[o.index, time_tag(o.time), o.type, o.note, _fields(o.fields)] for o in r.other],
             ),
         ),
+        (
+            "anomalies",
+            "Duplicate and backdated entries",
+            len(r.anomalies),
+            "<p>Entries the signed log holds but should not: a repeat of an earlier entry "
+            "(counted once above) or an entry older than one logged before it.</p>"
+            + table(
+                "Duplicate and backdated entries",
+                ["Log index", "Kind", "Detail"],
+                [[a.index, a.kind, a.detail] for a in r.anomalies],
+            ),
+        ),
     ]
 
 

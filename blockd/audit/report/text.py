@@ -57,6 +57,11 @@ def report_json(report: Report) -> Json:
         "daemon": section(r.daemon),
         "retention_purges": section(r.retention_purges),
         "other": section(r.other),
+        "anomalies": section(
+            r.anomalies,
+            duplicates=sum(a.kind == "duplicate" for a in r.anomalies),
+            backdated=sum(a.kind == "backdated" for a in r.anomalies),
+        ),
     }
     summary = {name: _count(name, value) for name, value in sections.items()}
     return {
