@@ -155,23 +155,31 @@ def cmd_report(a: argparse.Namespace) -> int:
         if not verdict.ok or verdict.checkpoint is None:
             print(f"FAILED: {verdict.message}", file=sys.stderr)
             return 1
-        cp, key_name = verdict.checkpoint, _verifier(a).name
+        cp, verifier = verdict.checkpoint, _verifier(a)
         entries = list(enumerate(verdict.entries, start=verdict.begin))
     else:
         log = _open(load_config(a.config))
         try:
             log.sign_checkpoint(utc(datetime.now(UTC).timestamp()))
             data = bundle.export(log, 0, log.head().size)
-            key_name = log.signer.name
+            verifier = log.signer.verifier
         finally:
             log.close()
-        verdict = bundle.verify(data, log.signer.verifier)
+        verdict = bundle.verify(data, verifier)
         if not verdict.ok or verdict.checkpoint is None:
             print(f"FAILED: the local log does not verify: {verdict.message}", file=sys.stderr)
             return 1
         cp = verdict.checkpoint
         entries = list(enumerate(verdict.entries))
-    source = report.ReportSource(cp.origin, cp.size, _b64(cp.root), key_name, True)
+    source = report.ReportSource(
+        cp.origin,
+        cp.size,
+        _b64(cp.root),
+        verifier.name,
+        True,
+        f"{verifier.key_id:08x}",
+        verifier.vkey,
+    )
     now = utc(datetime.now(UTC).timestamp())
     built = report.build_report(entries, source, a.start, a.end, now=now)
     render: Callable[[report.Report], str] = {
