@@ -234,10 +234,17 @@ class Admin:
             return _problem(404, "the audit log is off")
         log = self.app.audit.log
         start, end = request.query.get("from"), request.query.get("to")
+        previous = None
+        if "previous" in request.query:  # a checkpoint the regulator holds: prove growth
+            try:
+                text, _ = note.open_note(request.query["previous"], [log.signer.verifier])
+                previous = note.Checkpoint.parse(text)
+            except ValueError as e:
+                return _problem(400, f"previous: not a checkpoint of this log: {e}")
 
         def build() -> dict[str, object]:
             begin, stop = log.index_range(start, end) if (start or end) else (0, log.head().size)
-            return bundle.export(log, begin, stop)
+            return bundle.export(log, begin, stop, previous=previous)
 
         self._audit("export", f"from {start or 'start'} to {end or 'now'}", request)
         try:

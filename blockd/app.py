@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from datetime import UTC, datetime
@@ -407,13 +406,8 @@ class App:
         self._stopped.set()
 
     def config_digest(self) -> str:
-        """Return the SHA-256 of the configuration file (or of the parsed configuration)."""
-        if self.config_path is not None:
-            try:
-                return hashlib.sha256(self.config_path.read_bytes()).hexdigest()
-            except OSError:
-                pass
-        return hashlib.sha256(self.config.model_dump_json().encode()).hexdigest()
+        """Return the SHA-256 of the configuration file in force (read at start or reload)."""
+        return self.config.digest()
 
     def describe(self) -> str:
         """Return where everything listens and what is enforced, for the console."""

@@ -698,7 +698,7 @@ def parser() -> argparse.ArgumentParser:
     add("config-schema", cmd_config_schema)
     sp = add("demo", cmd_demo)
     sp.add_argument("--state", type=Path, help="state directory (default: the example config's)")
-    audit_commands.register(sub, config_arg)
+    audit_commands.register(sub, config_arg, _daemon)
     witness_commands.register(sub)
     return p
 

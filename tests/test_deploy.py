@@ -68,6 +68,7 @@ HARDENING = {
     "User": "blockd",
     "Group": "blockd",
     "StateDirectory": "blockd",
+    "StateDirectoryMode": "0700",  # list content is blockd's alone (deploy/README's table)
     "ConfigurationDirectory": "blockd",
     "AmbientCapabilities": "CAP_NET_BIND_SERVICE",
     "CapabilityBoundingSet": "CAP_NET_BIND_SERVICE",

@@ -15,9 +15,11 @@ import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
 
 from blockd.audit import bundle, cosignature, note, report
-from blockd.audit.entries import entry_of, utc
+from blockd.audit.entries import Entry, entry_of, utc
 from blockd.audit.log import MerkleLog, open_log
 from blockd.audit.span import entry_span
 from blockd.audit.witnessing import Witnessing, targets
@@ -46,14 +48,19 @@ def operator_action(config: Config, bus: EventBus, action: str, detail: str) -> 
         if config.audit.enabled:
             now = utc(datetime.now(UTC).timestamp())
             entries = [e for e in (entry_of(ev, now) for ev in events) if e is not None]
-            action_entry = entry_of(OperatorAction(action, detail), now)
-            assert action_entry is not None
-            log = _open(config)
-            try:
-                log.append([action_entry, *entries])
-                log.sign_checkpoint(now)
-            finally:
-                log.close()
+            _record(config, action, detail, entries, now)
+
+
+def _record(config: Config, action: str, detail: str, entries: list[Entry], now: str) -> None:
+    """Append an operator action (with the configuration's digest) and entries; sign."""
+    action_entry = entry_of(OperatorAction(action, detail, config.digest()), now)
+    assert action_entry is not None
+    log = _open(config)
+    try:
+        log.append([action_entry, *entries])
+        log.sign_checkpoint(now)
+    finally:
+        log.close()
 
 
 def _time(text: str) -> str:
@@ -76,21 +83,37 @@ def cmd_key(a: argparse.Namespace) -> int:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    """Sign a fresh checkpoint and write a bundle of the entries in [--from, --to)."""
+    """Sign a fresh checkpoint and write a bundle of the entries in [--from, --to) (audited).
+
+    A running daemon makes the bundle and logs the export itself (it owns the log); with
+    none running, the export is logged here first, so the bundle holds its own record.
+    """
     config = load_config(a.config)
-    log = _open(config)
-    try:
-        log.sign_checkpoint(utc(datetime.now(UTC).timestamp()))
-        if config.audit.witnesses:
-            asyncio.run(_cosign(log, config))
-        begin, end = log.index_range(a.start, a.end) if (a.start or a.end) else (0, log.head().size)
-        previous = None
-        if a.previous:
-            text, _ = note.open_note(a.previous.read_text(), [log.signer.verifier])
-            previous = note.Checkpoint.parse(text)
-        data = bundle.dumps(bundle.export(log, begin, end, previous=previous))
-    finally:
-        log.close()
+    previous_text = a.previous.read_text() if a.previous else None
+    query = {"from": a.start, "to": a.end, "previous": previous_text}
+    path = "/api/v1/audit/export"
+    if any(query.values()):
+        path += "?" + urlencode({k: v for k, v in query.items() if v})
+    answer = a.daemon(a, "GET", path) if getattr(a, "daemon", None) else None
+    if answer is not None:
+        begin, end = answer["begin"], answer["end"]
+        data = bundle.dumps(answer)
+    else:
+        now = utc(datetime.now(UTC).timestamp())
+        _record(config, "export", f"from {a.start or 'start'} to {a.end or 'now'}", [], now)
+        log = _open(config)
+        try:
+            if config.audit.witnesses:
+                asyncio.run(_cosign(log, config))
+            size = log.head().size
+            begin, end = log.index_range(a.start, a.end) if (a.start or a.end) else (0, size)
+            previous = None
+            if previous_text is not None:
+                text, _ = note.open_note(previous_text, [log.signer.verifier])
+                previous = note.Checkpoint.parse(text)
+            data = bundle.dumps(bundle.export(log, begin, end, previous=previous))
+        finally:
+            log.close()
     if a.output:
         a.output.write_text(data)
         print(f"wrote {a.output}: {entry_span(begin, end)}", file=sys.stderr)
@@ -187,23 +210,31 @@ def cmd_report(a: argparse.Namespace) -> int:
         if not verdict.ok or verdict.checkpoint is None:
             print(f"FAILED: {verdict.message}", file=sys.stderr)
             return 1
-        cp, key_name = verdict.checkpoint, _verifier(a).name
+        cp, verifier = verdict.checkpoint, _verifier(a)
         entries = list(enumerate(verdict.entries, start=verdict.begin))
     else:
         log = _open(load_config(a.config))
         try:
             log.sign_checkpoint(utc(datetime.now(UTC).timestamp()))
             data = bundle.export(log, 0, log.head().size)
-            key_name = log.signer.name
+            verifier = log.signer.verifier
         finally:
             log.close()
-        verdict = bundle.verify(data, log.signer.verifier)
+        verdict = bundle.verify(data, verifier)
         if not verdict.ok or verdict.checkpoint is None:
             print(f"FAILED: the local log does not verify: {verdict.message}", file=sys.stderr)
             return 1
         cp = verdict.checkpoint
         entries = list(enumerate(verdict.entries))
-    source = report.ReportSource(cp.origin, cp.size, _b64(cp.root), key_name, True)
+    source = report.ReportSource(
+        cp.origin,
+        cp.size,
+        _b64(cp.root),
+        verifier.name,
+        True,
+        f"{verifier.key_id:08x}",
+        verifier.vkey,
+    )
     now = utc(datetime.now(UTC).timestamp())
     built = report.build_report(
         entries, source, a.start, a.end, now=now, anomalies=verdict.anomalies
@@ -221,11 +252,15 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+Daemon = Callable[[argparse.Namespace, str, str], Any]  # the running daemon's API, or None
+
+
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     config_arg: Callable[[argparse.ArgumentParser], None],
+    daemon: Daemon | None = None,
 ) -> None:
-    """Add `blockd audit …` to the command line."""
+    """Add `blockd audit …` to the command line; daemon calls a running daemon's API."""
     audit = sub.add_parser("audit", help="the audit log: key, export, verify, report")
     asub = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
 
@@ -239,6 +274,7 @@ def register(
     sp = add("key", cmd_key, "print the operator's log public key (vkey) for regulators")
     config_arg(sp)
     sp = add("export", cmd_export, "sign a checkpoint and export a verifiable bundle")
+    sp.set_defaults(daemon=daemon)
     config_arg(sp)
     sp.add_argument("--from", dest="start", type=_time, help="first entry time (UTC)")
     sp.add_argument("--to", dest="end", type=_time, help="entries before this time (UTC)")

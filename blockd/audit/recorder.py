@@ -4,10 +4,12 @@ The event handlers only append a tuple to a list (well under a microsecond, no I
 background task has the batches encoded and written to the MerkleLog in a helper process
 (or a worker thread) and signs checkpoints: after every policy activation and at least
 every `checkpoint_interval`. Block decisions are never logged one by one: `BlockCounts`
-counts them per authority, list, version, action and transport (the same counts the metrics
-show), and what each period added is logged once per period. Nothing about a client is
-recorded. A write that fails keeps its entries for the next attempt; the failure (when it
-starts or its reason changes) and the recovery are events, so they are logged once.
+counts them per authority, list, version, action and transport, and whether an authority's
+self-test entry matched (the same counts the metrics show), and what each period added is
+logged once per period, with the configured period's length. Nothing about a client is
+recorded. A write that fails keeps its entries, under their batch's identity, for the next
+attempt; the failure (when it starts or its reason changes) and the recovery are events, so
+they are logged once.
 """
 
 from __future__ import annotations
@@ -135,9 +137,10 @@ class AuditRecorder:
                 "version": ver,
                 "action": action,
                 "transport": transport,
+                "selftest": probe,
                 "count": n,
             }
-            for (a, lst, ver, action, transport), n in sorted(counts.items())
+            for (a, lst, ver, action, transport, probe), n in sorted(counts.items())
         ]
         return {
             "time": utc(end),
@@ -145,6 +148,7 @@ class AuditRecorder:
             "type": "block-counts",
             "period_start": utc(start),
             "period_end": utc(end),
+            "period_seconds": int(self.period),  # the configured period; the last is cut short
             "counts": rows,
         }
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import tomllib
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from blockd.config.admin import AdminConfig, SelfTestConfig
 from blockd.config.audit import (
@@ -43,6 +44,8 @@ class Config(_Section):
     audit: AuditConfig
     selftest: SelfTestConfig = SelfTestConfig()
     admin: AdminConfig = AdminConfig()
+    # SHA-256 of the file (or TOML text) this was read from; copies keep it.
+    _source_sha256: str = PrivateAttr(default="")
 
     @model_validator(mode="before")
     @classmethod
@@ -55,6 +58,15 @@ class Config(_Section):
         if problem:
             raise ValueError(problem)
         return self
+
+    def digest(self) -> str:
+        """Return the SHA-256 (hex) of the configuration file this was read from.
+
+        This is what audited operator actions record, so that `sha256sum` of the file in
+        force gives the same digest. A configuration that was never text (built in code)
+        gets the digest of its JSON form.
+        """
+        return self._source_sha256 or hashlib.sha256(self.model_dump_json().encode()).hexdigest()
 
     def dns_start(self) -> str:
         """Return the DNS start strategy in force: fail-closed unless chosen or the demo."""
@@ -115,16 +127,20 @@ class Config(_Section):
         )
 
 
-def parse(text: str, base: Path, origin: str = "config") -> Config:
-    """Parse TOML text; paths resolve against base."""
+def parse(text: str, base: Path, origin: str = "config", *, data: bytes | None = None) -> Config:
+    """Parse TOML text; paths resolve against base; data: the file's bytes, if read from one."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{origin}: not valid TOML: {e}") from None
     try:
-        return Config.model_validate(doc).resolved(base)
+        config = Config.model_validate(doc).resolved(base)
     except ValidationError as e:
         problems = [_problem(err) for err in e.errors(include_url=False)]
+    else:
+        source = text.encode("utf-8", "surrogatepass") if data is None else data
+        config._source_sha256 = hashlib.sha256(source).hexdigest()
+        return config
     # Checks across fields run only once every field is valid; run them on the raw
     # document too, so every problem is reported at once.
     problems += [p for p in cross_field_problems(doc) if p not in problems]
@@ -177,10 +193,11 @@ def cross_field_problems(doc: object) -> list[str]:
 def load(path: Path) -> Config:
     """Read and validate a configuration file."""
     try:
-        text = path.read_text("utf-8")
+        data = path.read_bytes()
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as read_text
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read: {e}") from None
-    return parse(text, path.parent.resolve(), str(path))
+    return parse(text, path.parent.resolve(), str(path), data=data)
 
 
 def json_schema() -> dict[str, object]:

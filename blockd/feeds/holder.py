@@ -71,6 +71,7 @@ class PolicyHolder:
 
     def load(self) -> PolicySnapshot:
         """Load trust and every stored active list; build the first snapshot."""
+        self.store.secure()
         self.trust = load_trust(self.config.trust.pinned, self.store.trust_updates(), self.clock())
         self._ref_key = self.store.ref_key()
         for cfg in self.config.lists:

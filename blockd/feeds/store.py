@@ -9,6 +9,9 @@ Layout under the state directory::
 
 Every file is written to a temporary name, fsynced, renamed over the old one, and the
 directory fsynced, so a crash at any point leaves either the old or the new file whole.
+List content is not for other users of the machine: files are mode 0600 and directories
+0700 (the state directory itself included), whatever the umask; `secure` tightens a state
+directory an older blockd wrote (0644 files) when blockd starts.
 An envelope is written before the state that names it: a crash between the two leaves an
 unreferenced file, never a reference to a missing one. Nothing here is trusted on load:
 envelopes are verified again against the pinned trust policy.
@@ -17,6 +20,7 @@ envelopes are verified again against the pinned trust policy.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -25,6 +29,9 @@ from pathlib import Path
 
 from blockd.files import atomic_write
 
+log = logging.getLogger(__name__)
+FILE_MODE = 0o600
+DIR_MODE = 0o700
 HISTORY = 3  # previous versions kept for operator rollback
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 
@@ -82,6 +89,36 @@ class ListStore:
         """Use root (created on first write)."""
         self.root = root
 
+    def _write(self, path: Path, data: bytes) -> None:
+        atomic_write(path, data, mode=FILE_MODE, dir_mode=DIR_MODE)
+
+    def secure(self) -> None:
+        """Make the state directory 0700 and what it holds of lists 0600 (0700 directories).
+
+        Older blockd wrote them 0644 under a 0750 directory; this runs at every start. A
+        file that cannot be changed (another owner) is logged, not fatal.
+        """
+        if not self.root.is_dir():
+            return  # made private on the first write
+        try:
+            os.chmod(self.root, DIR_MODE)
+        except OSError as e:
+            log.warning("state directory %s: cannot make it private: %s", self.root, e)
+            return
+        paths = [self.root / "ref.key"]
+        for top in (self.root / "lists", self.root / "trust"):
+            paths.append(top)
+            for dirpath, dirnames, filenames in os.walk(top):
+                here = Path(dirpath)
+                paths += [here / name for name in (*dirnames, *filenames)]
+        for path in paths:
+            try:
+                if path.is_symlink() or not path.exists():
+                    continue
+                os.chmod(path, DIR_MODE if path.is_dir() else FILE_MODE)
+            except OSError as e:
+                log.warning("%s: cannot make it private: %s", path, e)
+
     def _dir(self, authority: str, list_id: str) -> Path:
         if not (_NAME.fullmatch(authority) and _NAME.fullmatch(list_id)):
             raise ValueError(f"bad list name {authority}/{list_id}")
@@ -99,7 +136,7 @@ class ListStore:
 
     def save_state(self, authority: str, list_id: str, state: ListState) -> None:
         """Write a list's state atomically."""
-        atomic_write(self._dir(authority, list_id) / "state.json", state.to_json())
+        self._write(self._dir(authority, list_id) / "state.json", state.to_json())
 
     def save_version(
         self, authority: str, list_id: str, version: int, envelope: bytes, body: bytes | None
@@ -107,8 +144,8 @@ class ListStore:
         """Store an accepted envelope (and body) before any state refers to it."""
         d = self._dir(authority, list_id)
         if body is not None:
-            atomic_write(d / f"{version}.body", body)
-        atomic_write(d / f"{version}.dsse", envelope)
+            self._write(d / f"{version}.body", body)
+        self._write(d / f"{version}.dsse", envelope)
 
     def version_paths(self, authority: str, list_id: str, version: int) -> tuple[Path, Path]:
         """Return where a version's envelope and body file are (or would be) stored."""
@@ -145,7 +182,7 @@ class ListStore:
 
     def save_trust(self, version: int, envelope: bytes) -> None:
         """Store an accepted trust policy update."""
-        atomic_write(self.root / "trust" / f"{version}.dsse", envelope)
+        self._write(self.root / "trust" / f"{version}.dsse", envelope)
 
     def ref_key(self) -> bytes:
         """Return the secret for opaque entry references, creating it (mode 0600) once."""
@@ -157,5 +194,5 @@ class ListStore:
         except FileNotFoundError:
             pass
         data = os.urandom(32)
-        atomic_write(path, data, mode=0o600)
+        self._write(path, data)
         return data

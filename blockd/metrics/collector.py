@@ -83,7 +83,7 @@ class Collector(registry.Collector):
         queries: Counter[Labels] = Counter()
         blocked: Counter[Labels] = Counter()
         routed: Counter[Labels] = Counter()
-        for (authority, lst, _version, action, transport), n in list(m.blocks.dns.items()):
+        for (authority, lst, _version, action, transport, _), n in list(m.blocks.dns.items()):
             result = "routed" if action == "route" else "blocked"
             queries[(transport, result)] += n
             if action == "route":
@@ -133,7 +133,9 @@ class Collector(registry.Collector):
         t = self.m.tallies
         yield _counter("blockd_http_decisions_total", t.http)
         http_blocked: Counter[Labels] = Counter()
-        for (authority, lst, _version, outcome, transport), n in list(self.m.blocks.http.items()):
+        for (authority, lst, _version, outcome, transport, _), n in list(
+            self.m.blocks.http.items()
+        ):
             http_blocked[(authority, lst, outcome, transport)] += n
         yield _counter("blockd_http_blocked_total", http_blocked)
         yield _counter("blockd_http_problems_total", t.http_problems)

@@ -56,7 +56,8 @@ class DnsCounters:
         self.upstream_seconds = LatencyHistogram()
 
 
-Decided = tuple[str, str, int, str, str]  # authority, list, version, action or outcome, transport
+# authority, list, version, action or outcome, transport, and whether a self-test entry matched
+Decided = tuple[str, str, int, str, str, bool]
 
 
 class BlockCounts:
@@ -64,8 +65,9 @@ class BlockCounts:
 
     Hot path (every blocked or routed DNS answer): one subscriber, one tuple, one dict bump.
     `dns` counts DNS answers by verdict action (notice, nxdomain, route); `http` counts the
-    notice pages served and TLS connections refused. Totals only grow; readers take
-    differences.
+    notice pages served and TLS connections refused. Each count says whether the matched entry
+    is an authority's self-test entry (blockd's own self-tests, mostly), so the audit log can
+    keep them apart; the metrics add both. Totals only grow; readers take differences.
     """
 
     __slots__ = ("dns", "http")
@@ -80,12 +82,13 @@ class BlockCounts:
 
     def _on_dns(self, event: DnsDecision) -> None:
         v = event.verdict
-        self.dns[(v.authority, v.list, v.version, v.action, event.transport)] += 1
+        self.dns[(v.authority, v.list, v.version, v.action, event.transport, v.probe)] += 1
 
     def _on_http(self, event: HttpDecision) -> None:
         v = event.verdict
         if v is not None and event.outcome in ("notice", "refused"):
-            self.http[(v.authority, v.list, v.version, event.outcome, event.transport)] += 1
+            key = (v.authority, v.list, v.version, event.outcome, event.transport, v.probe)
+            self.http[key] += 1
 
     def totals(self) -> dict[Decided, int]:
         """Return a copy of every count, DNS and HTTP (their transports differ)."""

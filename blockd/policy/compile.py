@@ -62,15 +62,17 @@ def compile_snapshot(
     vetoes says whether a name is protected (never-block); the snapshot applies it, and
     the public-suffix boundary, to every match at lookup.
     """
+    infos = tuple(x.info for x in lists)
     return PolicySnapshot(
         generation=next(_generations),
         created_at=now or datetime.now(UTC),
-        lists=tuple(x.info for x in lists),
+        lists=infos,
         hosts=KeySet([x.hosts for x in lists]),
         routes=KeySet([x.routes for x in lists]),
         urls=KeySet([x.urls for x in lists]),
         ref_key=ref_key if ref_key is not None else os.urandom(32),
         vetoes=vetoes or _nothing,
+        _probes=PolicySnapshot.probe_keys(infos),
     )
 
 

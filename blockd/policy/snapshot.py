@@ -45,6 +45,8 @@ class PolicySnapshot:
     ref_key: bytes = field(repr=False)
     # never-block (and blockd's own feed hosts): says whether an entry on a name is vetoed
     vetoes: Callable[[str], bool] = field(default=lambda name: False, repr=False)
+    # (question, column, digest) of every key a self-test probe entry put in the lists
+    _probes: frozenset[tuple[str, int, int]] = field(default=frozenset(), repr=False)
     _verdicts: dict[tuple[str, int, int], Verdict] = field(default_factory=dict, repr=False)
 
     @property
@@ -62,7 +64,8 @@ class PolicySnapshot:
             msg = f"{src.ref}/{src.version}/{question}/{digest:016x}".encode()
             ref = hashlib.blake2b(msg, key=self.ref_key, digest_size=10).hexdigest()
             action = {"host": src.action, "route": "route"}.get(question, "notice")
-            verdict = Verdict(action, src.authority, src.list, src.version, ref)  # type: ignore[arg-type]
+            probe = key in self._probes
+            verdict = Verdict(action, src.authority, src.list, src.version, ref, probe)  # type: ignore[arg-type]
             if len(self._verdicts) >= VERDICT_CACHE:
                 self._verdicts.clear()
             self._verdicts[key] = verdict
@@ -186,6 +189,24 @@ class PolicySnapshot:
                 ):
                     return self._verdict(owner, "url")
         return None
+
+    @staticmethod
+    def probe_keys(lists: tuple[ListInfo, ...]) -> frozenset[tuple[str, int, int]]:
+        """Return the (question, column, digest) of the keys the lists' probe entries made.
+
+        A host probe is a host key; a URL probe is a URL key, and routes its host (a host
+        that other URL entries of the list route too counts as the probe's).
+        """
+        keys = set()
+        for column, info in enumerate(lists):
+            for probe in info.probes:
+                if "/" not in probe:
+                    keys.add(("host", column, digest64(probe)))
+                    continue
+                expression = urls.split(probe).expression
+                keys.add(("url", column, digest64(expression)))
+                keys.add(("route", column, digest64(expression.partition("/")[0])))
+        return frozenset(keys)
 
     def probes(self) -> list[str]:
         """Return every self-test probe (hosts and URLs) the lists carry."""

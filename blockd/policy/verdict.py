@@ -16,7 +16,8 @@ class Verdict:
     `action` is what the answer does: `notice` (send to the notice page), `nxdomain`, or
     `route` (send the host to the URL proxy). `entry_ref` is opaque: a keyed digest that lets
     the operator, holding the key and the list, find the matched entry for an appeal, and
-    tells nobody else anything.
+    tells nobody else anything. `probe` says the matched entry is one of the authority's
+    self-test entries (so counts can keep blockd's own self-tests apart from real traffic).
     """
 
     action: Action
@@ -24,6 +25,7 @@ class Verdict:
     list: str
     version: int
     entry_ref: str
+    probe: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,8 +6,10 @@ Traffic comes from 127.0.0.9 so that a leaked client address would be recognisab
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
+import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -108,7 +110,8 @@ async def test_the_transparency_report_matches_the_log(
     assert code == 0
     report = json.loads(text)
     jsonschema.validate(report, json.loads(SCHEMA.read_text()))
-    assert report["blocks_by_list"]["total"] == 5
+    totals = report["blocks_by_list"]["totals"]
+    assert totals == {"dns-blocked": 3, "notice-page": 1, "tls-refused": 0, "dns-routed": 1}
     assert report["source"]["verified"] is True
     code, html = run_cli(capsys, "audit", "report", "-c", str(ran), "--format", "html")
     assert code == 0 and "<script" not in html and "demo-hosts" in html
@@ -123,7 +126,7 @@ async def test_export_verify_and_report_name_the_entries_alike(
     exported = capsys.readouterr().err
     size = len(json.loads(out.read_text())["entries"])
     span = f"entries 0 to {size - 1} ({size} entries)"
-    assert exported == f"wrote {out}: {span}\n"
+    assert exported.splitlines()[-1] == f"wrote {out}: {span}"  # after "no daemon is running"
     assert run_cli(capsys, "audit", "verify", str(out), "--key", vkey)[1].startswith(f"OK: {span} ")
     html = run_cli(
         capsys, "audit", "report", "--bundle", str(out), "--key", vkey, "--format", "html"
@@ -152,3 +155,62 @@ def test_entries_are_canonical_json(tmp_path: Path) -> None:
         canonical.canonical({"b": 1, "a": [True, None, "é"]})
         == b'{"a":[true,null,"\xc3\xa9"],"b":1}'
     )
+
+
+async def tls_hello(app: App, host: str) -> None:
+    """Open HTTPS to blockd's TLS front for host; blockd refuses it (or it fails)."""
+    port = next(p for k, _, p in app.http.bound if k == "https")
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    with contextlib.suppress(ssl.SSLError, ConnectionError):
+        async with asyncio.timeout(5):
+            _, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=ctx, server_hostname=host, local_addr=(CLIENT, 0)
+            )
+            writer.close()
+
+
+async def test_the_report_tells_blocks_routes_and_self_tests_apart(
+    tmp_path: Path, upstream: Upstream, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = demo_config(tmp_path, upstream.addr, allow=["127.0.0.0/8"]) + "\n[audit]\nperiod = 60\n"
+    async with running(text, tmp_path, write=True) as app:
+        # One visit to a blocked site: its DNS answer, then the notice page and HTTPS.
+        assert (await dns(app, "blocked.demo.test")).rr
+        assert b" 451 " in await http(app, "blocked.demo.test")
+        await tls_hello(app, "blocked.demo.test")
+        assert (await dns(app, "partial.demo.test")).rr  # a route: not a block
+        assert (await app.run_selftest()).passed  # probes the authority's test entry
+        assert await app.reload() == "reloaded"  # builds a trial policy: a number skipped
+    conf = tmp_path / "blockd.toml"
+    vkey = run_cli(capsys, "audit", "key", "-c", str(conf))[1].strip()
+    out = tmp_path / "bundle.json"
+    assert run_cli(capsys, "audit", "export", "-c", str(conf), "-o", str(out))[0] == 0
+    code, raw = run_cli(
+        capsys, "audit", "report", "--bundle", str(out), "--key", vkey, "--format", "json"
+    )
+    assert code == 0
+    report = json.loads(raw)
+    jsonschema.validate(report, json.loads(SCHEMA.read_text()))
+    blocks = report["blocks_by_list"]
+    assert blocks["period_seconds"] == [60]
+    assert blocks["totals"] == {
+        "dns-blocked": 1,
+        "notice-page": 1,
+        "tls-refused": 1,
+        "dns-routed": 1,
+    }
+    assert blocks["selftest"]["dns-blocked"] >= 1  # the probe's DNS query, at least
+    assert blocks["selftest"]["dns-routed"] == 0
+    assert report["source"]["vkey"] == vkey
+    assert vkey.split("+")[1] == report["source"]["key_id"]
+    notes = [a["note"] for a in report["activations"]["items"]]
+    assert notes[0] == "the first policy in the log"
+    assert any("skipped: a policy built but never put in force" in n for n in notes), notes
+    assert "the same list versions as before" in notes[-1], notes
+    code, html = run_cli(
+        capsys, "audit", "report", "--bundle", str(out), "--key", vkey, "--format", "html"
+    )
+    assert "counted per hour" not in html and "in periods of 1 min" in html
+    assert "DNS answers routed to the URL proxy (not blocks)" in html
+    assert f"key id <code>{report['source']['key_id']}</code>" in html and vkey in html

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import pytest
@@ -70,6 +70,7 @@ async def test_each_period_logs_only_the_blocks_it_saw(tmp_path: Path) -> None:
     bus.publish(DnsDecision(URLS, "tcp"))
     bus.publish(HttpDecision(URLS, "notice", "http"))
     bus.publish(HttpDecision(None, "pass", "http"))  # not a block: not counted
+    bus.publish(DnsDecision(replace(HOSTS, probe=True), "udp"))  # a self-test probe
     clock.now = 3 * 3600.0 + 5  # the first period has ended
     await recorder.flush()
     bus.publish(DnsDecision(HOSTS, "udp"))
@@ -82,18 +83,21 @@ async def test_each_period_logs_only_the_blocks_it_saw(tmp_path: Path) -> None:
         "1970-01-01T02:00:00Z",
         "1970-01-01T03:00:00Z",
     )
+    assert first["period_seconds"] == 3600
     assert first["counts"] == [
         {"action": "notice", "authority": "demo-authority", "count": 3, "list": "demo-hosts",
-         "transport": "udp", "version": 3},
+         "selftest": False, "transport": "udp", "version": 3},
+        {"action": "notice", "authority": "demo-authority", "count": 1, "list": "demo-hosts",
+         "selftest": True, "transport": "udp", "version": 3},
         {"action": "notice", "authority": "demo-authority", "count": 1, "list": "demo-urls",
-         "transport": "http", "version": 5},
+         "selftest": False, "transport": "http", "version": 5},
         {"action": "route", "authority": "demo-authority", "count": 1, "list": "demo-urls",
-         "transport": "tcp", "version": 5},
+         "selftest": False, "transport": "tcp", "version": 5},
     ]  # fmt: skip
     assert second["period_start"] == "1970-01-01T03:00:00Z"
     assert second["counts"] == [
         {"action": "notice", "authority": "demo-authority", "count": 1, "list": "demo-hosts",
-         "transport": "udp", "version": 3},
+         "selftest": False, "transport": "udp", "version": 3},
     ]  # fmt: skip
 
 
@@ -109,7 +113,7 @@ async def test_metrics_and_audit_share_one_count(tmp_path: Path) -> None:
     await recorder.flush(close_period=True)
     bus.publish(DnsDecision(HOSTS, "udp"))
     await recorder.flush(close_period=True)
-    assert blocks.dns == {("demo-authority", "demo-hosts", 3, "notice", "udp"): 2}
+    assert blocks.dns == {("demo-authority", "demo-hosts", 3, "notice", "udp", False): 2}
     text = metrics.render()[0].decode()
     expected = (
         'blockd_dns_blocked_total{action="notice",authority="demo-authority",'

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -226,7 +227,11 @@ def whole(**kw: object) -> Report:
 
 
 def day_totals(r: Report) -> dict[tuple[str, str], int]:
-    return {(d.day, d.authority): d.count for d in r.blocks_by_day}
+    """Return every measure of each day and authority, added up (only a test may do that)."""
+    out: Counter[tuple[str, str]] = Counter()
+    for d in r.blocks_by_day:
+        out[(d.day, d.authority)] += d.count
+    return dict(out)
 
 
 def test_blocks_per_authority_per_day_add_up() -> None:
@@ -239,8 +244,8 @@ def test_blocks_per_authority_per_day_add_up() -> None:
         ("2024-05-03", "cpa"): 20,
         ("2024-05-03", HOSTILE): 6,
     }
-    assert r.block_total == 58
-    assert r.blocks_per_authority() == {"cpa": 46, HOSTILE: 12}
+    assert r.totals() == {"dns-blocked": 46, "notice-page": 8, "tls-refused": 4, "dns-routed": 0}
+    assert r.blocks_per_authority() == {"cpa": 46, HOSTILE: 0}
     by_list = {
         (b.authority, b.list, b.version, b.action, b.transport): b.count for b in r.blocks_by_list
     }
@@ -255,10 +260,10 @@ def test_days_without_blocks_are_listed_as_zero() -> None:
         (1, counts("2024-05-03T01:00:00Z", "2024-05-03T00:00:00Z", (CPA, 7, "n", "udp", 1))),
     ]
     r = build_report(entries, SOURCE, None, None, now=NOW)
-    assert r.blocks_by_day == (
-        DayBlocks("2024-05-01", "cpa", 5),
-        DayBlocks("2024-05-02", "cpa", 0),
-        DayBlocks("2024-05-03", "cpa", 1),
+    assert tuple(d for d in r.blocks_by_day if d.measure == "dns-blocked") == (
+        DayBlocks("2024-05-01", "cpa", "dns-blocked", 5),
+        DayBlocks("2024-05-02", "cpa", "dns-blocked", 0),
+        DayBlocks("2024-05-03", "cpa", "dns-blocked", 1),
     )
 
 
@@ -404,7 +409,7 @@ def test_start_and_end_filter_by_entry_time_end_exclusive() -> None:
         ("2024-05-02", "cpa"): 8,
         ("2024-05-02", HOSTILE): 4,
     }
-    assert r.block_total == 15
+    assert sum(r.totals().values()) == 15
     assert [x.reason for x in r.rejected] == ["expired", "fetch", "malformed"]
     assert [a.generation for a in r.activations] == [2, 3]
     assert [d.event for d in r.daemon] == ["stop"]
@@ -443,8 +448,11 @@ def test_json_validates_against_the_schema_and_states_the_numbers() -> None:
         data = json.loads(render_json(r))
         jsonschema.Draft202012Validator(schema).validate(data)
     data = json.loads(render_json(whole()))
-    assert data["summary"]["blocks_by_day"] == 58
-    assert data["blocks_by_day"]["by_authority"] == {"cpa": 46, HOSTILE: 12}
+    assert data["summary"]["blocks_by_day"] == 3 * 2 * 4  # days, authorities, measures
+    assert data["blocks_by_list"]["totals"]["dns-blocked"] == 46
+    by_authority = data["blocks_by_day"]["by_authority"]
+    assert {a: sum(n.values()) for a, n in by_authority.items()} == {"cpa": 46, HOSTILE: 12}
+    assert by_authority[HOSTILE]["tls-refused"] == 4
     assert data["blocks_by_day"]["days"] == ["2024-05-01", "2024-05-02", "2024-05-03"]
     assert data["source"]["checkpoint_root"] == SOURCE.checkpoint_root_b64
     assert data["interventions"]["by_kind"] == {"approve": 1, "never-block": 1, "quarantine": 1}
@@ -476,7 +484,7 @@ def test_csv_parses_back_with_the_same_totals() -> None:
     )
     assert per_list == 58
     summary = {r["key"]: r["value"] for r in rows if r["section"] == "summary"}
-    assert summary["blocks_by_day"] == "58"
+    assert summary["blocks_by_day"] == "24"
     assert summary["rejected"] == "4"
     source = {r["key"]: r["value"] for r in rows if r["section"] == "source"}
     assert source["checkpoint_root"] == SOURCE.checkpoint_root_b64
@@ -520,7 +528,7 @@ def test_html_states_the_checkpoint_and_every_section_count() -> None:
     for heading in (
         "Rejected updates (4)",
         "Guard-rail interventions (3)",
-        "Blocks per authority per day (58)",
+        f"Blocked answers, notice pages and routes ({len(whole().blocks_by_list)})",
         "Periods a list was stale (2)",
         "Retention purges (1)",
         "Other entries (1)",
@@ -537,3 +545,66 @@ def test_html_allows_only_its_own_stylesheet() -> None:
     page = render_html(whole())
     assert "default-src 'none'; style-src 'sha256-" in page
     assert " style=" not in page  # inline style attributes would need 'unsafe-inline'
+
+
+def test_activations_say_why_generation_numbers_skip() -> None:
+    r = whole()
+    notes = [(a.generation, a.note) for a in r.activations]
+    assert notes == [
+        (1, "the first policy in the log"),
+        (2, "cpa/hosts v7 to v9"),
+        (3, f"{HOSTILE}/urls v1 to v2"),
+        (1, "blockd restarted: generations count again from its start; "
+            "the same list versions as before (the policy was built again)"),
+    ]  # fmt: skip
+    entries = [
+        (0, activated("2024-05-01T00:00:00Z", 2, 7, 1, 10)),
+        (1, activated("2024-05-01T01:00:00Z", 5, 7, 1, 10)),
+    ]
+    (_, second) = build_report(entries, SOURCE, None, None, now=NOW).activations
+    assert second.note == (
+        "2 generation numbers skipped: policies built but never put in force; "
+        "the same list versions as before (the policy was built again)"
+    )
+    assert "numbers are skipped for policies that were built" in render_html(r)
+
+
+def test_the_counting_period_is_the_one_the_log_states() -> None:
+    stated = counts("2024-05-01T00:01:00Z", "2024-05-01T00:00:00Z", (CPA, 7, "notice", "udp", 1))
+    stated["period_seconds"] = 60
+    r = build_report([(0, stated)], SOURCE, None, None, now=NOW)
+    assert r.count_periods == (60,)
+    assert "in periods of 1 min" in render_html(r) and "per hour" not in render_html(r)
+    # Older logs do not state it: the longest span is the period (the last one is cut short).
+    older = [
+        (0, counts("2024-05-01T00:02:00Z", "2024-05-01T00:00:00Z", (CPA, 7, "n", "udp", 1))),
+        (1, counts("2024-05-01T00:02:30Z", "2024-05-01T00:02:00Z", (CPA, 7, "n", "udp", 1))),
+    ]
+    assert build_report(older, SOURCE, None, None, now=NOW).count_periods == (120,)
+
+
+def test_self_tests_are_counted_apart_and_older_counts_are_said_to_include_them() -> None:
+    entry = counts(
+        "2024-05-01T01:00:00Z",
+        "2024-05-01T00:00:00Z",
+        (CPA, 7, "notice", "udp", 4),
+        (CPA, 7, "notice", "udp", 2),
+        (CPA, 7, "route", "udp", 9),
+    )
+    rows = entry["counts"]
+    assert isinstance(rows, list)
+    rows[0]["selftest"], rows[1]["selftest"] = False, True
+    r = build_report([(0, entry)], SOURCE, None, None, now=NOW)
+    assert r.totals() == {"dns-blocked": 4, "notice-page": 0, "tls-refused": 0, "dns-routed": 9}
+    assert r.totals(selftest=True)["dns-blocked"] == 2
+    assert day_totals(r) == {("2024-05-01", "cpa"): 13}  # self-tests are not in the days
+    page = render_html(r)
+    assert "9 of these were counted by a blockd that did not yet tell self-tests apart" in page
+
+
+def test_the_signing_key_is_named_with_its_key_id_and_vkey() -> None:
+    source = replace(SOURCE, key_id="1a2b3c4d", vkey="op+1a2b3c4d+AQ==")
+    page = render_html(build_report([], source, None, None, now=NOW))
+    assert "key id <code>1a2b3c4d</code>" in page and "<code>op+1a2b3c4d+AQ==</code>" in page
+    data = json.loads(render_json(build_report([], source, None, None, now=NOW)))
+    assert (data["source"]["key_id"], data["source"]["vkey"]) == ("1a2b3c4d", "op+1a2b3c4d+AQ==")

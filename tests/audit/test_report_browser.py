@@ -62,7 +62,7 @@ async def test_chart_and_tables_render(
             """(() => {
               const svg = document.querySelector('svg[role="img"]');
               const blocks = [...document.querySelectorAll('table')].find(
-                t => t.caption.textContent === 'Blocks per authority per day');
+                t => t.caption.textContent === 'Per authority per day (self-tests apart)');
               const r = svg.getBoundingClientRect();
               return {
                 scripts: document.scripts.length,
@@ -72,7 +72,7 @@ async def test_chart_and_tables_render(
                 bars: [...svg.querySelectorAll('rect.bar')].map(b => b.textContent),
                 chart: [r.x, r.y, r.width, r.height],
                 head: [...blocks.tHead.rows[0].cells].map(c => c.textContent),
-                foot: [...blocks.tFoot.rows[0].cells].map(c => c.textContent),
+                first: [...blocks.tBodies[0].rows[0].cells].map(c => c.textContent),
                 collapse: getComputedStyle(blocks).borderCollapse,
                 authorities: [...document.querySelectorAll('#lists tbody th')]
                   .map(c => c.textContent),
@@ -94,20 +94,24 @@ async def test_chart_and_tables_render(
     (tmp_path / "chart.png").write_bytes(chart)
 
     assert found["scripts"] == 0 and found["images"] == 0
-    assert found["title"] == "Blocks per authority per day"
+    assert found["title"] == "DNS answers blocked per authority per day"
     assert found["labelledby"] == "chart-title chart-desc"
-    assert sorted(found["bars"]) == sorted(
-        [
-            f"2024-05-01, {HOSTILE}: 2",
-            "2024-05-01, cpa: 18",
-            f"2024-05-02, {HOSTILE}: 4",
-            "2024-05-02, cpa: 8",
-            f"2024-05-03, {HOSTILE}: 6",
-            "2024-05-03, cpa: 20",
-        ]
-    )
-    assert found["head"] == ["Day (UTC)", HOSTILE, "cpa", "Total"]
-    assert found["foot"] == ["Total", "12", "46", "58"]
+    # Only DNS answers blocked are charted; the hostile authority had notice pages and
+    # refused HTTPS connections only (in the table, never added to the DNS answers).
+    assert sorted(found["bars"]) == [
+        "2024-05-01, cpa: 18",
+        "2024-05-02, cpa: 8",
+        "2024-05-03, cpa: 20",
+    ]
+    assert found["head"] == [
+        "Day (UTC)",
+        "Authority",
+        "DNS answers blocked",
+        "Notice pages served",
+        "HTTPS connections refused",
+        "DNS answers routed to the URL proxy (not blocks)",
+    ]
+    assert found["first"] == ["2024-05-01", HOSTILE, "0", "2", "0", "0"]
     assert found["collapse"] == "collapse", "the stylesheet was blocked by the page's CSP"
     assert found["authorities"] == [HOSTILE, "cpa"]  # shown as text, not markup
     assert png_size(png) == (1100, 900)

@@ -291,7 +291,7 @@ def test_the_report_shows_them_and_counts_a_repeat_once(
     args = ["audit", "report", "--bundle", str(path), "--key", key, "--format"]
     assert main([*args, "json", "-o", str(tmp_path / "r.json")]) == 0
     report = json.loads((tmp_path / "r.json").read_text())
-    assert report["blocks_by_list"]["total"] == 254  # not 381
+    assert report["blocks_by_list"]["totals"]["dns-blocked"] == 254  # not 381
     assert report["anomalies"]["duplicates"] == 1 and report["anomalies"]["backdated"] == 1
     assert [a["index"] for a in report["anomalies"]["items"]] == [7, 8]
     assert report["summary"]["anomalies"] == 2

@@ -8,15 +8,17 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from blockd.events import EventBus
+from blockd.feeds.authoring import sign_list
 from blockd.feeds.store import ListState, ListStore
 from blockd.feeds.sync import FeedSync
 from blockd.files import atomic_write
-from tests.factories import NOW, config, signed_trust
+from tests.factories import NOW, config, key, payload, signed_trust
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,6 +56,71 @@ def test_ref_key_is_stable_and_private(tmp_path: Path) -> None:
     store = ListStore(tmp_path)
     assert store.ref_key() == store.ref_key()
     assert (tmp_path / "ref.key").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.fixture(params=[0o022, 0o000], ids=["umask-022", "umask-000"])
+def umask(request: pytest.FixtureRequest) -> Iterator[int]:
+    old = os.umask(request.param)
+    try:
+        yield request.param
+    finally:
+        os.umask(old)
+
+
+async def synced_state(tmp_path: Path) -> Path:
+    """Sync a list whose entries come in a body beside the envelope; return the state dir."""
+    (tmp_path / "trust.dsse").write_bytes(signed_trust())
+    p, body = payload(["a.example", "b.example"], body_name="hosts-1.txt")
+    assert body is not None
+    (tmp_path / "hosts.dsse").write_bytes(sign_list(p, [key("auth-1")]))
+    (tmp_path / "hosts-1.txt").write_bytes(body)
+    source = f"file://{tmp_path / 'hosts.dsse'}"
+    cfg = config(tmp_path, [{"authority": "auth", "list": "hosts", "source": source}])
+    sync = FeedSync(cfg, EventBus(), clock=lambda: NOW)
+    sync.load()
+    assert await sync.sync_list(cfg.lists[0]) == "accepted"
+    await sync.close()
+    return tmp_path / "state"
+
+
+def modes(state: Path) -> dict[str, int]:
+    return {p.relative_to(state).as_posix(): p.stat().st_mode & 0o777 for p in state.rglob("*")}
+
+
+def assert_private(state: Path) -> None:
+    found = modes(state)
+    assert {"ref.key", "lists/auth/hosts/1.dsse", "lists/auth/hosts/1.body"} <= set(found)
+    assert "lists/auth/hosts/state.json" in found
+    assert state.stat().st_mode & 0o777 == 0o700
+    wrong = {
+        name: oct(mode)
+        for name, mode in found.items()
+        if mode != (0o700 if (state / name).is_dir() else 0o600)
+    }
+    assert not wrong, wrong
+
+
+async def test_list_content_is_private_whatever_the_umask(tmp_path: Path, umask: int) -> None:
+    assert_private(await synced_state(tmp_path))
+
+
+async def test_an_older_installs_open_files_are_made_private_at_start(
+    tmp_path: Path, umask: int
+) -> None:
+    state = await synced_state(tmp_path)
+    for path in [state, *state.rglob("*")]:  # as an older blockd left them
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    cfg = config(tmp_path, [{"authority": "auth", "list": "hosts", "source": "file:///none"}])
+    FeedSync(cfg, EventBus(), clock=lambda: NOW).load()
+    assert_private(state)
+
+
+def test_a_left_over_temporary_file_does_not_lend_its_mode(tmp_path: Path) -> None:
+    target = tmp_path / "f"
+    (tmp_path / f".f.{os.getpid()}.tmp").write_bytes(b"")
+    (tmp_path / f".f.{os.getpid()}.tmp").chmod(0o666)
+    atomic_write(target, b"secret", mode=0o600)
+    assert target.stat().st_mode & 0o777 == 0o600
 
 
 CHILD = textwrap.dedent("""

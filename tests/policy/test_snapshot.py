@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 
 import pytest
@@ -165,3 +166,41 @@ def test_keyset_finds_digests_at_the_edges_of_the_range() -> None:
         assert found is not None and found[0] == i // 2
     assert ks.owner_of_digest(2**64 - 2) is None
     assert ks.owner_of_digest(2) is None
+
+
+@pytest.mark.parametrize("fmt", ["hosts", "urls", "sha256"])
+def test_verdicts_say_when_an_authoritys_self_test_entry_matched(fmt: Format) -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Probe:
+        host: str | None = None
+        url: str | None = None
+
+    probes = {
+        "hosts": [Probe(host="selftest.example")],
+        "urls": [Probe(url="http://probe.example/test/page.html")],
+        "sha256": [Probe(host="selftest.example"), Probe(url="http://probe.example/test/")],
+    }[fmt]
+    lines = {
+        "hosts": ["real.example"],
+        "urls": ["real.example/listed"],
+        "sha256": [hashed_entry("host", "real.example")],
+    }[fmt]
+    entries = entry_rules.build(fmt, lines, probes)
+    info = ListInfo(ListSource("auth", "l", 1), NOW, NOW, entries.count, tuple(entries.probes))
+    snap = compile_snapshot([index_list(info, entries)])
+    if fmt != "urls":
+        host = snap.host_verdict("www.selftest.example")
+        assert host is not None and host.probe and host.action == "notice"
+    if fmt != "hosts":
+        url = snap.url_verdict("http://probe.example/test/page.html")
+        assert url is not None and url.probe
+    if fmt == "urls":
+        route = snap.host_verdict("probe.example")
+        assert route is not None and route.action == "route" and route.probe
+        real = snap.url_verdict("http://real.example/listed")
+        assert real is not None and not real.probe
+        real_route = snap.host_verdict("real.example")
+        assert real_route is not None and not real_route.probe
+    else:
+        real = snap.host_verdict("real.example")
+        assert real is not None and not real.probe

@@ -14,6 +14,7 @@ from blockd.audit.anomalies import Anomaly
 from blockd.audit.report.entries import format_time, is_time, normalize_time, parse_time
 from blockd.audit.report.fold import Fold, Ref
 from blockd.audit.report.model import (
+    MEASURES,
     DayBlocks,
     EnforcedVersion,
     ListBlocks,
@@ -22,6 +23,7 @@ from blockd.audit.report.model import (
     Report,
     ReportSource,
     StaleGap,
+    measure,
 )
 
 STALE_AFTER = 7200  # seconds without a sync before a list counts as stale
@@ -78,7 +80,10 @@ def build_report(
         activations=tuple(fold.activations),
         list_sizes=tuple(fold.list_sizes),
         blocks_by_day=_blocks_by_day(fold),
-        blocks_by_list=tuple(ListBlocks(*key, n) for key, n in sorted(fold.blocks_by_list.items())),
+        blocks_by_list=_blocks_by_list(fold),
+        count_periods=tuple(
+            sorted(fold.count_periods | ({fold.longest_span} if fold.longest_span else set()))
+        ),
         stale=_stale(fold, bound, stale_after),
         rejected=tuple(fold.rejected),
         trust_updates=tuple(fold.trust_updates),
@@ -143,15 +148,30 @@ def _lists(fold: Fold, enforced: Sequence[EnforcedVersion]) -> tuple[ListSummary
     return tuple(out)
 
 
+def _blocks_by_list(fold: Fold) -> tuple[ListBlocks, ...]:
+    """Return the counts per list version, action, transport and self-test or not."""
+    return tuple(
+        ListBlocks(a, lst, version, action, transport, measure(action, transport), probe, n)
+        for (a, lst, version, action, transport, probe), n in sorted(
+            fold.blocks_by_list.items(), key=lambda item: (*item[0][:5], bool(item[0][5]))
+        )
+    )
+
+
 def _blocks_by_day(fold: Fold) -> tuple[DayBlocks, ...]:
-    """Return each authority's count on every day from the first to the last with blocks."""
+    """Return each authority's measures on every day from the first to the last with any."""
     if not fold.blocks_by_day:
         return ()
-    first = datetime.fromisoformat(min(d for d, _ in fold.blocks_by_day)).date()
-    last = datetime.fromisoformat(max(d for d, _ in fold.blocks_by_day)).date()
+    first = datetime.fromisoformat(min(d for d, _, _ in fold.blocks_by_day)).date()
+    last = datetime.fromisoformat(max(d for d, _, _ in fold.blocks_by_day)).date()
     days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
-    authorities = sorted({a for _, a in fold.blocks_by_day})
-    return tuple(DayBlocks(d, a, fold.blocks_by_day[(d, a)]) for d in days for a in authorities)
+    authorities = sorted({a for _, a, _ in fold.blocks_by_day})
+    return tuple(
+        DayBlocks(d, a, m, fold.blocks_by_day[(d, a, m)])
+        for d in days
+        for a in authorities
+        for m in MEASURES
+    )
 
 
 def _stale(fold: Fold, bound: str, stale_after: int) -> tuple[StaleGap, ...]:

@@ -1,4 +1,4 @@
-"""Draw the blocks per authority per day as an inline SVG of stacked bars."""
+"""Draw the DNS answers blocked per authority per day as an inline SVG of stacked bars."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ _PALETTE = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#8c6d00", "#56b4e9", "#
 
 
 def chart(report: Report) -> str:
-    """Return an inline SVG of stacked bars: blocks per authority per day (some must exist)."""
+    """Return an inline SVG of stacked bars: DNS answers blocked per authority per day."""
     days, authorities = report.block_days(), list(report.blocks_per_authority())
     grid = report.blocks_grid()
     totals = [sum(grid.get((d, a), 0) for a in authorities) for d in days]
@@ -27,7 +27,7 @@ def chart(report: Report) -> str:
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img"'
         ' aria-labelledby="chart-title chart-desc" font-family="sans-serif" font-size="12">',
-        '<title id="chart-title">Blocks per authority per day</title>',
+        '<title id="chart-title">DNS answers blocked per authority per day</title>',
         f'<desc id="chart-desc">Stacked bars, one per UTC day from {days[0]} to {days[-1]}, '
         f"one colour per authority ({escape(', '.join(authorities))}); the same numbers are "
         "in the table below.</desc>",

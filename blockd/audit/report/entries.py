@@ -48,6 +48,9 @@ class Fields:
     def flag(self, name: str) -> bool:
         return bool(self._get(name, bool, "true or false"))
 
+    def opt_flag(self, name: str) -> bool | None:
+        return None if self.entry.get(name) is None else self.flag(name)
+
     def texts(self, name: str) -> tuple[str, ...]:
         return tuple(str(v) for v in self._list(name, str, "a list of text"))
 

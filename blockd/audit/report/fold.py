@@ -22,6 +22,7 @@ from blockd.audit.report.model import (
     Rejection,
     SelfTest,
     TrustUpdate,
+    measure,
 )
 
 Ref = tuple[str, str]  # authority, list
@@ -47,8 +48,13 @@ class Fold:
         self.window_versions: set[tuple[Ref, int]] = set()
         self.activations: list[Activation] = []
         self.list_sizes: list[ListSize] = []
-        self.blocks_by_day: Counter[tuple[str, str]] = Counter()
-        self.blocks_by_list: Counter[tuple[str, str, int, str, str]] = Counter()
+        self.blocks_by_day: Counter[tuple[str, str, str]] = Counter()  # day, authority, measure
+        self.blocks_by_list: Counter[tuple[str, str, int, str, str, bool | None]] = Counter()
+        self.count_periods: set[int] = set()  # as block-counts entries state them
+        self.longest_span = 0  # of the entries that do not (older blockd)
+        self.generation: int | None = None  # the last activation's, and what it enforced
+        self.generation_versions: dict[str, int] = {}
+        self.started = False  # blockd started since the last activation
         self.rejected: list[Rejection] = []
         self.trust_updates: list[TrustUpdate] = []
         self.interventions: list[Intervention] = []
@@ -155,8 +161,36 @@ class Fold:
             self._seen(ref, time)
             if ref not in self.in_force:
                 self.in_force[ref] = (version, time)
+        note = self._change(generation, versions)
+        self.generation, self.generation_versions, self.started = generation, versions, False
         if in_window:
-            self.activations.append(Activation(index, time, generation, entries, versions))
+            self.activations.append(Activation(index, time, generation, entries, versions, note))
+
+    def _change(self, generation: int, versions: dict[str, int]) -> str:
+        """Say what an activation changed, and why its generation does not follow on."""
+        last, before = self.generation, self.generation_versions
+        if last is None:
+            return "the first policy in the log"
+        notes = []
+        if self.started or generation <= last:
+            notes.append("blockd restarted: generations count again from its start")
+        elif generation > last + 1:
+            n = generation - last - 1
+            notes.append(
+                f"{n} generation number{'s' if n > 1 else ''} skipped: "
+                f"{'policies' if n > 1 else 'a policy'} built but never put in force"
+            )
+        changes = [
+            f"{ref} v{before[ref]} to v{v}" if ref in before else f"{ref} v{v} added"
+            for ref, v in versions.items()
+            if before.get(ref) != v
+        ] + [f"{ref} v{v} removed" for ref, v in before.items() if ref not in versions]
+        notes.append(
+            ", ".join(changes)
+            if changes
+            else "the same list versions as before (the policy was built again)"
+        )
+        return "; ".join(notes)
 
     def _split(self, name: str) -> Ref:
         if name not in self.names:
@@ -186,6 +220,13 @@ class Fold:
             day = parse_time(period_start).date().isoformat()
         except ValueError:
             raise Malformed("field 'period_start' is not an ISO 8601 UTC time") from None
+        try:
+            span = int(
+                (parse_time(f.text("period_end")) - parse_time(period_start)).total_seconds()
+            )
+        except ValueError:
+            raise Malformed("field 'period_end' is not an ISO 8601 UTC time") from None
+        stated = f.opt_number("period_seconds")
         rows = [
             (
                 r.text("authority"),
@@ -193,17 +234,24 @@ class Fold:
                 r.number("version"),
                 r.text("action"),
                 r.text("transport"),
+                r.opt_flag("selftest"),
                 r.number("count"),
             )
             for r in f.rows("counts")
         ]
         if in_window:
-            for authority, list_id, version, action, transport, n in rows:
-                self.blocks_by_day[(day, authority)] += n
-                self.blocks_by_list[(authority, list_id, version, action, transport)] += n
+            if stated is not None:
+                self.count_periods.add(stated)
+            else:
+                self.longest_span = max(self.longest_span, span)
+            for authority, list_id, version, action, transport, probe, n in rows:
+                if not probe:
+                    self.blocks_by_day[(day, authority, measure(action, transport))] += n
+                self.blocks_by_list[(authority, list_id, version, action, transport, probe)] += n
 
     def daemon_event(self, index: int, time: str, f: Fields, in_window: bool) -> None:
         event = f.text("type").removeprefix("daemon-")
+        self.started = self.started or event == "start"
         if event == "stop":  # nothing is enforced while blockd is down
             for ref in list(self.in_force):
                 self._close(ref, time)

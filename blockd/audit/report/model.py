@@ -17,6 +17,26 @@ class ReportSource:
     checkpoint_root_b64: str
     key_name: str
     verified: bool
+    key_id: str = ""  # the key's 8 hex digits: a name alone does not identify a key
+    vkey: str = ""  # the whole verifier key (name+id+key), as regulators hold it
+
+
+# What each block count counts: events of different kinds, never added into one number.
+# One visit can be counted in two of them (a DNS blocked answer, then the notice page or
+# the refused HTTPS connection that follows it).
+MEASURES = {
+    "dns-blocked": "DNS answers blocked",
+    "notice-page": "Notice pages served",
+    "tls-refused": "HTTPS connections refused",
+    "dns-routed": "DNS answers routed to the URL proxy (not blocks)",
+}
+
+
+def measure(action: str, transport: str) -> str:
+    """Return what a block count of this action (or outcome) and transport counts."""
+    if transport in ("http", "https"):
+        return "tls-refused" if action == "refused" else "notice-page"
+    return "dns-routed" if action == "route" else "dns-blocked"
 
 
 # -- the rows of each section ------------------------------------------------------------
@@ -68,6 +88,7 @@ class Activation:
     generation: int
     entries: int
     versions: dict[str, int]
+    note: str = ""  # what changed since the activation before, and why numbers skip
 
 
 @dataclass(frozen=True)
@@ -85,10 +106,14 @@ class ListSize:
 
 @dataclass(frozen=True)
 class DayBlocks:
-    """Blocks of one authority on one day (UTC, by the start of the counting period)."""
+    """One measure of one authority on one day (UTC, by the start of the counting period).
+
+    Self-test probes are not in it.
+    """
 
     day: str
     authority: str
+    measure: str
     count: int
 
 
@@ -101,6 +126,8 @@ class ListBlocks:
     version: int
     action: str
     transport: str
+    measure: str
+    selftest: bool | None  # an authority's self-test entry matched; None: not told (older)
     count: int
 
 
@@ -223,6 +250,7 @@ class Report:
     list_sizes: tuple[ListSize, ...]
     blocks_by_day: tuple[DayBlocks, ...]
     blocks_by_list: tuple[ListBlocks, ...]
+    count_periods: tuple[int, ...]  # seconds each block count covered (configured)
     stale: tuple[StaleGap, ...]
     rejected: tuple[Rejection, ...]
     trust_updates: tuple[TrustUpdate, ...]
@@ -234,22 +262,26 @@ class Report:
     other: tuple[LoggedEntry, ...]
     anomalies: tuple[Anomaly, ...] = ()  # duplicates (counted once) and backdated entries
 
-    @property
-    def block_total(self) -> int:
-        """Return the number of blocks counted in the period."""
-        return sum(r.count for r in self.blocks_by_list)
+    def totals(self, *, selftest: bool = False) -> dict[str, int]:
+        """Return {measure: count} over the period, of self-tests or of everything else."""
+        out = dict.fromkeys(MEASURES, 0)
+        for r in self.blocks_by_list:
+            if bool(r.selftest) == selftest:
+                out[r.measure] = out.get(r.measure, 0) + r.count
+        return out
 
-    def blocks_per_authority(self) -> dict[str, int]:
-        """Return {authority: blocks} over the period."""
+    def blocks_per_authority(self, what: str = "dns-blocked") -> dict[str, int]:
+        """Return {authority: count of one measure} over the period (self-tests apart)."""
         totals: Counter[str] = Counter()
         for r in self.blocks_by_day:
-            totals[r.authority] += r.count
+            if r.measure == what:
+                totals[r.authority] += r.count
         return dict(sorted(totals.items()))
 
     def block_days(self) -> list[str]:
         """Return the days the blocks per day cover, in order."""
         return sorted({d.day for d in self.blocks_by_day})
 
-    def blocks_grid(self) -> dict[tuple[str, str], int]:
-        """Return {(day, authority): blocks}."""
-        return {(d.day, d.authority): d.count for d in self.blocks_by_day}
+    def blocks_grid(self, what: str = "dns-blocked") -> dict[tuple[str, str], int]:
+        """Return {(day, authority): count of one measure}."""
+        return {(d.day, d.authority): d.count for d in self.blocks_by_day if d.measure == what}

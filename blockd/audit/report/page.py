@@ -119,7 +119,7 @@ the log bundle and the operator's public key can check them.</p>
 <dl class="source">
 <dt>Log</dt><dd>{escape(src.origin)}</dd>
 <dt>Checkpoint</dt><dd>{src.checkpoint_size:,} entries, root {root}</dd>
-<dt>Signed by key</dt><dd>{escape(src.key_name)}</dd>
+<dt>Signed by key</dt><dd>{_key(src.key_name, src.key_id, src.vkey)}</dd>
 <dt>Verified</dt><dd>{verified}</dd>
 <dt>Entries read</dt><dd>{read}</dd>
 {beyond}
@@ -134,3 +134,13 @@ the log bundle and the operator's public key can check them.</p>
 </body>
 </html>
 """
+
+
+def _key(name: str, key_id: str, vkey: str) -> str:
+    """Return a key as its name, its key id and its whole verifier key (vkey)."""
+    out = escape(name)
+    if key_id:
+        out += f", key id {code_tag(key_id)}"
+    if vkey:
+        out += f"; verifier key {code_tag(vkey)}"
+    return out

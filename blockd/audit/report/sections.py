@@ -6,7 +6,6 @@ import json
 
 from blockd.audit.report.chart import chart
 from blockd.audit.report.markup import (
-    Cell,
     Safe,
     code_tag,
     duration,
@@ -16,18 +15,13 @@ from blockd.audit.report.markup import (
     tally,
     time_tag,
 )
-from blockd.audit.report.model import Period, Report
+from blockd.audit.report.model import MEASURES, Period, Report
 
 Section = tuple[str, str, int, str]  # id, title, count, body
 
 
 def sections(r: Report) -> list[Section]:
     """Return the report's sections in reading order."""
-    blocks = r.blocks_per_authority()
-    days, grid = r.block_days(), r.blocks_grid()
-    day_rows: list[list[Cell]] = [
-        [d, *(grid[(d, a)] for a in blocks), sum(grid[(d, a)] for a in blocks)] for d in days
-    ]
     stale_for = duration(r.stale_after)
     passed = sum(t.passed for t in r.self_tests)
     return [
@@ -102,15 +96,25 @@ def sections(r: Report) -> list[Section]:
             "activations",
             "Policy activations",
             len(r.activations),
-            table(
+            "<p>A policy is the set of list versions blockd enforces together; every row is a "
+            "policy that came into force, and every policy that came into force has a row. Its "
+            "generation number counts the policies blockd built since it started, so numbers "
+            "start again after a restart, and numbers are skipped for policies that were built "
+            "but never put in force (the empty policy blockd starts with before its lists are "
+            "loaded, and the trial policy a configuration reload builds to check the new "
+            "configuration). A policy with the same list versions as the one before was built "
+            "again, after a reload or a trust policy update, say; the last column says what "
+            "changed.</p>"
+            + table(
                 "Policies that came into force",
-                ["Time", "Generation", "Entries", "List versions"],
+                ["Time", "Generation", "Entries", "List versions", "Change"],
                 [
                     [
                         time_tag(a.time),
                         a.generation,
                         a.entries,
                         lines(f"{k} version {v}" for k, v in a.versions.items()),
+                        a.note,
                     ]
                     for a in r.activations
                 ],
@@ -138,31 +142,7 @@ def sections(r: Report) -> list[Section]:
                 numeric=(3, 4),
             ),
         ),
-        (
-            "blocks",
-            "Blocks per authority per day",
-            r.block_total,
-            f"<p>{r.block_total:,} blocked answers and refused connections, counted per hour "
-            "and added up by the UTC day each counting period began. Nothing about the people "
-            "who were blocked is recorded.</p>"
-            + (f'<div class="chart">{chart(r)}</div>' if days else "")
-            + table(
-                "Blocks per authority per day",
-                ["Day (UTC)", *blocks, "Total"],
-                day_rows,
-                numeric=range(1, len(blocks) + 2),
-                foot=["Total", *blocks.values(), r.block_total],
-            )
-            + table(
-                "Blocks per list version, action and transport",
-                ["Authority", "List", "Version", "Action", "Transport", "Blocks"],
-                [
-                    [b.authority, b.list, b.version, b.action, b.transport, b.count]
-                    for b in r.blocks_by_list
-                ],
-                numeric=(2, 5),
-            ),
-        ),
+        ("blocks", "Blocked answers, notice pages and routes", len(r.blocks_by_list), _blocks(r)),
         (
             "stale",
             "Periods a list was stale",
@@ -336,6 +316,82 @@ def sections(r: Report) -> list[Section]:
             ),
         ),
     ]
+
+
+# What each measure counts, in the words the report uses.
+_MEANING = {
+    "dns-blocked": "DNS queries for a name an authority listed as a whole host, answered with "
+    "the notice page's address (or NXDOMAIN, if the list says so).",
+    "notice-page": "HTTP requests answered with the notice page: on a wholly blocked host (the "
+    "page a browser loads after a blocked DNS answer), or for a listed URL on a routed host.",
+    "tls-refused": "HTTPS connections refused with a TLS alert: to a wholly blocked host (after "
+    "a blocked DNS answer), or to a routed host whose list says refuse.",
+    "dns-routed": "Not blocks. DNS queries for a host on which an authority listed some URLs, "
+    "answered with the URL proxy's address: the proxy passes every other page through and "
+    "serves the notice page only for the listed URLs (counted as notice pages).",
+}
+
+
+def _blocks(r: Report) -> str:
+    """Return the body of the blocks section: what each number counts, then the tables."""
+    days, traffic, probes = r.block_days(), r.totals(), r.totals(selftest=True)
+    untold = sum(b.count for b in r.blocks_by_list if b.selftest is None)
+    per = ", ".join(_seconds(p) for p in r.count_periods) if r.count_periods else "no block counts"
+    intro = (
+        f"<p>blockd counts what it decided in periods of {per} (the configured period, as "
+        "the log's block counts state it), for each list version, and never per visitor: "
+        "nothing about the people who were blocked is recorded. Each number below counts "
+        "one kind of event, and they are not added together: one visit to a blocked site "
+        "is usually counted twice, as the DNS answer that sent the browser to the notice "
+        "address and again as the notice page it then loaded (HTTP) or the HTTPS "
+        "connection blockd refused. Self-tests are blockd checking its own enforcement "
+        "with the authorities' test entries; they are counted apart and are not in the "
+        "other numbers. Days are UTC, by the day each counting period began.</p>"
+    )
+    if untold:
+        intro += (
+            f"<p>{untold:,} of these were counted by a blockd that did not yet tell "
+            "self-tests apart; they are counted as traffic.</p>"
+        )
+    summary = table(
+        "What was counted",
+        ["Measure", "Traffic", "Self-tests", "What it counts"],
+        [[MEASURES[m], traffic[m], probes[m], _MEANING[m]] for m in MEASURES],
+        numeric=(1, 2),
+    )
+    grid = {(d.day, d.authority, d.measure): d.count for d in r.blocks_by_day}
+    authorities = sorted({d.authority for d in r.blocks_by_day})
+    by_day = table(
+        "Per authority per day (self-tests apart)",
+        ["Day (UTC)", "Authority", *(MEASURES[m] for m in MEASURES)],
+        [[d, a, *(grid.get((d, a, m), 0) for m in MEASURES)] for d in days for a in authorities],
+        numeric=range(2, 2 + len(MEASURES)),
+    )
+    by_list = table(
+        "Per list version, action and transport",
+        ["Authority", "List", "Version", "Action", "Transport", "Counts", "Self-test", "Count"],
+        [
+            [
+                b.authority,
+                b.list,
+                b.version,
+                b.action,
+                b.transport,
+                MEASURES.get(b.measure, b.measure),
+                "not told" if b.selftest is None else ("yes" if b.selftest else "no"),
+                b.count,
+            ]
+            for b in r.blocks_by_list
+        ],
+        numeric=(2, 7),
+    )
+    chart_html = f'<div class="chart">{chart(r)}</div>' if days else ""
+    return intro + summary + chart_html + by_day + by_list
+
+
+def _seconds(seconds: int) -> str:
+    """Return a counting period: `1 h`, `1 min`, `90 s`."""
+    return f"{seconds} s" if seconds % 60 else duration(seconds)
 
 
 def _fields(fields: dict[str, object]) -> Safe:

@@ -14,13 +14,13 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from blockd import __version__
-from blockd.audit.report.model import Report
+from blockd.audit.report.model import MEASURES, Report
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 FORMAT = "blockd-transparency-report"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: blocks by measure, self-tests apart, count periods, key ids
 CSV_COLUMNS = ("section", "index", "time", "authority", "list", "version", "key", "value")
 
 Json = dict[str, object]
@@ -43,11 +43,17 @@ def report_json(report: Report) -> Json:
         "list_sizes": section(r.list_sizes),
         "blocks_by_day": section(
             r.blocks_by_day,
-            total=sum(d.count for d in r.blocks_by_day),
             days=r.block_days(),
-            by_authority=r.blocks_per_authority(),
+            by_authority={
+                a: _by_measure(r, a) for a in sorted({d.authority for d in r.blocks_by_day})
+            },
         ),
-        "blocks_by_list": section(r.blocks_by_list, total=r.block_total),
+        "blocks_by_list": section(
+            r.blocks_by_list,
+            period_seconds=list(r.count_periods),
+            totals=r.totals(),
+            selftest=r.totals(selftest=True),
+        ),
         "stale": section(r.stale),
         "rejected": section(r.rejected),
         "trust_updates": section(r.trust_updates),
@@ -76,6 +82,8 @@ def report_json(report: Report) -> Json:
             "checkpoint_size": src.checkpoint_size,
             "checkpoint_root": src.checkpoint_root_b64,
             "key_name": src.key_name,
+            "key_id": src.key_id,
+            "vkey": src.vkey,
             "verified": src.verified,
             "first_index": r.first_index,
             "end_index": r.end_index,
@@ -88,11 +96,20 @@ def report_json(report: Report) -> Json:
 
 
 def _count(name: str, section: object) -> int:
-    """Return what the summary says of a section: its total blocks, or its number of items."""
+    """Return what the summary says of a section: its number of items."""
     assert isinstance(section, dict)
-    value = section["total"] if name.startswith("blocks_") else section["count"]
+    value = section["count"]
     assert isinstance(value, int)
     return value
+
+
+def _by_measure(report: Report, authority: str) -> dict[str, int]:
+    """Return {measure: count} of one authority over the period (self-tests apart)."""
+    out = dict.fromkeys(MEASURES, 0)
+    for d in report.blocks_by_day:
+        if d.authority == authority:
+            out[d.measure] += d.count
+    return out
 
 
 def render_json(report: Report) -> str:
