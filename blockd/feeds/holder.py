@@ -412,7 +412,7 @@ class PolicyHolder:
 
     def _compile(self, ordered: list[IndexedList]) -> PolicySnapshot:
         snapshot = compile_snapshot(
-            ordered, ref_key=self._ref_key, now=self.clock(), vetoes=self.never_block.vetoes
+            ordered, ref_key=self._ref_key, now=self.clock(), never_block=self.never_block
         )
         release_memory()
         return snapshot

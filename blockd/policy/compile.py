@@ -8,7 +8,7 @@ re-hash the others.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import count
@@ -16,6 +16,7 @@ from itertools import count
 import numpy as np
 
 from blockd.policy.entries import ListEntries
+from blockd.policy.guards import NeverBlock
 from blockd.policy.index import KeyColumn, KeySet
 from blockd.policy.snapshot import ListInfo, PolicySnapshot
 
@@ -55,11 +56,11 @@ def compile_snapshot(
     *,
     ref_key: bytes | None = None,
     now: datetime | None = None,
-    vetoes: Callable[[str], bool] | None = None,
+    never_block: NeverBlock | None = None,
 ) -> PolicySnapshot:
     """Merge indexed lists, earlier lists taking precedence where they share a key.
 
-    vetoes says whether a name is protected (never-block); the snapshot applies it, and
+    never_block says which names are protected; the snapshot applies it, and
     the public-suffix boundary, to every match at lookup.
     """
     infos = tuple(x.info for x in lists)
@@ -71,13 +72,9 @@ def compile_snapshot(
         routes=KeySet([x.routes for x in lists]),
         urls=KeySet([x.urls for x in lists]),
         ref_key=ref_key if ref_key is not None else os.urandom(32),
-        vetoes=vetoes or _nothing,
+        never_block=never_block or NeverBlock(()),
         _probes=PolicySnapshot.probe_keys(infos),
     )
-
-
-def _nothing(name: str) -> bool:
-    return False
 
 
 def empty_snapshot() -> PolicySnapshot:

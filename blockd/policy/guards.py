@@ -43,6 +43,7 @@ class NeverBlock:
             except ValueError as e:
                 raise GuardConfigError(f"never_block: {pattern!r}: {e}") from None
             (subtree if wild else exact).add(name)
+        self._exact = frozenset(exact)
         self._subtree = frozenset(subtree)
         # An entry vetoed if it equals a protected name or is a parent of one...
         self._covering = frozenset(
@@ -51,6 +52,10 @@ class NeverBlock:
         self._covering_digests = frozenset(
             hashlib.sha256(n.encode()).digest() for n in self._covering
         )
+
+    def patterns(self) -> list[str]:
+        """Return the protected names as canonical patterns, sorted (they rebuild this guard)."""
+        return sorted(self._exact) + sorted(f"*.{name}" for name in self._subtree)
 
     def __bool__(self) -> bool:
         """Say whether any name is protected."""

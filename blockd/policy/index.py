@@ -19,6 +19,7 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Self
 
 import numpy as np
 import numpy.typing as npt
@@ -60,10 +61,33 @@ class KeyColumn:
         return len(self.digests) - len(self.pyhashes)
 
 
+@dataclass(frozen=True)
+class KeySetParts:
+    """The arrays and numbers a KeySet is made of, as a snapshot file carries them.
+
+    The buffers hold native-order items: digests `Q`, owners `H`, starts `I`, filter bytes.
+    """
+
+    digests: array[int] | memoryview
+    owners: array[int] | memoryview
+    starts: array[int] | memoryview
+    filter: bytes | memoryview
+    mask: int
+    shift: int
+    needs_sha: bool
+
+
 class KeySet:
     """Merged keys of all lists for one question; answers `which list holds key`."""
 
     __slots__ = ("_digests", "_owners", "_shift", "_starts", "filter", "mask", "needs_sha", "size")
+
+    # In memory after a compile (array, bytes) or views of a mapped file (memoryview): the
+    # lookups read both alike.
+    _digests: array[int] | memoryview
+    _owners: array[int] | memoryview
+    _starts: array[int] | memoryview
+    filter: bytes | memoryview
 
     def __init__(self, columns: Sequence[KeyColumn]) -> None:
         """Merge columns; where lists share a key, the earlier column owns it."""
@@ -97,6 +121,31 @@ class KeySet:
         # Read inline on the hot path: bit h & (nbits-1) of the Python hash h of a key.
         self.filter = table.tobytes()
         self.mask = (nbits - 1) >> 3
+
+    @classmethod
+    def from_parts(cls, parts: KeySetParts) -> Self:
+        """Rebuild a set around existing buffers, without copying them.
+
+        The caller vouches for the parts (`blockd.policy.mapped` checks a file's before).
+        """
+        keys = cls.__new__(cls)
+        keys._digests, keys._owners, keys._starts = parts.digests, parts.owners, parts.starts
+        keys.filter, keys.mask, keys._shift = parts.filter, parts.mask, parts.shift
+        keys.needs_sha = parts.needs_sha
+        keys.size = len(parts.digests)
+        return keys
+
+    def parts(self) -> KeySetParts:
+        """Return the arrays and numbers of this set (no copy)."""
+        return KeySetParts(
+            self._digests,
+            self._owners,
+            self._starts,
+            self.filter,
+            self.mask,
+            self._shift,
+            self.needs_sha,
+        )
 
     def owner(self, key: str) -> tuple[int, int] | None:
         """Return (column index, digest) of the list holding key, or None."""

@@ -9,11 +9,12 @@ is never mutated, so readers need no lock.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from blockd import urls
+from blockd.policy.guards import NeverBlock
 from blockd.policy.index import KeySet, digest64
 from blockd.policy.suffixes import crosses_suffix
 from blockd.policy.verdict import ListSource, Verdict
@@ -43,8 +44,9 @@ class PolicySnapshot:
     routes: KeySet  # hosts carrying URL-level entries
     urls: KeySet  # Safe Browsing expressions
     ref_key: bytes = field(repr=False)
-    # never-block (and blockd's own feed hosts): says whether an entry on a name is vetoed
-    vetoes: Callable[[str], bool] = field(default=lambda name: False, repr=False)
+    # never-block (and blockd's own feed hosts): the names no entry may act on, as data, so
+    # a snapshot file can carry them
+    never_block: NeverBlock = field(default_factory=lambda: NeverBlock(()), repr=False)
     # (question, column, digest) of every key a self-test probe entry put in the lists
     _probes: frozenset[tuple[str, int, int]] = field(default=frozenset(), repr=False)
     _verdicts: dict[tuple[str, int, int], Verdict] = field(default_factory=dict, repr=False)
@@ -78,7 +80,7 @@ class PolicySnapshot:
         from the checks at compile time. An entry never reaches across a public suffix, and
         never acts on a name never-block protects.
         """
-        return not crosses_suffix(host, entry) and not self.vetoes(entry)
+        return not crosses_suffix(host, entry) and not self.never_block.vetoes(entry)
 
     def host_verdict(self, name: str) -> Verdict | None:
         """Decide a canonical host name: wholly blocked, routed to the proxy, or None.

@@ -7,10 +7,21 @@ is written as set lookups for speed.
 
 from __future__ import annotations
 
+import hashlib
 from functools import cache
 from importlib import resources
 
 import idna
+
+
+def _list_text() -> str:
+    return resources.files("publicsuffixlist").joinpath("public_suffix_list.dat").read_text("utf-8")
+
+
+@cache
+def fingerprint() -> str:
+    """Return the SHA-256 of the suffix list in use (processes sharing a policy must agree)."""
+    return hashlib.sha256(_list_text().encode()).hexdigest()
 
 
 @cache
@@ -19,8 +30,7 @@ def _rules() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
     exact: set[str] = set()
     wild: set[str] = set()
     exceptions: set[str] = set()
-    text = resources.files("publicsuffixlist").joinpath("public_suffix_list.dat").read_text("utf-8")
-    for line in text.splitlines():
+    for line in _list_text().splitlines():
         rule = line.strip().split(" ", 1)[0]
         if not rule or rule.startswith("//"):
             continue
