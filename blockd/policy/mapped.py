@@ -59,9 +59,9 @@ KIND_META = 1  # then 16 + 4 * question + array, in the order above
 ALIGN = 64
 CURRENT = "current"
 
-_HEADER = struct.Struct("<8sIIQQ32s")
-_ENTRY = struct.Struct("<IIQQ")
-_TABLE_END = _HEADER.size + SECTIONS * _ENTRY.size
+HEADER = struct.Struct("<8sIIQQ32s")
+ENTRY = struct.Struct("<IIQQ")
+TABLE_END = HEADER.size + SECTIONS * ENTRY.size
 _MAX_BUCKET_BITS = 32
 Refuse = Callable[[str], "SnapshotFileError"]
 
@@ -94,18 +94,18 @@ def encode(snapshot: PolicySnapshot) -> list[bytes | memoryview]:
     for p in sets:
         bodies += [memoryview(p.digests), memoryview(p.owners), memoryview(p.starts)]
         bodies.append(memoryview(p.filter))
-    table, pieces, offset = [], [], _padded(_TABLE_END)
+    table, pieces, offset = [], [], _padded(TABLE_END)
     for i, body in enumerate(bodies):
         kind = KIND_META if i == 0 else _kind((i - 1) // 4, (i - 1) % 4)
         length = memoryview(body).nbytes
-        table.append(_ENTRY.pack(kind, 0, offset, length))
+        table.append(ENTRY.pack(kind, 0, offset, length))
         pieces.append(body)
         pad = _padded(length) - length
         if pad:
             pieces.append(bytes(pad))
         offset += length + pad
-    head = b"".join(table) + bytes(_padded(_TABLE_END) - _TABLE_END)
-    header = _HEADER.pack(MAGIC, VERSION, SECTIONS, snapshot.generation, offset, bytes(32))
+    head = b"".join(table) + bytes(_padded(TABLE_END) - TABLE_END)
+    header = HEADER.pack(MAGIC, VERSION, SECTIONS, snapshot.generation, offset, bytes(32))
     sha = hashlib.sha256(header)
     sha.update(head)
     for piece in pieces:
@@ -191,9 +191,9 @@ def open_mapped(path: Path) -> PolicySnapshot:
     """Map a snapshot file read-only and return it as a PolicySnapshot (arrays not copied)."""
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        if size < _TABLE_END:
+        if size < TABLE_END:
             raise SnapshotFileError(
-                f"{path}: {size} bytes is shorter than a snapshot header ({_TABLE_END})"
+                f"{path}: {size} bytes is shorter than a snapshot header ({TABLE_END})"
             )
         mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     try:
@@ -217,7 +217,7 @@ def _read(path: Path, mapping: mmap.mmap) -> PolicySnapshot:
     if sys.byteorder != "little":
         raise refuse("snapshot files are little-endian; this host is not")
     view = memoryview(mapping)
-    magic, version, count, generation, length, digest = _HEADER.unpack_from(view)
+    magic, version, count, generation, length, digest = HEADER.unpack_from(view)
     if magic != MAGIC:
         raise refuse("not a blockd snapshot file (wrong magic)")
     if version != VERSION:
@@ -273,9 +273,9 @@ def _prefixed(refuse: Refuse, prefix: str) -> Refuse:
 def _sections(view: memoryview, refuse: Refuse) -> list[tuple[int, int]]:
     """Return (offset, length) of every section, checked against the layout and the file."""
     out = []
-    end = _TABLE_END
+    end = TABLE_END
     for i in range(SECTIONS):
-        kind, reserved, offset, length = _ENTRY.unpack_from(view, _HEADER.size + i * _ENTRY.size)
+        kind, reserved, offset, length = ENTRY.unpack_from(view, HEADER.size + i * ENTRY.size)
         expected = KIND_META if i == 0 else _kind((i - 1) // 4, (i - 1) % 4)
         if kind != expected or reserved:
             raise refuse(f"section {i} has kind {kind}; expected {expected}")

@@ -165,8 +165,9 @@ def meta_from_json(data: memoryview) -> Meta:
     except orjson.JSONDecodeError as e:
         raise MetaError(f"not JSON: {e}") from None
     lists = tuple(_list_info(i) for i in _get(doc, "lists", list))
+    ref_hex = _get(doc, "ref_key", str)
     try:
-        ref_key = bytes.fromhex(_get(doc, "ref_key", str))
+        ref_key = bytes.fromhex(ref_hex)
     except ValueError:
         raise MetaError("'ref_key' is not hex") from None
     guard = _get(doc, "never_block", dict)
