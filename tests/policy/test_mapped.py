@@ -275,7 +275,9 @@ def test_a_file_with_bytes_appended_is_refused(tmp_path: Path, good: bytes) -> N
     refused(tmp_path, good + b"\0" * 64, "truncated")
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.data())
 def test_any_flipped_byte_is_refused(tmp_path: Path, good: bytes, data: st.DataObject) -> None:
     at = data.draw(st.integers(0, len(good) - 1))
@@ -398,13 +400,17 @@ def test_metadata_that_is_not_json_is_refused(tmp_path: Path, good: bytes) -> No
     refused(tmp_path, set_section(good, 0, offset, 3), "metadata: not JSON")
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.binary(max_size=2048))
 def test_arbitrary_bytes_are_refused_not_crashed_on(tmp_path: Path, data: bytes) -> None:
     refused(tmp_path, data)
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.data())
 def test_resealed_random_damage_is_refused_or_answers_without_crashing(
     tmp_path: Path, good: bytes, data: st.DataObject
