@@ -27,6 +27,11 @@ class StateConfig(_Section):
     """Where blockd keeps its last-known-good state."""
 
     dir: Path = Field(default=Path("state"), description="Writable state directory.")
+    publish_policy: bool = Field(
+        default=False,
+        description="Also write each new policy snapshot as a file in <dir>/policy/, for "
+        "worker processes to map (groundwork: nothing reads it yet).",
+    )
 
 
 class ListConfig(_Section):

@@ -17,6 +17,7 @@ from blockd.events import (
 )
 from blockd.feeds.authoring import sign_list
 from blockd.feeds.holder import PolicyHolder
+from blockd.policy.mapped import open_current
 from tests.factories import NOW, Recorder, config, key, payload, signed_list, signed_trust
 
 LIST = {"authority": "auth", "list": "hosts", "source": "https://feeds.example/auth/hosts.dsse"}
@@ -120,3 +121,25 @@ async def test_only_configured_lists_are_applied(tmp_path: Path) -> None:
     h, _ = holder(tmp_path)
     with pytest.raises(KeyError, match="no configured list"):
         await h.apply("auth/other", signed_list(list_id="other"), None)
+
+
+async def test_each_new_snapshot_is_published_for_workers_when_asked(tmp_path: Path) -> None:
+    (tmp_path / "trust.dsse").write_bytes(signed_trust())
+    cfg = config(tmp_path, [LIST])
+    cfg = cfg.model_copy(update={"state": cfg.state.model_copy(update={"publish_policy": True})})
+    h = PolicyHolder(cfg, EventBus(), lambda: NOW)
+    h.load()
+    assert await h.apply("auth/hosts", signed_list(["blocked.example"]), None) == "accepted"
+    policy = cfg.state.dir / "policy"
+    mapped = open_current(policy)
+    assert mapped is not None and mapped.generation == h.snapshot.generation
+    assert mapped.blocked_host("www.blocked.example") == h.snapshot.blocked_host(
+        "www.blocked.example"
+    )
+    assert len(list(policy.glob("snapshot-*.bps"))) == 1  # the one in force
+
+
+async def test_no_snapshot_file_is_written_by_default(tmp_path: Path) -> None:
+    h, _ = holder(tmp_path)
+    assert await h.apply("auth/hosts", signed_list(["blocked.example"]), None) == "accepted"
+    assert not (h.config.state.dir / "policy").exists()
