@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit demo demo-feeds bench bench-compile bench-dns bench-http bench-audit bench-hello clean help venv quick
+.PHONY: run test lint typecheck unit demo demo-feeds bench bench-compile bench-mapped bench-dns bench-http bench-audit bench-hello clean help venv quick
 
 help:
 	@echo "make run          start blockd on the demo policy (DNS :5300, HTTP :8080, HTTPS :8443)"
@@ -52,10 +52,13 @@ demo: $(STAMP)
 demo-feeds: $(STAMP)
 	$(BIN)/python -m blockd.demo feeds/demo
 
-bench: bench-compile bench-dns bench-http bench-audit bench-hello
+bench: bench-compile bench-mapped bench-dns bench-http bench-audit bench-hello
 
 bench-compile: $(STAMP)
 	$(BIN)/python bench/policy_bench.py
+
+bench-mapped: $(STAMP)
+	$(BIN)/python bench/mapped_bench.py
 
 bench-dns: $(STAMP)
 	$(BIN)/python bench/dns_bench.py

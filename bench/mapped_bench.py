@@ -38,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from blockd.policy import suffixes  # noqa: E402
 from blockd.policy.index import KeySet  # noqa: E402
 from blockd.policy.mapped import open_mapped  # noqa: E402
 from blockd.policy.snapshot import PolicySnapshot  # noqa: E402
@@ -127,6 +128,10 @@ def serve(path: Path, queries: Path, copy: bool) -> None:
 
 def pool(path: Path, queries: Path, workers: int) -> None:
     """Act as a supervisor stand-in: fork workers that serve, print their pids, wait."""
+    # What a supervisor would load before forking, so the children share it: the public
+    # suffix rules every lookup that matches consults.
+    suffixes.fingerprint()
+    suffixes.is_public_suffix("warm.example")
     gc.freeze()  # keep the imported modules' pages shared with the children
     pids = []
     for _ in range(workers):
