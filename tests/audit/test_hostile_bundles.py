@@ -422,7 +422,8 @@ def test_forged_replayed_and_duplicated_cosignatures_fail(
     for name, (lines, args) in cases.items():
         out = failed(tmp_path, log, capsys, with_cosignatures(real, lines), *args)
         assert "not witnessed" in out, name
-    for value in (None, "x", [], [[]], [[a_line]], [[a_line], [a_line], [a_line], [a_line]]):
+    values: list[object] = [None, "x", [], [[]], [[a_line]], [[a_line]] * 4]
+    for value in values:
         b = copy.deepcopy(real)
         b["cosignatures"] = value
         failed(tmp_path, log, capsys, b, *keys(A))
@@ -553,8 +554,8 @@ def test_random_mutations_never_raise_and_never_verify_changed_entries(
             parent[path[-1]] = data.draw(JSONISH)
         elif action == "delete":
             del parent[path[-1]]
-        elif isinstance(parent, list):
-            parent.insert(path[-1], copy.deepcopy(parent[path[-1]]))
+        elif isinstance(parent, list) and isinstance(index := path[-1], int):
+            parent.insert(index, copy.deepcopy(parent[index]))
     verdict = verify(bundle.load(json.dumps(b)), log, witnesses=[A.verifier])
     if verdict.ok:
         assert b["entries"] == real["entries"] and b["begin"] == real["begin"]
