@@ -403,8 +403,8 @@ def _problem(status: int, detail: str, *, bearer: bool = False) -> web.Response:
 async def _json(request: web.Request) -> object:
     try:
         return await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
-        return None
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError):
+        return None  # RecursionError: nested too deeply (a 64 KB body nests 32,000 deep)
 
 
 def _when(ts: float | datetime | None) -> str | None:

@@ -359,7 +359,8 @@ def _check_previous(
                 return f"fork: two different signed trees of size {old.size}", 0
             return None, old.size
     extra = bundle.get("previous")
-    if isinstance(extra, dict) and extra.get("size") == old.size:
+    # An integer, as §2 says: True == 1 and 1.0 == 1 in Python, but neither is a size.
+    if isinstance(extra, dict) and type(extra.get("size")) is int and extra["size"] == old.size:
         try:
             proof = _hashes(extra.get("proof"), "previous.proof")
         except Malformed as e:

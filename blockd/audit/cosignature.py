@@ -231,7 +231,9 @@ def quorum(
     valid: list[tuple[str, int]] = []
     invalid: list[str] = []
     missing: list[str] = []
-    for w in witnesses:
+    # One witness given twice is still one witness: it must not count twice to a threshold.
+    distinct = list({(w.name, w.key_id, w.vkey): w for w in witnesses}.values())
+    for w in distinct:
         times = [t for t in (w.timestamp(line, body) for line in lines) if t is not None]
         label = f"{w.name}+{w.key_id:08x}"
         if times:
@@ -240,5 +242,5 @@ def quorum(
             invalid.append(label)
         else:
             missing.append(label)
-    need = len(witnesses) if threshold is None else threshold
+    need = len(distinct) if threshold is None else threshold
     return Quorum(tuple(valid), tuple(invalid), tuple(missing), need)
