@@ -244,7 +244,9 @@ class Admin:
 
         def build() -> dict[str, object]:
             begin, stop = log.index_range(start, end) if (start or end) else (0, log.head().size)
-            return bundle.export(log, begin, stop, previous=previous)
+            witnessing = self.app.witnessing
+            witnesses = len(witnessing.states) if witnessing is not None else 0
+            return bundle.export(log, begin, stop, previous=previous, witnessed=witnesses)
 
         self._audit("export", f"from {start or 'start'} to {end or 'now'}", request)
         try:

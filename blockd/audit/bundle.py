@@ -38,13 +38,28 @@ def _unb64(text: object) -> bytes:
 
 
 def export(
-    log: MerkleLog, begin: int, end: int, *, previous: note.Checkpoint | None = None
+    log: MerkleLog,
+    begin: int,
+    end: int,
+    *,
+    previous: note.Checkpoint | None = None,
+    witnessed: int = 0,
 ) -> dict[str, object]:
-    """Return a bundle of entries [begin, end) proven against the latest checkpoint."""
+    """Return a bundle of entries [begin, end) proven against the latest checkpoint.
+
+    With witnessed=N, the bundle ends at the newest checkpoint that carries N cosignatures,
+    if one does: a checkpoint signed since (the log keeps signing) has none yet, and a
+    bundle ending there would fail its regulator's --witness-key check.
+    """
     notes = log.checkpoints()
     if not notes:
         raise ValueError("the log has no signed checkpoint yet")
     texts = [note.open_note(n, [log.signer.verifier])[0] for n in notes]
+    cosigned = _cosignatures(log, texts)
+    if witnessed:
+        last = max((i for i, c in enumerate(cosigned) if len(c) >= witnessed), default=None)
+        if last is not None:
+            notes, texts, cosigned = notes[: last + 1], texts[: last + 1], cosigned[: last + 1]
     cps = [note.Checkpoint.parse(text) for text in texts]
     size = cps[-1].size
     end = min(end, size)
@@ -66,7 +81,7 @@ def export(
         "entries": [data.decode() for _, data in log.entries(begin, end)],
         "leaf_hints": [_b64(h) for h in hashes[begin:end]],
         "range_proof": {"left": [_b64(h) for h in left], "right": [_b64(h) for h in right]},
-        "cosignatures": _cosignatures(log, texts),
+        "cosignatures": cosigned,
     }
     if previous is not None and previous.size <= size:
         bundle["previous"] = {

@@ -111,7 +111,10 @@ def cmd_export(a: argparse.Namespace) -> int:
             if previous_text is not None:
                 text, _ = note.open_note(previous_text, [log.signer.verifier])
                 previous = note.Checkpoint.parse(text)
-            data = bundle.dumps(bundle.export(log, begin, end, previous=previous))
+            witnessed = len(config.audit.witnesses)
+            data = bundle.dumps(
+                bundle.export(log, begin, end, previous=previous, witnessed=witnessed)
+            )
         finally:
             log.close()
     if a.output:

@@ -274,3 +274,19 @@ def test_a_killed_writer_leaves_a_whole_log(tmp_path: Path) -> None:
 def test_time_ranges_select_entries(log: MerkleLog) -> None:
     assert log.index_range("2026-11-01T00:00:05Z", "2026-11-01T00:00:08Z") == (5, 8)
     assert log.index_range("2027-01-01T00:00:00Z", None) == (0, 0)
+
+
+def test_a_bundle_for_witnesses_ends_at_their_newest_cosigned_checkpoint(log: MerkleLog) -> None:
+    # The log signed size 40 after the witness cosigned size 25 (it keeps signing).
+    from blockd.audit.cosigned import CosignatureStore
+
+    body = note.open_note(log.checkpoints()[1], [log.signer.verifier])[0]
+    store = CosignatureStore(log.path)
+    store.add(body, "w.example/w1+00000000", 25, 1_795_459_200, "— w.example/w1 AAAA\n")
+    store.close()
+    b: dict[str, Any] = bundle.export(log, 0, 40, witnessed=1)
+    assert len(b["checkpoints"]) == 2 and b["end"] == 25
+    assert b["cosignatures"] == [[], ["— w.example/w1 AAAA\n"]]
+    assert check(log, b).ok
+    assert bundle.export(log, 0, 40, witnessed=2)["end"] == 40  # none has two: all of it
+    assert bundle.export(log, 0, 40)["end"] == 40

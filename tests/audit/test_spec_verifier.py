@@ -286,8 +286,10 @@ def spec_verify(
                 raise Refused("fork")
         else:
             extra = b.get("previous")
-            if not isinstance(extra, dict) or extra.get("size") != p_size:
+            size_given = extra.get("size") if isinstance(extra, dict) else None
+            if type(size_given) is not int or size_given != p_size:  # §2: true and 1.0 are not 1
                 raise Refused("no proof from the previous checkpoint")
+            assert isinstance(extra, dict)
             if not _consistent(p_size, size, p_root, root, _hashes(extra.get("proof"))):
                 raise Refused("fork")
         seen = p_size
