@@ -65,6 +65,7 @@ bench-dns: $(STAMP)
 
 bench-http: $(STAMP)
 	$(BIN)/python bench/http_bench.py
+	$(BIN)/python bench/url_check_bench.py
 
 bench-audit: $(STAMP)
 	$(BIN)/python bench/audit_bench.py

@@ -110,7 +110,9 @@ def blockd_conf(work: Path, http_port: int, admin_port: int, origin: int) -> Pat
         for name, action in actions.items()
     )
     cfg = work / "blockd.toml"
-    cfg.write_text(f"""[trust]
+    # demo = true: the demo notice texts and audit origin; the bench measures, it does not run
+    cfg.write_text(f"""demo = true
+[trust]
 pinned = "{feeds}/trust.dsse"
 [state]
 dir = "{work}/state"
@@ -147,11 +149,14 @@ def fetch(
 def wait_status(port: int, host: str, path: str, status: int, limit: float) -> None:
     """Poll until GET path answers with status."""
     deadline = time.monotonic() + limit
+    got: tuple[int, bytes] | tuple[None, None] = (None, None)
     while time.monotonic() < deadline:
-        if fetch(port, host, path, timeout=0.5)[0] == status:
+        got = fetch(port, host, path, timeout=0.5)
+        if got[0] == status:
             return
         time.sleep(0.1)
-    raise SystemExit(f"no {status} for http://{host}{path} on port {port} within {limit}s")
+    said = got[1][:300].decode("utf-8", "replace") if got[1] else ""
+    raise SystemExit(f"no {status} for http://{host}{path} on port {port} within {limit}s: {said}")
 
 
 def expect(what: str, got: tuple[int, bytes] | tuple[None, None], status: int) -> bytes:

@@ -57,14 +57,14 @@ def decide(
         host, port = split_host(authority)
     except (InvalidName, UnicodeError) as e:
         return Decision("bad-request", reason=str(e) or type(e).__name__)
-    verdict = snapshot.host_verdict(host)
+    verdict, routed = snapshot.host_route(host)
     if verdict is None:
         return Decision("misdirected", None, host, port, "host")
     if verdict.action != "route":
         return Decision("notice", verdict, host, port)
     if path is not None:
         try:
-            listed = url_verdict(snapshot, host, path)
+            listed = url_verdict(snapshot, host, path, routed)
         except (InvalidURL, UnicodeError) as e:
             return Decision("bad-request", None, host, port, str(e) or type(e).__name__)
         if listed is not None:
@@ -152,13 +152,17 @@ def _port(text: str) -> int | None:
     return int(text)
 
 
-def url_verdict(snapshot: PolicySnapshot, host: str, path: str) -> Verdict | None:
+def url_verdict(
+    snapshot: PolicySnapshot, host: str, path: str, routed: tuple[str, ...] | None = None
+) -> Verdict | None:
     """Decide a path on a routed host by every form a common origin could serve it as.
 
     The target is forwarded as received; it is checked as received and, where origins
     differ, as they may read it: without `;parameters` in path segments (Tomcat, Jetty,
-    Spring) and without trailing dots or slashes (IIS, Windows file servers).
+    Spring) and without trailing dots or slashes (IIS, Windows file servers). `routed` is
+    what snapshot.host_route(host) found, when the caller has it (no second walk).
     """
+    walked = None if routed is None else (host, routed)
     path_part, mark, query = path.partition("?")
     forms = {path_part}
     if ";" in path_part:
@@ -168,7 +172,7 @@ def url_verdict(snapshot: PolicySnapshot, host: str, path: str) -> Verdict | Non
         if trimmed and trimmed != form:
             forms.add(trimmed)
     for form in (path_part, *sorted(forms - {path_part})):
-        verdict = snapshot.url_verdict(f"http://{host}{form}{mark}{query}")
+        verdict = snapshot.url_verdict(f"http://{host}{form}{mark}{query}", walked)
         if verdict is not None:
             return verdict
     return None

@@ -5,13 +5,24 @@ a request past the URL check. So anything ambiguous is refused, not repaired: bo
 Content-Length and Transfer-Encoding, a transfer coding other than a final `chunked`,
 differing Content-Length values, obs-fold, whitespace before a colon, bare CR or LF, control
 characters, oversized lines and heads. Errors carry the status to answer and a stable slug.
+
+Heads are read by llhttp (through httptools) with none of its lenient flags set, and a
+head passes only if blockd's rules accept what llhttp read too: llhttp accepts several
+things those rules refuse (a `#`, `\\` or encoded control in the target, protocols other
+than HTTP/1.0 and 1.1, runs of spaces in the request line, transfer codings before
+`chunked` in a request, 19-digit lengths, status codes below 100, controls in a reason
+phrase; tests/http/test_h1.py lists each). A refused head is read again by the hand-written
+reader below (`_strict_request`, `_strict_response`), only to name the refusal with the
+same slug as before; it is never on the path of a head that passes.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NoReturn
+
+import httptools
 
 MAX_REQUEST_LINE = 8192
 MAX_HEAD = 32768
@@ -183,8 +194,85 @@ def _upgrades_to(headers: tuple[tuple[bytes, bytes], ...]) -> list[bytes]:
     ]
 
 
+class _Head:
+    """What llhttp read of one head: its callbacks (called from C) fill this in."""
+
+    __slots__ = ("complete", "headers", "target")
+
+    def __init__(self) -> None:
+        self.target = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.complete = False
+
+    def on_url(self, url: bytes) -> None:
+        self.target += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value.rstrip(b" \t")))  # llhttp keeps trailing OWS
+
+    def on_headers_complete(self) -> None:
+        self.complete = True
+
+
 def parse_request(head: bytes) -> Request:
     """Parse a request head ending in CRLF CRLF; raise HttpError for anything ambiguous."""
+    # Hot path (every proxied request): llhttp reads the head in C, then blockd's rules
+    # check what it read; only a refusal pays for the hand-written reader.
+    got = _Head()
+    parser = httptools.HttpRequestParser(got)
+    try:
+        parser.feed_data(head)
+    except httptools.HttpParserUpgrade:
+        pass  # CONNECT, or an Upgrade: llhttp stops after the head, as blockd does
+    except httptools.HttpParserError as e:
+        raise _request_refusal(head, e) from None
+    line = head[: head.find(b"\r\n")]
+    method, target, version = parser.get_method(), got.target, line[-8:]
+    if (
+        not got.complete
+        or head.find(b"\r\n\r\n") != len(head) - 4  # one head, nothing after it
+        or (version != b"HTTP/1.1" and version != b"HTTP/1.0")
+        # llhttp allows runs of spaces and other protocols (RTSP, ICE): one exact line
+        or len(line) != len(method) + len(target) + 10
+        or not line.startswith(method + b" " + target)
+        or line[-9] != 0x20
+        or not _TARGET.fullmatch(target)
+        # One meaning: what RFC 9112/3986 forbid in a request-target, and what origins
+        # read in more than one way (`\` as `/`, a fragment, an encoded NUL), is refused.
+        or b"#" in target
+        or b"\\" in target
+        or (b"%" in target and _ENCODED_CONTROL.search(target))
+        or len(got.headers) > MAX_HEADERS
+    ):
+        raise _request_refusal(head, None)
+    return _request(method, target, version, tuple(got.headers))
+
+
+def _request_refusal(head: bytes, error: httptools.HttpParserError | None) -> HttpError:
+    """Return the HttpError for a head llhttp or blockd's checks refused, named as before."""
+    try:
+        _strict_request(head)
+    except HttpError as e:
+        return e
+    # Where llhttp is stricter than the hand-written reader (tests/http/test_h1.py, LLHTTP_ONLY)
+    if isinstance(error, httptools.HttpParserInvalidMethodError):
+        return HttpError(501, "unknown-method")  # a token llhttp does not know (RFC 9110 9.1)
+    reason = _stricter(error)
+    return HttpError(501 if reason == "unsupported-coding" else 400, reason)
+
+
+def _stricter(error: httptools.HttpParserError | None) -> str:
+    """Name what llhttp refused that blockd's own rules let pass."""
+    reason = str(error)
+    if "Content-Length" in reason:
+        return "repeated-length"  # the same length twice, as a list or in two fields
+    if "Transfer-Encoding" in reason:
+        return "unsupported-coding"  # whitespace other than spaces after `chunked`
+    return "malformed"
+
+
+def _strict_request(head: bytes) -> Request:
+    """Read a request head by hand, refusing as blockd always has (names refusals)."""
     line, headers = _split_head(head)
     parts = line.split(b" ")
     if len(parts) != 3:
@@ -198,6 +286,13 @@ def parse_request(head: bytes) -> Request:
         raise HttpError(400, "bad-target")
     if not _VERSION.fullmatch(version):
         raise HttpError(505, "bad-version")
+    return _request(method, target, version, headers)
+
+
+def _request(
+    method: bytes, target: bytes, version: bytes, headers: tuple[tuple[bytes, bytes], ...]
+) -> Request:
+    """Apply blockd's framing, host and body rules to a request line and its fields."""
     framing, length, connection = _framing(headers, response=False)
     if framing == "chunked" and version == b"HTTP/1.0":
         raise HttpError(400, "chunked-http10")  # RFC 9112 6.1: faulty framing
@@ -236,6 +331,38 @@ def parse_request(head: bytes) -> Request:
 
 def parse_response(head: bytes, method: str) -> Response:
     """Parse a response head to a request of `method`; raise HttpError(502) if ambiguous."""
+    # Hot path (every proxied response): llhttp reads the fields, one regex the status line.
+    got = _Head()
+    parser = httptools.HttpResponseParser(got)
+    try:
+        parser.feed_data(head)
+    except httptools.HttpParserUpgrade:
+        pass
+    except httptools.HttpParserError as e:
+        # llhttp stops after the head of a 101 (a switch of protocols), upgrade or not
+        if not (got.complete and parser.get_status_code() == 101):
+            _response_refusal(head, method, e)
+    m = _STATUS_LINE.fullmatch(head, 0, head.find(b"\r\n"))
+    if (
+        m is None
+        or not got.complete
+        or head.find(b"\r\n\r\n") != len(head) - 4
+        or len(got.headers) > MAX_HEADERS
+    ):
+        _response_refusal(head, method, None)
+    return _response(int(m[2]), m[1], tuple(got.headers), method)
+
+
+def _response_refusal(
+    head: bytes, method: str, error: httptools.HttpParserError | None
+) -> NoReturn:
+    """Raise the HttpError(502) for a response head refused by llhttp or blockd's checks."""
+    _strict_response(head, method)
+    raise HttpError(502, _stricter(error))
+
+
+def _strict_response(head: bytes, method: str) -> Response:
+    """Read a response head by hand, refusing as blockd always has (names refusals)."""
     try:
         line, headers = _split_head(head)
     except HttpError as e:
@@ -243,9 +370,15 @@ def parse_response(head: bytes, method: str) -> Response:
     m = _STATUS_LINE.fullmatch(line)
     if m is None:
         raise HttpError(502, "bad-status-line")
-    status = int(m[2])
+    return _response(int(m[2]), m[1], headers, method)
+
+
+def _response(
+    status: int, version: bytes, headers: tuple[tuple[bytes, bytes], ...], method: str
+) -> Response:
+    """Apply blockd's framing rules to a status and its fields."""
     framing, length, connection = _framing(headers, response=True)
-    keep_alive = _persistent(m[1], connection)
+    keep_alive = _persistent(version, connection)
     if method == "HEAD" or status < 200 or status in (204, 304):
         framing, length = "none", 0
     if framing == "close":

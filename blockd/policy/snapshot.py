@@ -9,7 +9,7 @@ is never mutated, so readers need no lock.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -88,10 +88,17 @@ class PolicySnapshot:
         A block on the name or any parent wins over a route; a route applies when the name
         or any parent carries URL-level entries.
         """
-        block, route, _ = self._walk(name)
+        return self.host_route(name)[0]
+
+    def host_route(self, name: str) -> tuple[Verdict | None, tuple[str, ...]]:
+        """Return host_verdict(name) and the suffixes of name that carry URL-level entries.
+
+        Pass both to url_verdict (as `walked`) to check URLs on name without walking again.
+        """
+        block, route, routed = self._walk(name)
         if block is not None:
-            return self._verdict(block, "host")
-        return None if route is None else self._verdict(route, "route")
+            return self._verdict(block, "host"), ()
+        return (None if route is None else self._verdict(route, "route")), tuple(routed)
 
     def _walk(self, name: str) -> tuple[tuple[int, int] | None, tuple[int, int] | None, list[str]]:
         """Check every suffix of name: (block owner, first route owner, routed suffixes)."""
@@ -151,33 +158,41 @@ class PolicySnapshot:
         block, _, _ = self._walk(name)
         return None if block is None else self._verdict(block, "host")
 
-    def url_verdict(self, url: str) -> Verdict | None:
+    def url_verdict(
+        self, url: str, walked: tuple[str, tuple[str, ...]] | None = None
+    ) -> Verdict | None:
         """Decide a URL: blocked by a host entry or a URL entry, else None.
 
-        Raises blockd.urls.InvalidURL for a URL that cannot be parsed.
+        `walked` is (host, routed suffixes) from host_route on a host that is not wholly
+        blocked: a URL on that host is then not walked again. Raises
+        blockd.urls.InvalidURL for a URL that cannot be parsed.
         """
         parts = urls.split(url)
-        block, _, routed = self._walk(parts.host)
-        if block is not None:
-            return self._verdict(block, "host")
+        if walked is not None and walked[0] == parts.host:
+            routed: Sequence[str] = walked[1]
+        else:
+            block, _, routed = self._walk(parts.host)
+            if block is not None:
+                return self._verdict(block, "host")
         table = self.urls
-        if not table.size or not (routed or table.needs_sha):
+        if not table.size or not routed:
             return None
-        # Safe Browsing matches URL entries on at most 5 host candidates: every suffix of a
-        # host of up to 6 labels, a subset for deeper ones. Plaintext lists say which hosts
-        # carry entries (routed); pre-hashed lists must be tried on every candidate.
-        if table.needs_sha:
-            candidates = [c for c in urls.host_suffixes(parts.host) if self._allows(parts.host, c)]
-        elif parts.host.count(".") <= 5:
+        # Hot path (every proxied request). Safe Browsing matches URL entries on at most 5
+        # host candidates: every suffix of a host of up to 6 labels, a subset for deeper
+        # ones. Only the routed ones can carry entries: plaintext lists route every host
+        # of their URL entries, and pre-hashed lists must give a `route:` hash for each
+        # (FORMAT.md), so a hashed lookup hashes the expressions of routed hosts only.
+        if parts.host.count(".") <= 5:
             candidates = routed
         else:
             sb = urls.host_suffixes(parts.host)
             candidates = [c for c in routed if c in sb]
         paths = urls.path_prefixes(parts.path, parts.query)
         if table.needs_sha:
-            for expression in (host + path for host in candidates for path in paths):
-                if (owner := table.owner(expression)) is not None:
-                    return self._verdict(owner, "url")
+            for host in candidates:  # routed suffixes passed _allows in the walk
+                for path in paths:
+                    if (owner := table.owner_of_digest(digest64(host + path))) is not None:
+                        return self._verdict(owner, "url")
             return None
         uf, um = table.filter, table.mask
         for host in candidates:

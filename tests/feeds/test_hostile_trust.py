@@ -654,7 +654,11 @@ async def test_hash_of_a_public_suffix_blocks_and_routes_nothing(
 
 async def test_hash_of_a_registrable_name_under_a_suffix_still_blocks(tmp_path: Path) -> None:
     # Control: the suffix rule must not stop ordinary hashed entries below a suffix.
-    lines = [hashed_entry("host", "site.co.uk"), hashed_entry("url", "blog.github.io/p.html")]
+    lines = [
+        hashed_entry("host", "site.co.uk"),
+        hashed_entry("url", "blog.github.io/p.html"),
+        hashed_entry("route", "blog.github.io"),  # FORMAT.md: url: hashes match on routed hosts
+    ]
     snap, _ = await enforce(tmp_path, hashed(lines), "hashed")
     assert snap.host_verdict("www.site.co.uk") is not None
     assert snap.url_verdict("http://blog.github.io/p.html") is not None

@@ -99,6 +99,30 @@ def test_hashed_lists_answer_without_plaintext() -> None:
     assert snap.url_verdict("http://p.example/b") is None
 
 
+def test_hashed_url_entries_match_on_the_hosts_their_route_hashes_name() -> None:
+    lines = [
+        hashed_entry("url", "p.example/a/"),  # its host routed: matched, on subdomains too
+        hashed_entry("route", "p.example"),
+        hashed_entry("url", "q.example/a/"),  # no route hash for q.example (FORMAT.md needs one)
+        hashed_entry("route", "www.q.example"),
+    ]
+    snap = snapshot(indexed("hashed", "sha256", lines))
+    assert snap.url_verdict("http://p.example/a/") is not None
+    assert snap.url_verdict("http://www.p.example/a/x") is not None
+    assert snap.url_verdict("http://www.q.example/a/") is None
+
+
+def test_a_walked_host_gives_the_same_url_verdicts() -> None:
+    lines = [hashed_entry("url", "p.example/a/"), hashed_entry("route", "p.example")]
+    plain = indexed("plain", "urls", ["http://p.example/a/"])
+    for snap in (snapshot(indexed("hashed", "sha256", lines)), snapshot(plain)):
+        _, routed = snap.host_route("www.p.example")
+        assert routed == ("p.example",)
+        for url in ("http://www.p.example/a/b", "http://www.p.example/b", "http://p.example/a/"):
+            walked = snap.url_verdict(url, ("www.p.example", routed))
+            assert walked == snap.url_verdict(url)
+
+
 def test_verdicts_are_identical_in_shape_and_reveal_no_entry() -> None:
     snap = snapshot(indexed("hosts", "hosts", ["a.example", "b.example"]))
     va, vb = snap.host_verdict("a.example"), snap.host_verdict("x.b.example")
