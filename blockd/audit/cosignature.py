@@ -23,7 +23,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from blockd.audit.note import SIGNATURE_PREFIX, NoteError, _b64decode, valid_key_name
+from blockd.audit.note import (
+    SIGNATURE_PREFIX,
+    NoteError,
+    _b64decode,
+    ed25519_key,
+    valid_key_name,
+)
 
 SIG_TYPE = 0x04  # timestamped Ed25519 witness cosignatures (signed-note's type registry)
 HEADER = "cosignature/v1\n"
@@ -137,13 +143,8 @@ class Cosigner:
     @classmethod
     def from_seed(cls, name: str, seed: bytes) -> Cosigner:
         """Build a cosigner from a name and a 32-byte Ed25519 seed."""
-        if not valid_key_name(name):
-            raise NoteError("invalid-key-name", repr(name))
-        if len(seed) != 32:
-            raise NoteError("malformed-key", f"an Ed25519 seed is 32 bytes, got {len(seed)}")
-        private = Ed25519PrivateKey.from_private_bytes(seed)
-        public = private.public_key()
-        kid = cosigner_key_id(name, _raw(public))
+        private, public, raw = ed25519_key(name, seed)
+        kid = cosigner_key_id(name, raw)
         return cls(name, kid, private, CosignatureVerifier(name, kid, public))
 
     @classmethod

@@ -73,6 +73,17 @@ def _raw_public(key: Ed25519PublicKey) -> bytes:
     return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
+def ed25519_key(name: str, seed: bytes) -> tuple[Ed25519PrivateKey, Ed25519PublicKey, bytes]:
+    """Return the private key, public key and raw public bytes of a named 32-byte seed."""
+    if not valid_key_name(name):
+        raise NoteError("invalid-key-name", repr(name))
+    if len(seed) != 32:
+        raise NoteError("malformed-key", f"an Ed25519 seed is 32 bytes, got {len(seed)}")
+    private = Ed25519PrivateKey.from_private_bytes(seed)
+    public = private.public_key()
+    return private, public, _raw_public(public)
+
+
 def _split_key(text: str, parts: int) -> list[str]:
     fields = text.split("+", parts - 1)
     if len(fields) != parts:
@@ -141,13 +152,8 @@ class Signer:
     @classmethod
     def from_seed(cls, name: str, seed: bytes) -> Signer:
         """Build a signer from a 32-byte Ed25519 seed."""
-        if not valid_key_name(name):
-            raise NoteError("invalid-key-name", repr(name))
-        if len(seed) != 32:
-            raise NoteError("malformed-key", f"an Ed25519 seed is 32 bytes, got {len(seed)}")
-        private = Ed25519PrivateKey.from_private_bytes(seed)
-        public = private.public_key()
-        kid = key_id(name, _raw_public(public))
+        private, public, raw = ed25519_key(name, seed)
+        kid = key_id(name, raw)
         return cls(name, kid, private, Verifier(name, kid, public))
 
     @classmethod
