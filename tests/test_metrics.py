@@ -93,7 +93,10 @@ def state(now: float = T) -> MetricsState:
         intervals=lambda: {"iwf/hosts": 3600.0, "iwf/urls": 900.0},
         trust=lambda: policy,
         cache=lambda: cache,
-        upstreams=lambda: [UpstreamState(UPSTREAM), UpstreamState(("192.0.2.54", 53), False)],
+        upstreams=lambda: [
+            UpstreamState(UPSTREAM),
+            UpstreamState(("192.0.2.54", 53), False, failures=3, down=True),
+        ],
         audit=lambda: AuditStatus(17, now - 100, 300.0),
         ready=lambda: True,
         http_connections=lambda: 4,
@@ -207,6 +210,7 @@ def test_upstream_latency_is_a_histogram_in_seconds() -> None:
     assert value(s, f"{name}_count") == 3
     assert abs(value(s, f"{name}_sum") - 0.324) < 1e-9
     assert value(s, "blockd_upstreams") == 2 and value(s, "blockd_upstreams_healthy") == 1
+    assert value(s, "blockd_upstreams_down") == 1
 
 
 def test_cache_http_and_connections() -> None:

@@ -66,6 +66,11 @@ class Upstream(Protocol):
         """Whether the upstream is in use (not set aside after failures)."""
         ...
 
+    @property
+    def down(self) -> bool:
+        """Whether the upstream is down (failed attempts in a row, no answer since)."""
+        ...
+
 
 __all__ = [
     "CATALOGUE",

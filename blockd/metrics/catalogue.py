@@ -54,6 +54,8 @@ CATALOGUE = _catalogue(
     ("blockd_upstreams", "gauge", "", "Upstream resolvers configured."),
     ("blockd_upstreams_healthy", "gauge", "", "Upstream resolvers not set aside after a "
      "failure."),
+    ("blockd_upstreams_down", "gauge", "", "Upstream resolvers down: 3 failed attempts in a "
+     "row and no answer since (the log and readiness use the same rule)."),
     ("blockd_http_decisions_total", "counter", "transport outcome", "HTTP requests and TLS "
      "connections by outcome: notice, pass, splice, refused, misdirected."),
     ("blockd_http_blocked_total", "counter", "authority list outcome transport",

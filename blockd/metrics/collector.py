@@ -128,6 +128,7 @@ class Collector(registry.Collector):
         states = m.state.upstreams()
         yield _gauge("blockd_upstreams", {(): len(states)})
         yield _gauge("blockd_upstreams_healthy", {(): sum(s.healthy for s in states)})
+        yield _gauge("blockd_upstreams_down", {(): sum(s.down for s in states)})
 
     def _http(self) -> Iterator[Metric]:
         t = self.m.tallies
