@@ -169,6 +169,8 @@ async def test_every_operator_command_acts_on_the_running_daemon(
         assert await cli("approve", "-c", conf, "auth/hosts", 3) == 0
         assert "enforces auth/hosts v3" in capsys.readouterr().out
         assert await blocked(app, "three.example")
+        assert await cli("sync", "-c", conf) == 0  # nothing new: said so, per list
+        assert "unchanged    auth/hosts v3\ndaemon       enforces" in capsys.readouterr().out
 
         # reload: a changed configuration is in force at once.
         conf.write_text(text.replace("min_change_entries = 1", 'never_block = ["three.example"]'))
@@ -189,7 +191,16 @@ async def test_every_operator_command_acts_on_the_running_daemon(
         assert "three.example: not blocked" in out
 
         done = [e.action for e in actions.of(OperatorAction)]
-        assert done == ["sync", "rollback", "sync", "approve", "reload", "selftest", "check"]
+        assert done == [
+            "sync",
+            "rollback",
+            "sync",
+            "approve",
+            "sync",
+            "reload",
+            "selftest",
+            "check",
+        ]
         details = [e.detail for e in actions.of(OperatorAction) if e.action != "reload"]
         assert all(f"control socket, uid {os.getuid()}" in d for d in details), details
 

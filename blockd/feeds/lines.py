@@ -9,6 +9,7 @@ from blockd.events import (
     FeedAccepted,
     FeedRejected,
     FeedRevoked,
+    FeedUnchanged,
     GuardIntervention,
     TrustAccepted,
     TrustRejected,
@@ -16,6 +17,7 @@ from blockd.events import (
 
 KINDS: tuple[type[Event], ...] = (
     FeedAccepted,
+    FeedUnchanged,
     FeedRejected,
     FeedRevoked,
     GuardIntervention,
@@ -29,6 +31,9 @@ def line(e: Event) -> str | None:
     if isinstance(e, FeedAccepted):
         bad = f"; {rejected_entries(e.rejected_entries)}" if e.rejected_entries else ""
         return f"accepted     {e.authority}/{e.list} v{e.version}: {entries(e.entries)}{bad}"
+    if isinstance(e, FeedUnchanged):
+        held = f"v{e.version}" if e.version is not None else "no version yet"
+        return f"unchanged    {e.authority}/{e.list} {held}"
     if isinstance(e, FeedRejected):
         return f"rejected     {e.authority}/{e.list}: {e.reason}: {e.message}"
     if isinstance(e, GuardIntervention):
