@@ -180,7 +180,9 @@ def compare(a: argparse.Namespace, layout: tuple[set[int], set[int]] | None) -> 
 def median_run(rs: list[WrkRun]) -> dict[str, float]:
     """Return the median of every figure of a run over rounds (CPU by server included)."""
     out = {
-        key: statistics.median(getattr(r, key) for r in rs) for key in asdict(rs[0]) if key != "cpu"
+        key: statistics.median(getattr(r, key) for r in rs)
+        for key in asdict(rs[0])
+        if key not in ("cpu", "stopped")
     }
     for name in rs[0].cpu:
         out[f"cpu_{name}"] = statistics.median(r.cpu[name] for r in rs)
