@@ -1,20 +1,40 @@
-"""Benchmark blockd's HTTP side (URL proxy and notice page) against nginx, in one run.
+"""Benchmark blockd's HTTP side against Squid, nginx as a proxy and nginx direct, in one run.
 
-    .venv/bin/python bench/http_bench.py      (--connections 32 --seconds 10 --rounds 3)
+    make bench-http            (or: .venv/bin/python bench/http_bench.py; --connections 32
+                                --seconds 10 --rounds 3)
+    .venv/bin/python bench/http_bench.py --squid-acl [N]   (the url_regex ACL mode; N 10,000)
 
-Installs wrk and nginx when missing. Starts, on loopback:
-- nginx (one process, no master) as the origin: a 10 KB file of random bytes, and blockd's notice
-  page saved as a static file (the baseline for notice pages/s);
+Installs wrk, nginx and squid (Debian packages) when missing; never touches a system service:
+every server is our own process, on a free 127.0.0.1 port, with its own temporary config,
+pid file and directories, stopped when the run ends. Starts:
+- nginx (one process, no master) as the origin: a 10 KB file of random bytes, and blockd's
+  notice page saved as a static file (the baseline for notice pages/s);
 - blockd on the demo lists: partial.demo.test is routed (its origin fixed to nginx),
-  blocked.demo.test wholly blocked.
-wrk then measures, in interleaved rounds (medians reported), requests/s and latency
-percentiles of: the 10 KB file direct from nginx, the same file proxied through blockd,
-notice pages from blockd (451), and the saved notice page from nginx (200); the CPU time
-blockd, nginx and wrk used in each run shows who was CPU-bound (they share the cores).
-The latency blockd adds is measured request by request on one kept-alive connection,
-alternating direct and proxied, since wrk's p99 at saturation is mostly queueing; wrk's
-p99 is reported beside it. Resident memory of blockd is read from /proc after the runs.
--c 32 is the default: blockd is CPU-bound from -c 8 up, and at 64 queueing dominates latency.
+  blocked.demo.test wholly blocked;
+- Squid 5 as a reverse proxy (accelerator: `http_port ... accel`, `cache_peer` to the origin,
+  `cache deny all`, no cache_dir, cache_mem 0, access_log none, one process: `squid -N`);
+- a second nginx (one process) as a proxy: `proxy_pass` to the origin, proxy_buffering at
+  its default (on), kept-alive upstream connections (as blockd and Squid keep theirs).
+wrk (one thread) then measures, in interleaved rounds (medians reported), requests/s and
+latency percentiles of: the 10 KB file direct from nginx, the same file through blockd,
+Squid and the nginx proxy, notice pages from blockd (451), and the saved notice page from
+nginx (200). The CPU each server used (utime+stime from /proc/PID/stat, descendants
+included) over each run gives CPU microseconds per request, and the ratios blockd/Squid and
+blockd/nginx-proxy of CPU per request, the figure to read on a shared machine.
+
+Pinning (on by default when there are 2 or more CPUs; --no-pin turns it off): before each
+run, the server being measured (the proxy, or nginx for the direct and static runs) is
+pinned to CPU 1 alone, every thread of it (like `taskset -a -p -c 1`); wrk (`taskset -c 0`)
+and every other server, the origin included, to CPU 0. So no proxy shares its core with wrk
+or the origin; the origin and wrk share theirs, which can cap the fastest proxy's requests/s
+(CPU per request is not capped). The latency a proxy adds is measured request by request on
+one kept-alive connection, alternating direct and each proxy (unpinned: one request is in
+flight at a time), since wrk's p99 at saturation is mostly queueing. Resident memory is
+read from /proc after the runs (descendants included: blockd's audit writer).
+
+--squid-acl [N] (bench/http_acl.py): Squid with N `url_regex` lines (10,000 by default;
+reserved names) against blockd with the same N URLs as a signed list: start time, resident
+memory, requests/s and CPU per request, each bounded (--limit-seconds, --limit-mb).
 Report ratios, not absolute figures: machines are noisy.
 """
 
@@ -23,261 +43,240 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import random
-import re
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from dns_bench import cpu_seconds, pct  # noqa: E402
-from policy_bench import free_port, rss_mb  # noqa: E402
+from dns_bench import pct  # noqa: E402
+from http_acl import acl_mode  # noqa: E402
+from http_procs import (  # noqa: E402
+    BLOCKED,
+    FILE_PATH,
+    FILE_SIZE,
+    LISTED,
+    NOTICE_PATH,
+    ROUTED,
+    WrkRun,
+    blockd_cmd,
+    blockd_conf,
+    cpu_layout,
+    demo_lists,
+    ensure_tools,
+    expect,
+    fetch,
+    free_port,
+    nginx_cmd,
+    nginx_conf,
+    pin,
+    place,
+    rss_mb,
+    squid_cmd,
+    squid_conf,
+    squid_dir,
+    start_origin,
+    stop,
+    wait_status,
+    wrk,
+)
 
-NGINX = "/usr/sbin/nginx"
-ROUTED = "partial.demo.test"  # carries URL-level entries: everything else is proxied
-BLOCKED = "blocked.demo.test"  # wholly blocked: the notice page
-LISTED = "/listed/page.html"  # the listed URL on the routed host
-FILE_PATH = "/data10k.bin"
-NOTICE_PATH = "/notice.html"
-FILE_SIZE = 10 * 1024
-
-
-def ensure_tools() -> None:
-    """Install wrk and nginx with apt-get when they are missing."""
-    subprocess.run([str(ROOT / "tools/ensure-deb"), "wrk:wrk", "nginx:nginx"], check=True)
-
-
-def nginx_conf(work: Path, port: int) -> Path:
-    """Write an nginx configuration serving work/www on port; return its path."""
-    # One process (master_process off) with one worker's worth of work: fair against
-    # single-threaded blockd on a 2-core machine. keepalive_requests is raised so neither
-    # wrk nor blockd's origin connection is closed every 1000 requests (the default).
-    temp = work / "nginx-temp"
-    temp.mkdir()
-    conf = work / "nginx.conf"
-    conf.write_text(f"""daemon off;
-master_process off;
-worker_processes 1;
-pid {work}/nginx.pid;
-error_log {work}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 10000000;
-  keepalive_timeout 300s;
-  types {{ text/html html; application/octet-stream bin; }}
-  default_type application/octet-stream;
-  client_body_temp_path {temp}/body;
-  proxy_temp_path {temp}/proxy;
-  fastcgi_temp_path {temp}/fastcgi;
-  uwsgi_temp_path {temp}/uwsgi;
-  scgi_temp_path {temp}/scgi;
-  server {{
-    listen 127.0.0.1:{port};
-    root {work}/www;
-  }}
-}}
-""")
-    return conf
+PROXIES = ("blockd", "squid", "nginx-proxy")
+RUNS = (  # label, server measured, host, path, expected status
+    ("10 KB direct", "nginx", ROUTED, FILE_PATH, 200),
+    ("10 KB via blockd", "blockd", ROUTED, FILE_PATH, 200),
+    ("10 KB via Squid", "squid", ROUTED, FILE_PATH, 200),
+    ("10 KB via nginx proxy", "nginx-proxy", ROUTED, FILE_PATH, 200),
+    ("notice, blockd", "blockd", BLOCKED, "/", 451),
+    ("notice, nginx file", "nginx", ROUTED, NOTICE_PATH, 200),
+)
+VIA = {
+    "blockd": "10 KB via blockd",
+    "squid": "10 KB via Squid",
+    "nginx-proxy": "10 KB via nginx proxy",
+}
 
 
-def blockd_conf(work: Path, http_port: int, admin_port: int, origin: int) -> Path:
-    """Write a blockd configuration on copies of the demo lists; return its path."""
-    # Every listener on a free port (another blockd may be running); no self-test probes
-    # in the middle of a measurement.
-    feeds = work / "feeds"
-    feeds.mkdir()
-    for src in (ROOT / "feeds/demo").iterdir():  # envelopes and the bodies they sign
-        if src.is_file():
-            (feeds / src.name).write_bytes(src.read_bytes())
-    actions = {  # as in config/blockd.toml
-        "demo-hosts": 'action = "notice"',
-        "demo-urls": 'https = "splice"',
-        "demo-hashed": 'action = "nxdomain"',
-    }
-    lists = "".join(
-        f'[[lists]]\nauthority = "demo-authority"\nlist = "{name}"\n'
-        f'source = "file://{feeds}/{name}.dsse"\n{action}\n'
-        for name, action in actions.items()
-    )
-    cfg = work / "blockd.toml"
-    # demo = true: the demo notice texts and audit origin; the bench measures, it does not run
-    cfg.write_text(f"""demo = true
-[trust]
-pinned = "{feeds}/trust.dsse"
-[state]
-dir = "{work}/state"
-[dns]
-listen = ["127.0.0.1:{free_port()}"]
-upstreams = []
-[http]
-listen = ["127.0.0.1:{http_port}"]
-tls_listen = ["127.0.0.1:{free_port()}"]
-origins = {{ "{ROUTED}" = "127.0.0.1:{origin}" }}
-[admin]
-listen = ["127.0.0.1:{admin_port}"]
-[selftest]
-interval = 0
-{lists}""")
-    return cfg
-
-
-def fetch(
-    port: int, host: str, path: str, timeout: float = 5.0
-) -> tuple[int, bytes] | tuple[None, None]:
-    """GET path with Host: host on a fresh connection; return (status, body)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers={"Host": host})
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    except OSError:
-        return None, None
-    finally:
-        conn.close()
-
-
-def wait_status(port: int, host: str, path: str, status: int, limit: float) -> None:
-    """Poll until GET path answers with status."""
-    deadline = time.monotonic() + limit
-    got: tuple[int, bytes] | tuple[None, None] = (None, None)
-    while time.monotonic() < deadline:
-        got = fetch(port, host, path, timeout=0.5)
-        if got[0] == status:
-            return
-        time.sleep(0.1)
-    said = got[1][:300].decode("utf-8", "replace") if got[1] else ""
-    raise SystemExit(f"no {status} for http://{host}{path} on port {port} within {limit}s: {said}")
-
-
-def expect(what: str, got: tuple[int, bytes] | tuple[None, None], status: int) -> bytes:
-    """Return the body of a response that must have status; exit otherwise."""
-    if got[0] != status or got[1] is None:
-        raise SystemExit(f"{what}: expected {status}, got {got[0]}")
-    return got[1]
-
-
-@dataclass
-class WrkRun:
-    """One wrk run, and the CPU each process used during it (in cores: CPU-s per second)."""
-
-    rps: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    requests: int
-    non_2xx_3xx: int
-    socket_errors: int
-    blockd_cpu: float
-    nginx_cpu: float
-    wrk_cpu: float
-
-
-_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-
-
-def parse_wrk(out: str) -> tuple[float, dict[int, float], int, int, int]:
-    """Return (requests/s, latency percentiles in ms, requests, non-2xx/3xx, socket errors)."""
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    total = re.search(r"(\d+) requests in", out)
-    if not rps or not total:
-        raise SystemExit(f"wrk said:\n{out}")
-    latency = {
-        int(p): float(v) * _UNITS[unit]
-        for p, v, unit in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-    }
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    failed = sum(int(n) for n in errors.groups()) if errors else 0
-    return float(rps[1]), latency, int(total[1]), int(non2xx[1]) if non2xx else 0, failed
-
-
-def children_cpu() -> float:
-    """Return the CPU time used by finished child processes (here: wrk)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def wrk(url: str, host: str, connections: int, seconds: int, pids: tuple[int, int]) -> WrkRun:
-    """Run wrk on url with one thread; return its figures and each process's CPU use."""
-    before = (cpu_seconds(pids[0]), cpu_seconds(pids[1]), children_cpu())
-    t = time.monotonic()
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--latency",
-            "-H",
-            f"Host: {host}",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    wall = time.monotonic() - t
-    after = (cpu_seconds(pids[0]), cpu_seconds(pids[1]), children_cpu())
-    rps, latency, requests, non2xx, errors = parse_wrk(out)
-    blockd, nginx, load = ((a - b) / wall for a, b in zip(after, before, strict=True))
-    return WrkRun(
-        rps, latency[50], latency[90], latency[99], requests, non2xx, errors, blockd, nginx, load
-    )
-
-
-def added_latency(direct: int, via: int, n: int) -> tuple[list[float], list[float]]:
-    """Time n GETs of the 10 KB file direct and via blockd, alternating; return ms lists."""
+def added_latency(ports: dict[str, int], n: int) -> dict[str, list[float]]:
+    """Time n GETs of the 10 KB file from each port, alternating; return ms lists by name."""
     # One kept-alive connection each, one request at a time: what one visitor's page load
     # sees, without the queueing a saturating load tool adds.
-    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=5) for port in (direct, via)]
-    times: tuple[list[float], list[float]] = ([], [])
+    conns = {
+        name: http.client.HTTPConnection("127.0.0.1", p, timeout=5) for name, p in ports.items()
+    }
+    times: dict[str, list[float]] = {name: [] for name in ports}
     try:
-        for i in range(n + 200):  # the first 200 warm up both paths
-            for conn, out in zip(conns, times, strict=True):
+        for i in range(n + 200):  # the first 200 warm up every path
+            for name, conn in conns.items():
                 t = time.perf_counter()
                 conn.request("GET", FILE_PATH, headers={"Host": ROUTED})
                 resp = conn.getresponse()
                 body = resp.read()
                 elapsed = (time.perf_counter() - t) * 1000
                 if resp.status != 200 or len(body) != FILE_SIZE:
-                    raise SystemExit(f"sequential GET: {resp.status}, {len(body)} bytes")
+                    raise SystemExit(f"sequential GET via {name}: {resp.status}, {len(body)} B")
                 if i >= 200:
-                    out.append(elapsed)
+                    times[name].append(elapsed)
     finally:
-        for conn in conns:
+        for conn in conns.values():
             conn.close()
     return times
 
 
-def stop(servers: dict[str, subprocess.Popen[bytes]], grace: float = 30.0) -> None:
-    """Terminate the servers; kill (and say so) any still running after grace seconds."""
-    for p in servers.values():
-        p.terminate()
-    for name, p in servers.items():
+def compare(a: argparse.Namespace, layout: tuple[set[int], set[int]] | None) -> None:
+    """The default mode: every run of RUNS, interleaved rounds, medians."""
+    servers: dict[str, subprocess.Popen[bytes]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
         try:
-            p.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            print(f"{name} ignored SIGTERM for {grace:.0f} s: killed", file=sys.stderr)
-            p.kill()
-            p.wait()
+            ports = {"nginx": 0, "blockd": free_port(), "admin": free_port()}
+            ports["nginx"], data = start_origin(work, servers)
+            ports["squid"], ports["nginx-proxy"] = free_port(), free_port()
+            conf = nginx_conf(work, "nginx-proxy", ports["nginx-proxy"], ports["nginx"])
+            servers["nginx-proxy"] = subprocess.Popen(nginx_cmd(work, "nginx-proxy", conf))
+            sq = squid_conf(squid_dir(work), ports["squid"], ports["nginx"])
+            servers["squid"] = subprocess.Popen(squid_cmd(sq), stdout=subprocess.DEVNULL)
+            lists, feeds = demo_lists(work)
+            cfg = blockd_conf(
+                work, ports["blockd"], ports["admin"], {ROUTED: ports["nginx"]}, lists, feeds
+            )
+            servers["blockd"] = subprocess.Popen(
+                blockd_cmd(cfg), cwd=ROOT, stdout=subprocess.DEVNULL
+            )
+            wait_status(ports["admin"], "127.0.0.1", "/readyz", 200, 60, servers["blockd"])
+            # Check every path answers as the runs assume before loading it.
+            notice = expect("notice", fetch(ports["blockd"], BLOCKED, "/"), 451)
+            (work / "www" / NOTICE_PATH.lstrip("/")).write_bytes(notice)
+            expect("listed URL", fetch(ports["blockd"], ROUTED, LISTED), 451)
+            for name in PROXIES:
+                wait_status(ports[name], ROUTED, FILE_PATH, 200, 30, servers[name])
+                if expect(f"via {name}", fetch(ports[name], ROUTED, FILE_PATH), 200) != data:
+                    raise SystemExit(f"the file through {name} differs from the origin's")
+            expect("static notice", fetch(ports["nginx"], ROUTED, NOTICE_PATH), 200)
+            pids = {name: p.pid for name, p in servers.items()}
+            # Interleaved rounds, median of each: a noisy neighbour then hurts every run alike.
+            runs: dict[str, list[WrkRun]] = {label: [] for label, *_ in RUNS}
+            for _ in range(a.rounds):
+                for label, server, host, path, _status in RUNS:
+                    place(pids, server, layout)
+                    url = f"http://127.0.0.1:{ports[server]}{path}"
+                    load = layout[1] if layout else None
+                    runs[label].append(wrk(url, host, a.connections, a.seconds, pids, load))
+            rss = {name: rss_mb(pid) for name, pid in pids.items()}
+            if layout is not None:  # sequential requests, one at a time: every CPU for all
+                for pid in pids.values():
+                    pin(pid, layout[0] | layout[1])
+            seq = added_latency({n: ports[n] for n in ("nginx", *PROXIES)}, a.requests)
+        finally:
+            stop(servers)
+    report(a, layout, runs, rss, seq, len(notice))
 
 
-RUNS = (  # label, server, host, path, expected status
-    ("10 KB direct", "nginx", ROUTED, FILE_PATH, 200),
-    ("10 KB via blockd", "blockd", ROUTED, FILE_PATH, 200),
-    ("notice, blockd", "blockd", BLOCKED, "/", 451),
-    ("notice, nginx file", "nginx", ROUTED, NOTICE_PATH, 200),
-)
+def median_run(rs: list[WrkRun]) -> dict[str, float]:
+    """Return the median of every figure of a run over rounds (CPU by server included)."""
+    out = {
+        key: statistics.median(getattr(r, key) for r in rs)
+        for key in asdict(rs[0])
+        if key not in ("cpu", "stopped")
+    }
+    for name in rs[0].cpu:
+        out[f"cpu_{name}"] = statistics.median(r.cpu[name] for r in rs)
+    # CPU per request: each round's own ratio, then the median (rounds move together)
+    for name in rs[0].cpu:
+        out[f"us_per_req_{name}"] = statistics.median(r.cpu[name] / r.rps * 1e6 for r in rs)
+    return out
+
+
+def report(
+    a: argparse.Namespace,
+    layout: tuple[set[int], set[int]] | None,
+    runs: dict[str, list[WrkRun]],
+    rss: dict[str, float],
+    seq: dict[str, list[float]],
+    notice_bytes: int,
+) -> None:
+    results = {label: median_run(rs) for label, rs in runs.items()}
+    statuses_ok = {
+        label: all(
+            r.socket_errors == 0 and r.non_2xx_3xx == (r.requests if status == 451 else 0)
+            for r in runs[label]
+        )
+        for label, _server, _host, _path, status in RUNS
+    }
+    direct = seq["nginx"]
+    added = {
+        name: {f"p{q}": pct(seq[name], q) - pct(direct, q) for q in (50, 99)} for name in PROXIES
+    }
+    plain = results["10 KB direct"]
+    per_req = {name: results[VIA[name]][f"us_per_req_{name}"] for name in PROXIES}
+    ratios = {
+        "blockd_over_squid_cpu_per_request": per_req["blockd"] / per_req["squid"],
+        "blockd_over_nginx_proxy_cpu_per_request": per_req["blockd"] / per_req["nginx-proxy"],
+        **{f"{name}_rps_over_direct": results[VIA[name]]["rps"] / plain["rps"] for name in PROXIES},
+        "notice_rps": results["notice, blockd"]["rps"] / results["notice, nginx file"]["rps"],
+    }
+    pinning = (
+        f"measured server alone on CPU {min(layout[0])};"
+        f" wrk and the other servers on CPU {min(layout[1])}"
+        if layout
+        else "none (every process on every CPU)"
+    )
+    out = {
+        "wrk": {"threads": 1, "connections": a.connections, "seconds": a.seconds},
+        "rounds": a.rounds,
+        "pinning": pinning,
+        "results": results,
+        "runs": {label: [asdict(r) for r in rs] for label, rs in runs.items()},
+        "statuses_ok": statuses_ok,
+        "cpu_us_per_request": per_req,
+        "ratios": ratios,
+        "added_latency_ms": added,
+        "sequential_requests": a.requests,
+        "sequential_ms": {n: {f"p{q}": pct(v, q) for q in (50, 99)} for n, v in seq.items()},
+        "rss_mb": rss,
+        "notice_bytes": notice_bytes,
+    }
+    print(
+        f"wrk -t1 -c{a.connections} -d{a.seconds}s, median of {a.rounds} interleaved rounds;"
+        f" pinning: {pinning}"
+    )
+    print(
+        f"{'run':22} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'server CPU':>10}"
+        f" {'µs/req':>7} {'origin µs/req':>13}  statuses"
+    )
+    for label, server, _host, _path, status in RUNS:
+        r = results[label]
+        origin = f"{r['us_per_req_nginx']:>13.1f}" if label in VIA.values() else " " * 13
+        print(
+            f"{label:22} {r['rps']:>8,.0f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f}"
+            f" {r[f'cpu_{server}']:>10.2f} {r[f'us_per_req_{server}']:>7.1f} {origin}"
+            f"  {'all ' + str(status) if statuses_ok[label] else 'UNEXPECTED (see json)'}"
+        )
+    squid_ratio = ratios["blockd_over_squid_cpu_per_request"]
+    print(f"CPU per proxied request, blockd / Squid:        {squid_ratio:.2f}")
+    print(
+        "CPU per proxied request, blockd / nginx proxy:  "
+        f"{ratios['blockd_over_nginx_proxy_cpu_per_request']:.2f}"
+    )
+    print(
+        "proxied / direct req/s: "
+        + ", ".join(f"{n} {ratios[f'{n}_rps_over_direct']:.2f}" for n in PROXIES)
+    )
+    print(f"notice pages / static file:  {ratios['notice_rps']:.2f}  ({notice_bytes:,} B page)")
+    print(
+        f"latency added, {a.requests} sequential kept-alive GETs each (direct p50"
+        f" {pct(direct, 50):.3f} / p99 {pct(direct, 99):.3f} ms):"
+    )
+    for name in PROXIES:
+        print(f"  {name:12} p50 {added[name]['p50']:.3f} ms, p99 {added[name]['p99']:.3f} ms")
+    print("resident memory after runs: " + ", ".join(f"{n} {v:.1f} MB" for n, v in rss.items()))
+    (ROOT / "bench/out").mkdir(exist_ok=True)
+    (ROOT / "bench/out/http.json").write_text(json.dumps(out, indent=1))
 
 
 def main() -> None:
@@ -286,127 +285,24 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=10, help="wrk -d, per run")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians reported")
     ap.add_argument("--requests", type=int, default=2000, help="sequential latency requests")
+    ap.add_argument("--no-pin", action="store_true", help="no CPU pinning")
+    ap.add_argument(
+        "--squid-acl",
+        type=int,
+        nargs="?",
+        const=10_000,
+        metavar="N",
+        help="the url_regex ACL mode with N URLs (10,000 when N is left out)",
+    )
+    ap.add_argument("--limit-seconds", type=float, default=60.0, help="ACL mode: start limit")
+    ap.add_argument("--limit-mb", type=int, default=4096, help="ACL mode: resident memory limit")
     a = ap.parse_args()
     ensure_tools()
-    servers: dict[str, subprocess.Popen[bytes]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        try:
-            www = work / "www"
-            www.mkdir()
-            data = random.Random(10).randbytes(FILE_SIZE)
-            (www / FILE_PATH.lstrip("/")).write_bytes(data)
-            ports = {"nginx": free_port(), "blockd": free_port(), "admin": free_port()}
-            conf = nginx_conf(work, ports["nginx"])
-            servers["nginx"] = subprocess.Popen(
-                [NGINX, "-p", str(work), "-e", str(work / "nginx-error.log"), "-c", str(conf)]
-            )
-            cfg = blockd_conf(work, ports["blockd"], ports["admin"], ports["nginx"])
-            args = ["run", "--config", str(cfg), "--log-level", "warning"]
-            servers["blockd"] = subprocess.Popen(
-                [sys.executable, "-m", "blockd.cli", *args], cwd=ROOT, stdout=subprocess.DEVNULL
-            )
-            pids = {name: p.pid for name, p in servers.items()}
-            wait_status(ports["nginx"], ROUTED, FILE_PATH, 200, 30)
-            wait_status(ports["admin"], "127.0.0.1", "/readyz", 200, 60)  # every list loaded
-            # Check every path answers as the runs assume before loading it.
-            notice = expect("notice", fetch(ports["blockd"], BLOCKED, "/"), 451)
-            (www / NOTICE_PATH.lstrip("/")).write_bytes(notice)
-            expect("listed URL", fetch(ports["blockd"], ROUTED, LISTED), 451)
-            if expect("proxied", fetch(ports["blockd"], ROUTED, FILE_PATH), 200) != data:
-                raise SystemExit("the proxied file differs from the origin's")
-            expect("static notice", fetch(ports["nginx"], ROUTED, NOTICE_PATH), 200)
-            # Interleaved rounds, median of each: a noisy neighbour then hurts every run alike.
-            runs: dict[str, list[WrkRun]] = {label: [] for label, *_ in RUNS}
-            for _ in range(a.rounds):
-                for label, server, host, path, _status in RUNS:
-                    url = f"http://127.0.0.1:{ports[server]}{path}"
-                    runs[label].append(
-                        wrk(url, host, a.connections, a.seconds, (pids["blockd"], pids["nginx"]))
-                    )
-            rss = {name: rss_mb(pid) for name, pid in pids.items()}
-            direct, via = added_latency(ports["nginx"], ports["blockd"], a.requests)
-        finally:
-            stop(servers)
-    results = {
-        label: {key: statistics.median(getattr(r, key) for r in rs) for key in asdict(rs[0])}
-        for label, rs in runs.items()
-    }
-    statuses_ok = {
-        label: all(
-            r.socket_errors == 0 and r.non_2xx_3xx == (r.requests if status == 451 else 0)
-            for r in runs[label]
-        )
-        for label, _server, _host, _path, status in RUNS
-    }
-    added = {f"p{q}": pct(via, q) - pct(direct, q) for q in (50, 99)}
-    seq = {
-        "direct": {f"p{q}": pct(direct, q) for q in (50, 99)},
-        "via": {f"p{q}": pct(via, q) for q in (50, 99)},
-    }
-    proxied, plain = results["10 KB via blockd"], results["10 KB direct"]
-    wrk_added = proxied["p99_ms"] - plain["p99_ms"]
-    ratios = {
-        "proxied_rps": proxied["rps"] / plain["rps"],
-        "notice_rps": results["notice, blockd"]["rps"] / results["notice, nginx file"]["rps"],
-    }
-    report = {
-        "wrk": {"threads": 1, "connections": a.connections, "seconds": a.seconds},
-        "rounds": a.rounds,
-        "results": results,
-        "runs": {label: [asdict(r) for r in rs] for label, rs in runs.items()},
-        "statuses_ok": statuses_ok,
-        "ratios": ratios,
-        "added_latency_ms": {
-            "sequential": added,
-            "sequential_requests": a.requests,
-            "sequential_ms": seq,
-            "wrk_p99": wrk_added,
-        },
-        "rss_mb": rss,
-        "notice_bytes": len(notice),
-    }
-    print(
-        f"wrk -t1 -c{a.connections} -d{a.seconds}s, median of {a.rounds} interleaved rounds;"
-        " wrk, nginx (1 process) and blockd share the cores (CPU in cores used)"
-    )
-    print(
-        f"{'run':20} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7}"
-        f" {'blockd':>7} {'nginx':>6} {'wrk':>5}  statuses"
-    )
-    for label, _server, _host, _path, status in RUNS:
-        r = results[label]
-        print(
-            f"{label:20} {r['rps']:>8,.0f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f}"
-            f" {r['blockd_cpu']:>7.2f} {r['nginx_cpu']:>6.2f} {r['wrk_cpu']:>5.2f}"
-            f"  {'all ' + str(status) if statuses_ok[label] else 'UNEXPECTED (see json)'}"
-        )
-    per_request = {
-        label: results[label]["blockd_cpu"] / results[label]["rps"] * 1e6
-        for label in ("10 KB via blockd", "notice, blockd")
-    }
-    report["blockd_cpu_us_per_request"] = per_request
-    print(f"proxied / direct throughput:   {ratios['proxied_rps']:.2f}  (target >= 0.5)")
-    print(f"notice pages / static file:    {ratios['notice_rps']:.2f}  ({len(notice):,} B page)")
-    print(
-        f"added latency, {a.requests} sequential kept-alive GETs: p50 {added['p50']:.3f} ms,"
-        f" p99 {added['p99']:.3f} ms  (target p99 < 2 ms)"
-    )
-    print(
-        f"  (direct p50 {seq['direct']['p50']:.3f} / p99 {seq['direct']['p99']:.3f} ms,"
-        f" via blockd p50 {seq['via']['p50']:.3f} / p99 {seq['via']['p99']:.3f} ms)"
-    )
-    print(
-        f"added latency, wrk p99 at -c{a.connections}:"
-        f" {wrk_added:.2f} ms (mostly queueing at saturation)"
-    )
-    print(
-        f"blockd CPU per request: proxied {per_request['10 KB via blockd']:.0f} us,"
-        f" notice {per_request['notice, blockd']:.0f} us"
-    )
-    print(f"resident memory after runs: blockd {rss['blockd']:.0f} MB, nginx {rss['nginx']:.1f} MB")
-    (ROOT / "bench/out").mkdir(exist_ok=True)
-    (ROOT / "bench/out/http.json").write_text(json.dumps(report, indent=1))
+    layout = cpu_layout(not a.no_pin)
+    if a.squid_acl is not None:
+        acl_mode(a, layout)
+    else:
+        compare(a, layout)
 
 
 if __name__ == "__main__":
