@@ -185,7 +185,7 @@ def test_promtool_accepts_the_alert_rules() -> None:
         [tool("promtool"), "check", "rules", str(RULES)], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 12 rules found" in done.stdout
+    assert "SUCCESS: 14 rules found" in done.stdout
 
 
 def test_alert_rules_pass_their_unit_tests() -> None:
@@ -235,7 +235,7 @@ def test_alert_rules_evaluate_against_real_metrics(prometheus: Prometheus) -> No
             break
         time.sleep(0.2)
     assert alerts == expected  # and nothing else: ready, lists fresh, upstreams healthy...
-    assert len(group["rules"]) == 12
+    assert len(group["rules"]) == 14
     assert all(r["health"] == "ok" for r in group["rules"]), group["rules"]
 
 
