@@ -63,6 +63,20 @@ def wait_answer(port: int, name: str, check: object, limit: float) -> None:
     raise SystemExit(f"no suitable answer for {name} on port {port} within {limit}s")
 
 
+def blockd_cmd(cfg: Path) -> list[str]:
+    """Return the command that runs blockd on a configuration, logging warnings only."""
+    return [
+        sys.executable,
+        "-m",
+        "blockd.cli",
+        "run",
+        "--config",
+        str(cfg),
+        "--log-level",
+        "warning",
+    ]
+
+
 def cpu_seconds(pid: int) -> float:
     """Return the user+system CPU time a process has used."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -187,16 +201,7 @@ def main() -> None:
             cfg = blockd_config(work / "blockd.toml", work, "state", bd_port, up_port)
             procs.append(
                 subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "blockd.cli",
-                        "run",
-                        "--config",
-                        str(cfg),
-                        "--log-level",
-                        "warning",
-                    ],
+                    blockd_cmd(cfg),
                     cwd=ROOT,
                     stdout=subprocess.DEVNULL,
                 )

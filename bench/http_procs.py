@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
+from dns_bench import blockd_cmd as blockd_cmd  # noqa: E402  (re-exported for the HTTP benches)
 
 NGINX = "/usr/sbin/nginx"
 SQUID = "/usr/sbin/squid"
@@ -229,19 +230,6 @@ def demo_lists(work: Path) -> tuple[str, Path]:
         for name, action in actions.items()
     )
     return lists, feeds
-
-
-def blockd_cmd(cfg: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "blockd.cli",
-        "run",
-        "--config",
-        str(cfg),
-        "--log-level",
-        "warning",
-    ]
 
 
 # --- probes -----------------------------------------------------------------------------------

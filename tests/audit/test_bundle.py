@@ -23,16 +23,6 @@ def entry(i: int) -> dict[str, object]:
     return {"time": f"2026-11-{1 + i // 100:02d}T00:00:{i % 60:02d}Z", "type": "t", "n": i}
 
 
-@pytest.fixture
-def log(tmp_path: Path) -> MerkleLog:
-    """A log of 40 entries with checkpoints at 10, 25 and 40."""
-    log = open_log(tmp_path / "audit", ORIGIN, "test-operator")
-    for start, end in ((0, 10), (10, 25), (25, 40)):
-        log.append([entry(i) for i in range(start, end)])
-        log.sign_checkpoint(f"2026-11-01T00:00:{end:02d}Z")
-    return log
-
-
 def exported(log: MerkleLog, begin: int = 0, end: int = 40) -> dict[str, Any]:
     return bundle.export(log, begin, end)
 

@@ -17,16 +17,6 @@ from blockd.cli import main
 from tests.audit.test_bundle import ORIGIN, entry
 
 
-@pytest.fixture
-def log(tmp_path: Path) -> MerkleLog:
-    """A log of 40 entries with checkpoints at 10, 25 and 40."""
-    log = open_log(tmp_path / "audit", ORIGIN, "test-operator")
-    for start, end in ((0, 10), (10, 25), (25, 40)):
-        log.append([entry(i) for i in range(start, end)])
-        log.sign_checkpoint(f"2026-11-01T00:00:{end:02d}Z")
-    return log
-
-
 def write(tmp_path: Path, name: str, value: object) -> Path:
     path = tmp_path / name
     path.write_text(value if isinstance(value, str) else bundle.dumps(value))  # type: ignore[arg-type]

@@ -42,11 +42,9 @@ def read_until(proc: subprocess.Popen[str], pattern: str, limit: float = 20) -> 
     raise AssertionError(f"never saw {pattern!r} in:\n{seen}")
 
 
-def test_run_reload_and_stop(tmp_path: Path) -> None:
-    conf = tmp_path / "blockd.toml"
-    conf.write_text(demo_config(tmp_path, ("127.0.0.1", 1)))  # nothing listens there
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
+def run_blockd(conf: Path, **popen: Any) -> subprocess.Popen[str]:
+    """Start `blockd run` on conf, warnings only, its output on one unbuffered pipe."""
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -61,8 +59,15 @@ def test_run_reload_and_stop(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=env,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        **popen,
     )
+
+
+def test_run_reload_and_stop(tmp_path: Path) -> None:
+    conf = tmp_path / "blockd.toml"
+    conf.write_text(demo_config(tmp_path, ("127.0.0.1", 1)))  # nothing listens there
+    proc = run_blockd(conf)
     try:
         banner = read_until(proc, r"(NOT READY|ready): .*\n")
         port = int(re.search(r"dns\s+udp\s+127\.0\.0\.1:(\d+)", banner)[1])  # type: ignore[index]
@@ -165,24 +170,7 @@ def test_ctrl_c_stops_cleanly_without_a_traceback(tmp_path: Path) -> None:
     # log helper alike. blockd stops the helper itself, in order; nobody prints a traceback.
     conf = tmp_path / "blockd.toml"
     conf.write_text(demo_config(tmp_path, ("127.0.0.1", 1)))
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "blockd.cli",
-            "run",
-            "--config",
-            str(conf),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        start_new_session=True,  # its own process group, as a shell gives a job
-    )
+    proc = run_blockd(conf, start_new_session=True)  # its own group, as a shell gives a job
     try:
         banner = read_until(proc, r"(NOT READY|ready): .*\n")
         port = int(re.search(r"dns\s+udp\s+127\.0\.0\.1:(\d+)", banner)[1])  # type: ignore[index]
