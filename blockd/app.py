@@ -22,11 +22,7 @@ from blockd.audit.witnessing import Witnessing, targets
 from blockd.audit.writer import LogWriter
 from blockd.config import Config, ConfigError, split_endpoint
 from blockd.config import load as load_config
-from blockd.dns.answers import AnswerPolicy
-from blockd.dns.cache import AnswerCache
-from blockd.dns.forward import Forwarder, UpstreamState, resolv_conf_upstreams
-from blockd.dns.pipeline import AccessList, DnsPipeline
-from blockd.dns.server import DnsServer
+from blockd.dns.forward import UpstreamState, resolv_conf_upstreams
 from blockd.events import (
     Event,
     EventBus,
@@ -37,17 +33,26 @@ from blockd.events import (
     UpstreamRecovered,
 )
 from blockd.failures import FailureLog
-from blockd.feeds.model import Authority
 from blockd.feeds.sync import FeedSync
 from blockd.feeds.trust import TrustError
 from blockd.health import Readiness
 from blockd.http.notice import NoticeError, NoticePage
-from blockd.http.origin import OriginResolver
-from blockd.http.proxy import HttpFront, Limits
-from blockd.http.server import HttpServer, demo_origin
-from blockd.http.tls import TlsFront
-from blockd.metrics import AuditStatus, BlockCounts, Metrics, MetricsState, WitnessStatus
+from blockd.http.server import demo_origin
+from blockd.metrics import (
+    AuditStatus,
+    BlockCounts,
+    CacheView,
+    DnsCounters,
+    Metrics,
+    MetricsState,
+    WitnessStatus,
+)
 from blockd.policy.guards import GuardConfigError
+from blockd.serving import QueryPath
+from blockd.workers.fleet import Fleet, Tallies
+from blockd.workers.supervisor import Workers
+from blockd.workers.worker import main as worker_main
+from blockd.workers.zygote import Zygote
 
 SYNC_RESTART_DELAY = 30  # seconds before a crashed sync loop starts again
 log = logging.getLogger("blockd")
@@ -56,53 +61,44 @@ log = logging.getLogger("blockd")
 class App:
     """One running blockd."""
 
-    def __init__(self, config: Config, config_path: Path | None = None) -> None:
-        """Build the parts; nothing runs until start()."""
+    def __init__(
+        self, config: Config, config_path: Path | None = None, zygote: Zygote | None = None
+    ) -> None:
+        """Build the parts; nothing runs until start().
+
+        With daemon.workers above 1, workers are forked from zygote (forked before the event
+        loop and any thread started: `blockd run` does); without one, it is forked here.
+        """
         self.config = config
         self.config_path = config_path
         self.bus = EventBus()
         self.failures = FailureLog(self.bus)  # every failure said once in the daemon log
         self.feeds = FeedSync(config, self.bus)
-        self.cache = AnswerCache(config.dns.cache_entries)
-        upstreams = [split_endpoint(u) for u in config.dns.upstreams] or resolv_conf_upstreams()
-        self.forwarder = Forwarder(
-            upstreams,
-            attempt_timeout=config.dns.attempt_timeout,
-            total_timeout=config.dns.total_timeout,
-            on_change=self._upstream_changed,
-        )
-        self.pipeline = DnsPipeline(
-            self.feeds,
-            AnswerPolicy.build(config.dns, None),
-            self.forwarder,
-            self.cache,
-            self.bus,
-            AccessList(config.dns.allow),
-            keep_client_subnet=config.dns.keep_client_subnet,
-        )
-        self.pipeline.closed = config.dns_start() == "fail-closed"
-        self.dns = DnsServer(config.dns, self.pipeline, self.bus)
-        self.resolver = OriginResolver(self.forwarder, config.http.origins, own=[])
-        self.http_front = HttpFront(
-            lambda: self.feeds.snapshot,
-            NoticePage(config.http.notice),
-            self.resolver,
-            self.bus,
-            self._authority,
-            _limits(config),
-        )
-        self.tls_front = TlsFront(
-            lambda: self.feeds.snapshot,
-            self.resolver,
-            self.bus,
-            _limits(config),
-            {c.ref: c.https for c in config.lists},
-            default=config.http.tls_default,
-            origin_port=config.http.origin_https_port,
-        )
-        self.http = HttpServer(config.http, self.http_front, self.tls_front, self.bus)
         self._demo_origin: asyncio.Server | None = None
         self.blocks = BlockCounts(self.bus)  # one count for metrics and audit
+        self.path: QueryPath | None = None  # one process answers
+        self.workers: Workers | None = None  # worker processes answer
+        self.front: QueryPath | Workers
+        dns_counts = DnsCounters()
+        count = config.daemon.worker_count()
+        if count > 1:
+            self.fleet = Fleet(Tallies(self.blocks, dns_counts), _upstreams(config))
+            self.fleet.on_upstream_change = self._upstream_changed
+            self.front = self.workers = Workers(
+                config,
+                count,
+                self.bus,
+                zygote or Zygote.fork(worker_main),
+                self.fleet,
+                config.state.dir / "policy",
+            )
+            cache: CacheView = self.fleet
+        else:
+            self.front = self.path = QueryPath(
+                config, self.feeds, self.bus, on_upstream_change=self._upstream_changed
+            )
+            dns_counts = self.path.pipeline.counts
+            cache = self.path.cache
         self.audit: AuditRecorder | None = None
         self.witnessing: Witnessing | None = None
         records: RecordKeeper | None = None
@@ -116,8 +112,9 @@ class App:
                     keep_min=r.keep_min_days * DAY,
                     keep_max=r.keep_max_days * DAY,
                 )
-                self.pipeline.on_block = self.http_front.on_block = records.note
-                self.http_front.records_nothing = False
+                assert self.path is not None  # the configuration allows records with one process
+                self.path.pipeline.on_block = self.path.http_front.on_block = records.note
+                self.path.http_front.records_nothing = False
             directory = audit.directory(config.state.dir)
             origin, key_name = audit.names()
             self.audit = AuditRecorder(
@@ -148,14 +145,15 @@ class App:
                 lists=self.feeds.status,
                 intervals=lambda: {c.ref: c.interval for c in self.config.lists},
                 trust=lambda: self.feeds.trust,
-                cache=lambda: self.cache,
-                upstreams=self.forwarder.states,
+                cache=lambda: cache,
+                upstreams=self.front.upstreams,
                 audit=self._audit_status,
                 ready=lambda: self.readiness().ready,
-                http_connections=lambda: self.http.connections,
+                http_connections=self._http_connections,
                 witnesses=self._witness_status,
+                workers=self.workers.statuses if self.workers is not None else tuple,
             ),
-            dns=self.pipeline.counts,
+            dns=dns_counts,
             blocks=self.blocks,
         )
         self.admin = Admin(
@@ -166,6 +164,12 @@ class App:
         self._sync_task: asyncio.Task[None] | None = None
         self._stack = contextlib.AsyncExitStack()  # what start() started, to stop in reverse
         self._stopped = asyncio.Event()
+
+    def _http_connections(self) -> int:
+        if self.workers is not None:
+            return self.fleet.http_connections()
+        assert self.path is not None
+        return self.path.http.connections
 
     def _audit_status(self) -> AuditStatus | None:
         a = self.audit
@@ -182,17 +186,15 @@ class App:
             for s in w.states
         ]
 
-    def _authority(self, authority_id: str) -> Authority | None:
-        trust = self.feeds.trust
-        return trust.authority(authority_id) if trust is not None else None
-
     def _on_policy(self, event: Event) -> None:
         # Authority names and contacts for EDE texts come from the trust policy in force.
-        self.pipeline.answers = AnswerPolicy.build(self.config.dns, self.feeds.trust)
+        self.front.set_trust(self.feeds.trust)
         if isinstance(event, PolicyActivated):
             wanted = {c.ref for c in self.config.lists}
-            if self.pipeline.closed and wanted <= set(event.versions):
-                self.pipeline.closed = False
+            if self.workers is not None:
+                self.workers.policy(event.generation)
+            if self.front.closed and wanted <= set(event.versions):
+                self.front.open()
                 log.info("every configured list is in force: answering from upstream now")
             lists = ", ".join(f"{ref} v{v}" for ref, v in event.versions.items()) or "none"
             r = self.readiness()
@@ -205,7 +207,7 @@ class App:
 
     def listeners(self) -> list[tuple[str, str, int]]:
         """Return every bound listener as (kind, address, port): DNS, then HTTP."""
-        return [*self.dns.bound, *self.http.bound]
+        return self.front.bound
 
     def readiness(self) -> Readiness:
         """Say whether a current policy is enforced, and every check behind the answer."""
@@ -233,7 +235,7 @@ class App:
             trust=health.TrustFact(trust.version, trust.expires) if trust is not None else None,
             upstreams=[
                 health.UpstreamFact(u.name, u.down, u.last_reason, u.down_since)
-                for u in self.forwarder.states()
+                for u in self.front.upstreams()
             ],
             upstream_required=self.config.admin.ready_needs_upstream,
             sync_running=self._sync_task is None or not self._sync_task.done(),
@@ -242,7 +244,26 @@ class App:
                 health.WitnessFact(s.target.label, s.cosigned_size, s.problem)
                 for s in (self.witnessing.states if self.witnessing is not None else ())
             ],
+            workers=self._workers_fact(),
         )
+
+    def _workers_fact(self) -> health.WorkersFact | None:
+        w = self.workers
+        if w is None:
+            return None
+        serving = sum(s.state == "serving" for s in w.slots)
+        each = [
+            {
+                "worker": s.index,
+                "state": s.state,
+                "pid": s.pid,
+                "restarts": s.restarts,
+                "crashes_in_a_row": s.crashes,
+                "policy_generation": s.generation,
+            }
+            for s in w.slots
+        ]
+        return health.WorkersFact(len(w.slots), serving, w.problem(), each)
 
     def _upstream_changed(self, state: UpstreamState) -> None:
         """Publish an upstream going down or coming back (the forwarder's transitions)."""
@@ -266,24 +287,19 @@ class App:
             if self.witnessing is not None:
                 self.witnessing.start()
                 stack.push_async_callback(self.witnessing.stop)
-            stack.push_async_callback(self.forwarder.close)
             stack.push_async_callback(self.feeds.close)
             self.feeds.load()
-            self.pipeline.answers = AnswerPolicy.build(self.config.dns, self.feeds.trust)
-            await self.dns.start()
-            stack.push_async_callback(self.dns.stop)
+            self.front.set_trust(self.feeds.trust)
             if self.config.http.demo_origin:
                 self._demo_origin = await demo_origin(self.config.http.demo_origin)
                 stack.callback(self._demo_origin.close)
-            await self.http.start()
-            stack.push_async_callback(self.http.stop)
+            await self.front.start()
+            stack.push_async_callback(self.front.stop)
             await self.admin.start()
             stack.push_async_callback(self.admin.stop)
             # No origin, however configured, may be one of our own listeners (a loop).
-            for _, address, port in self.dns.bound:
-                self.resolver.add_own(address, port)
             for address, port in self.admin.bound:
-                self.resolver.add_own(address, port)
+                self.front.add_own(address, port)
             loop = asyncio.get_running_loop()
             self._sync_task = loop.create_task(self._sync_forever())
             stack.push_async_callback(lambda: _cancel(self._sync_task))  # reload replaces it
@@ -302,8 +318,8 @@ class App:
 
     async def run_selftest(self) -> SelfTestResult:
         """Test enforcement now through our own listeners; publish and return the result."""
-        dns = next(((a, p) for t, a, p in self.dns.bound if t == "udp"), None)
-        web = next(((a, p) for t, a, p in self.http.bound if t == "http"), None)
+        dns = next(((a, p) for t, a, p in self.listeners() if t == "udp"), None)
+        web = next(((a, p) for t, a, p in self.listeners() if t == "http"), None)
         if dns is None:
             result = SelfTestResult(False, 0, ("no DNS listener",))
         else:
@@ -391,14 +407,7 @@ class App:
         Listen addresses, the cache size and the audit log are not: they need a restart.
         """
         self.config = config
-        self.pipeline.access = AccessList(config.dns.allow)
-        self.pipeline.answers = AnswerPolicy.build(config.dns, self.feeds.trust)
-        self.pipeline.keep_client_subnet = config.dns.keep_client_subnet
-        self.http_front.notice = notice
-        self.http_front.limits = self.tls_front.limits = _limits(config)
-        self.resolver.overrides = config.http.origins
-        self.tls_front.modes = {c.ref: c.https for c in config.lists}
-        self.tls_front.default = config.http.tls_default
+        self.front.configure(config, notice)
 
     async def stop(self) -> None:
         """Stop what start() started, in reverse: tasks, listeners (drained), then the rest."""
@@ -412,14 +421,17 @@ class App:
     def describe(self) -> str:
         """Return where everything listens and what is enforced, for the console."""
         lines = [f"blockd {__version__}"]
-        lines += [f"  dns   {t:5} {a}:{p}" for t, a, p in self.dns.bound]
-        lines += [f"  http  {t:5} {a}:{p}" for t, a, p in self.http.bound]
+        for kind, address, port in self.listeners():
+            room = "dns " if kind in ("udp", "tcp") else "http"
+            lines.append(f"  {room}  {kind:5} {address}:{port}")
+        if self.workers is not None:
+            lines.append(f"  workers    {len(self.workers.slots)} processes (SO_REUSEPORT)")
         lines += [
             f"  admin       http://{a}:{p}/status  /metrics  /readyz" for a, p in self.admin.bound
         ]
         if self._demo_origin is not None:
             lines.append(f"  demo origin {self.config.http.demo_origin} (routed demo hosts)")
-        ups = ", ".join(f"{h}:{p}" for h, p in (s.address for s in self.forwarder.states()))
+        ups = ", ".join(f"{h}:{p}" for h, p in (s.address for s in self.front.upstreams()))
         lines.append(f"  upstreams  {ups or 'none: clean names get SERVFAIL'}")
         if self.audit is not None:
             lines.append(f"  audit log  {self.audit.log.path}")
@@ -438,14 +450,6 @@ async def _cancel(task: asyncio.Task[None] | None) -> None:
         await asyncio.gather(task, return_exceptions=True)
 
 
-def _limits(config: Config) -> Limits:
-    h = config.http
-    return Limits(
-        header_timeout=h.header_timeout,
-        idle_timeout=h.idle_timeout,
-        origin_timeout=h.origin_timeout,
-        connect_timeout=h.connect_timeout,
-        tunnel_idle_timeout=h.tunnel_idle_timeout,
-        write_timeout=h.write_timeout,
-        origin_port=h.origin_http_port,
-    )
+def _upstreams(config: Config) -> list[tuple[str, int]]:
+    """Return the upstreams the workers use, as (address, port)."""
+    return [split_endpoint(u) for u in config.dns.upstreams] or resolv_conf_upstreams()

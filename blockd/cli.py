@@ -6,13 +6,11 @@ User mistakes print one line, `blockd: error: ...`, and exit 2; a rejected docum
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from blockd import __version__, authority, operate
 from blockd.audit import commands as audit_commands
@@ -34,23 +32,21 @@ def cmd_run(a: argparse.Namespace) -> int:
     """Run the daemon: DNS enforcement with the configured lists."""
     from blockd import logs
     from blockd.daemon import serve
+    from blockd.loop import runner
 
     config = load_config(a.config)
     logs.configure(a.log_level, a.log_format)
+    zygote = None
+    if config.daemon.worker_count() > 1:
+        from blockd.workers.worker import main as worker_main
+        from blockd.workers.zygote import Zygote
+
+        zygote = Zygote.fork(worker_main)  # before the event loop and any thread exist
     try:
-        _event_loop_runner()(serve(config, a.config))
+        runner()(serve(config, a.config, zygote))
     except OSError as e:
         raise UsageError(f"cannot start: {e}") from None
     return 0
-
-
-def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
-    """Return uvloop.run when uvloop is installed (several times faster I/O), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run
-    return uvloop.run
 
 
 def cmd_check_config(a: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from blockd import logs, selftest, systemd
 from blockd.app import App
 from blockd.config import Config
 from blockd.events import PolicyActivated
+from blockd.workers.zygote import Zygote
 
 
 def freeze_startup() -> None:
@@ -43,7 +44,7 @@ def status_line(app: App) -> str:
 
 def dns_probe(app: App) -> Callable[[], Awaitable[bool]]:
     """Return a watchdog probe: a query to blockd's own UDP listener gets any reply."""
-    host, port = next((a, p) for t, a, p in app.dns.bound if t == "udp")
+    host, port = next((a, p) for t, a, p in app.listeners() if t == "udp")
     target = selftest.reachable((host, port))
 
     async def probe() -> bool:
@@ -56,10 +57,10 @@ def dns_probe(app: App) -> Callable[[], Awaitable[bool]]:
     return probe
 
 
-async def serve(config: Config, config_path: Path | None) -> None:
-    """Run until SIGTERM or SIGINT."""
+async def serve(config: Config, config_path: Path | None, zygote: Zygote | None = None) -> None:
+    """Run until SIGTERM or SIGINT (workers, if configured, forked from zygote)."""
     notifier = systemd.Notifier()
-    app = App(config, config_path)
+    app = App(config, config_path, zygote)
     await app.start()
     freeze_startup()
     print(app.describe(), flush=True)

@@ -256,6 +256,30 @@ class AuditHelperRestarted(Event):
     detail: str
 
 
+@dataclass(frozen=True)
+class WorkerExited(Event):
+    """A worker process ended unasked, or was killed for not reporting; it is restarted.
+
+    `reason`, a slug: killed (by a signal), exited (with a status), unresponsive (killed
+    after it stopped reporting), failed (could not start). `crashes` counts exits in a row
+    with no stable run between; `restart_in` is the back-off before the next start.
+    """
+
+    worker: int
+    reason: str
+    detail: str
+    crashes: int
+    restart_in: float
+
+
+@dataclass(frozen=True)
+class WorkerRecovered(Event):
+    """A restarted worker answers again."""
+
+    worker: int
+    restarts: int
+
+
 E = TypeVar("E", bound=Event)
 
 

@@ -3,9 +3,10 @@
 One subscriber to the event bus turns failure events into log lines: list updates rejected,
 quarantined or revoked by a trust change; trust updates refused and the trust policy
 expired; upstream resolvers down and back; the audit log not being written, or its helper
-process replaced; self-tests failing. Each line is one structured record: a readable `event`
-text, a `kind` slug to search and alert on (`feed-rejected`, `upstream-down`, ...), and the
-facts as keys (`list`, `reason`, `version`, `upstream`, `detail`).
+process replaced; self-tests failing; worker processes exiting and answering again. Each
+line is one structured record: a readable `event` text, a `kind` slug to search and alert
+on (`feed-rejected`, `upstream-down`, ...), and the facts as keys (`list`, `reason`,
+`version`, `upstream`, `detail`).
 
 Once means once per state, not per attempt: a list that fails every sync interval is logged
 when it starts failing, again only if the reason or the version changes, and once when it
@@ -34,6 +35,8 @@ from blockd.events import (
     TrustUpToDate,
     UpstreamDown,
     UpstreamRecovered,
+    WorkerExited,
+    WorkerRecovered,
 )
 
 log = logging.getLogger("blockd.failures")
@@ -69,6 +72,8 @@ class FailureLog:
         bus.subscribe(AuditWriteRecovered, self._audit_recovered)
         bus.subscribe(AuditHelperRestarted, self._audit_restarted)
         bus.subscribe(SelfTestResult, self._selftest_result)
+        bus.subscribe(WorkerExited, self._worker_exited)
+        bus.subscribe(WorkerRecovered, self._worker_recovered)
 
     def _say(self, level: int, kind: str, text: str, **facts: object) -> None:
         self.log.log(level, text, extra={"kind": kind, **facts})
@@ -211,6 +216,31 @@ class FailureLog:
             f"upstream {e.upstream} answers again after {e.down_for:.0f} s down",
             upstream=e.upstream,
             down_for=round(e.down_for, 1),
+        )
+
+    # -- workers ----------------------------------------------------------------------
+
+    def _worker_exited(self, e: WorkerExited) -> None:
+        when = "now" if e.restart_in <= 0 else f"in {e.restart_in:g} s"
+        again = f" ({e.crashes} times in a row)" if e.crashes > 1 else ""
+        self._say(
+            logging.ERROR,
+            "worker-exited",
+            f"worker {e.worker} {e.detail}{again}; the other workers keep answering; "
+            f"restarting it {when}",
+            worker=e.worker,
+            reason=e.reason,
+            crashes=e.crashes,
+            restart_in=e.restart_in,
+        )
+
+    def _worker_recovered(self, e: WorkerRecovered) -> None:
+        self._say(
+            logging.INFO,
+            "worker-recovered",
+            f"worker {e.worker} answers again (restarts so far: {e.restarts})",
+            worker=e.worker,
+            restarts=e.restarts,
         )
 
     # -- audit ------------------------------------------------------------------------

@@ -68,6 +68,16 @@ class WitnessFact:
 
 
 @dataclass(frozen=True)
+class WorkersFact:
+    """The worker processes: how many answer, and what is wrong, if anything."""
+
+    configured: int
+    serving: int
+    problem: str | None
+    each: Sequence[Mapping[str, Any]] = ()  # per worker: index, state, pid, restarts, policy
+
+
+@dataclass(frozen=True)
 class Facts:
     """Everything readiness depends on, as plain values."""
 
@@ -80,6 +90,7 @@ class Facts:
     sync_running: bool = True
     audit: AuditFact | None = None  # None: the audit log is off
     witnesses: Sequence[WitnessFact] = ()
+    workers: WorkersFact | None = None  # None: one process answers
 
 
 @dataclass(frozen=True)
@@ -101,6 +112,16 @@ def assess(f: Facts) -> Readiness:
         "audit": _audit(f),
         "witnesses": _witnesses(f),
     }
+    if f.workers is not None:
+        w = f.workers
+        checks["workers"] = {
+            "ok": w.problem is None,
+            "required": True,
+            "configured": w.configured,
+            "serving": w.serving,
+            **({"problem": w.problem} if w.problem else {}),
+            "workers": list(w.each),
+        }
     reason = _reason(f)
     return Readiness(reason is None, reason or READY + _witness_detail(f), checks)
 
@@ -122,6 +143,8 @@ def _reason(f: Facts) -> str | None:
         return f"expired lists enforced: {', '.join(expired)}"
     if not f.sync_running:
         return "feed sync stopped: lists are no longer kept current"
+    if f.workers is not None and f.workers.problem is not None:
+        return f"workers: {f.workers.problem}"
     missing = [ref for ref in f.configured if ref not in f.enforced]
     if missing:
         return f"lists not loaded yet: {', '.join(sorted(missing))}"

@@ -18,6 +18,7 @@ import dnslib
 
 from blockd.app import App
 from blockd.config import parse
+from blockd.serving import QueryPath
 from tests.factories import operator_toml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,7 +108,7 @@ async def running(
 
 
 def port(app: App, transport: str = "udp") -> int:
-    return next(p for t, _, p in app.dns.bound if t == transport)
+    return next(p for t, _, p in app.listeners() if t == transport)
 
 
 async def ask(
@@ -156,3 +157,9 @@ def ede(reply: dnslib.DNSRecord) -> list[tuple[int, bytes]]:
                 if opt.code == 15:
                     out.append((struct.unpack("!H", opt.data[:2])[0], bytes(opt.data[2:])))
     return out
+
+
+def one(app: App) -> QueryPath:
+    """Return the query path of a blockd that answers in one process."""
+    assert app.path is not None, "blockd runs worker processes"
+    return app.path

@@ -209,7 +209,7 @@ async def test_the_selftest_command_checks_a_running_daemon(
     )
     text = text.replace('[http]\nlisten = ["127.0.0.1:0"]', f'[http]\nlisten = ["127.0.0.1:{web}"]')
     async with running(text, tmp_path, write=True) as app:
-        assert ("udp", "127.0.0.1", dns) in app.dns.bound
+        assert ("udp", "127.0.0.1", dns) in app.listeners()
         code = await asyncio.to_thread(main, ["selftest", "-c", str(tmp_path / "blockd.toml")])
         assert code == 0, capsys.readouterr().out
         assert "self-test passed" in capsys.readouterr().out

@@ -40,6 +40,7 @@ from blockd.metrics import (
     Metrics,
     MetricsState,
     WitnessStatus,
+    WorkerStatus,
     metrics_table,
 )
 from blockd.policy.verdict import Action, Verdict
@@ -104,6 +105,7 @@ def state(now: float = T) -> MetricsState:
             WitnessStatus("regulator.example/w+0a1b2c3d", {"cosigned": 3}, 17, now - 90),
             WitnessStatus("other.example/w+01020304", {"error": 2}, None, None),
         ],
+        workers=lambda: [WorkerStatus(1, True, 0, 7), WorkerStatus(2, False, 3, None)],
     )
 
 
@@ -327,7 +329,7 @@ def test_labels_never_carry_a_name_url_or_client() -> None:
     assert value(s, "blockd_dns_dropped_total", transport="udp", reason="other") == 1
     assert value(s, "blockd_http_problems_total", transport="http", kind="origin", reason="other")
     allowed = {"authority", "list", "action", "outcome", "transport", "reason", "kind"}
-    allowed |= {"result", "version", "le", "witness"}  # witness: a configured key's name+ID
+    allowed |= {"result", "version", "le", "witness", "worker"}  # a key name+ID; 1..N
     for name, labels in s:
         assert {label for label, _ in labels} <= allowed, name
         for label, text in labels:
@@ -359,6 +361,16 @@ def test_every_catalogued_metric_is_exposed_and_nothing_else() -> None:
     documented = set(CATALOGUE) | set(PROCESS_CATALOGUE)
     queried = {re.sub(r"_(bucket|count|sum)$", "", n) for n in exposed}
     assert queried == documented
+
+
+def test_workers_show_liveness_restarts_and_policy_each() -> None:
+    s = scrape(populated())
+    assert value(s, "blockd_workers") == 2
+    assert value(s, "blockd_worker_up", worker="1") == 1
+    assert value(s, "blockd_worker_up", worker="2") == 0
+    assert value(s, "blockd_worker_restarts_total", worker="2") == 3
+    assert value(s, "blockd_worker_policy_generation", worker="1") == 7
+    assert ("blockd_worker_policy_generation", frozenset({("worker", "2")})) not in s
 
 
 def test_metrics_md_is_the_catalogue() -> None:

@@ -38,6 +38,8 @@ _LOG: MerkleLog | None = None  # the helper process's own connection
 def _open(directory: str, origin: str, key_name: str, parent: int, idle: bool) -> None:
     global _LOG
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # started so (_sigint_ignored); stay so
+    # systemd signals every process of the service: blockd closes this helper itself.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if idle:  # only CPU time nothing else wants: the DNS and HTTP listeners come first
         with contextlib.suppress(OSError):  # not allowed here: normal priority, as before
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))

@@ -29,8 +29,8 @@ class StateConfig(_Section):
     dir: Path = Field(default=Path("state"), description="Writable state directory.")
     publish_policy: bool = Field(
         default=False,
-        description="Also write each new policy snapshot as a file in <dir>/policy/, for "
-        "worker processes to map (groundwork: nothing reads it yet).",
+        description="Write each new policy snapshot as a file in <dir>/policy/ (always so "
+        "with more than one worker: the workers map it read-only).",
     )
 
 

@@ -17,10 +17,16 @@ from blockd.config.audit import (
     retention_problem,
 )
 from blockd.config.base import ConfigError, _Section, duplicate_lists
+from blockd.config.daemon import DaemonConfig
 from blockd.config.demo import required_outside_demo, with_demo_values
 from blockd.config.dns import DnsConfig
 from blockd.config.feeds import GuardsConfig, ListConfig, StateConfig, TrustConfig
 from blockd.config.http import HttpConfig
+
+RECORDS_NEED_ONE_PROCESS = (
+    "audit.records (subscriber records) needs workers = 1: a record names a subscriber, and "
+    "nothing about a subscriber leaves the process that answered"
+)
 
 
 class Config(_Section):
@@ -44,6 +50,7 @@ class Config(_Section):
     audit: AuditConfig
     selftest: SelfTestConfig = SelfTestConfig()
     admin: AdminConfig = AdminConfig()
+    daemon: DaemonConfig = DaemonConfig()
     # SHA-256 of the file (or TOML text) this was read from; copies keep it.
     _source_sha256: str = PrivateAttr(default="")
 
@@ -57,6 +64,8 @@ class Config(_Section):
         problem = duplicate_lists([c.ref for c in self.lists])
         if problem:
             raise ValueError(problem)
+        if self.daemon.workers != 1 and self.audit.records.enabled:
+            raise ValueError(f"daemon.workers: {RECORDS_NEED_ONE_PROCESS}")
         return self
 
     def digest(self) -> str:
@@ -67,6 +76,10 @@ class Config(_Section):
         gets the digest of its JSON form.
         """
         return self._source_sha256 or hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+
+    def publishes_policy(self) -> bool:
+        """Say whether each new policy snapshot is written as a file (workers map it)."""
+        return self.state.publish_policy or self.daemon.worker_count() > 1
 
     def dns_start(self) -> str:
         """Return the DNS start strategy in force: fail-closed unless chosen or the demo."""
@@ -91,7 +104,7 @@ class Config(_Section):
                         "updates": fix_url(self.trust.updates) if self.trust.updates else None,
                     }
                 ),
-                "state": StateConfig(dir=fix(self.state.dir)),
+                "state": self.state.model_copy(update={"dir": fix(self.state.dir)}),
                 "admin": self.admin.model_copy(
                     update={
                         "token_file": fix(self.admin.token_file) if self.admin.token_file else None,

@@ -97,7 +97,7 @@ class DnsPipeline:
     ) -> None:
         """Wire the stages."""
         self.source = source
-        self.answers = answers
+        self._answers = answers
         self.forwarder = forwarder
         self.cache = cache
         self.bus = bus
@@ -113,6 +113,17 @@ class DnsPipeline:
         # Start strategy fail-closed: REFUSED for what the policy does not decide, until the
         # app says every configured list is in force.
         self.closed = False
+
+    @property
+    def answers(self) -> AnswerPolicy:
+        """Return how blocked and routed names are answered."""
+        return self._answers
+
+    @answers.setter
+    def answers(self, answers: AnswerPolicy) -> None:
+        """Answer blocked and routed names so from now on (replayed answers forgotten)."""
+        self._answers = answers
+        self._memo.clear()
 
     async def handle(self, data: bytes, client: str, transport: DnsTransport) -> bytes | None:
         """Answer one query; None means drop it."""
@@ -176,12 +187,15 @@ class DnsPipeline:
     def _policy(
         self,
         q: wire.Query,
-        data: bytes,
+        data: bytes | None,
         client: str,
         snapshot: PolicySnapshot,
         transport: DnsTransport,
     ) -> bytes | None:
-        """Answer a blocked or routed name from the policy; None when it does not decide."""
+        """Answer a blocked or routed name from the policy; None when it does not decide.
+
+        data: the query's bytes, to replay the answer to the same bytes (UDP), if given.
+        """
         verdict = snapshot.host_verdict(q.qname) if q.qname else None
         if verdict is None:
             return None
@@ -193,7 +207,7 @@ class DnsPipeline:
             answer = self.answers.blocked(q, verdict)
         decision = DnsDecision(verdict, transport)
         self._decided(decision, client)
-        if transport == "udp":
+        if transport == "udp" and data is not None:
             self._remember(data, (answer[2:], decision))
         return answer
 
@@ -260,9 +274,15 @@ class DnsPipeline:
                 q, wire.SERVFAIL, ede=[(code, b"upstream " + reason.encode())]
             )
         self.cache.put(self.cache.key(q), upstream, info)
-        # The policy may have changed while we waited: check against the one in force now.
+        # The policy may have changed while we waited: decide the whole answer, the name
+        # and its CNAME chain, by the one in force now (never half by each). A name is
+        # looked up again: a microsecond, against an upstream's round trip.
+        snapshot = self.source.snapshot
+        answer = self._policy(q, None, client, snapshot, transport)
+        if answer is not None:
+            return answer
         return self._checked(
-            q, upstream, info.cnames, client, self.source.snapshot, transport, self.counts.forwarded
+            q, upstream, info.cnames, client, snapshot, transport, self.counts.forwarded
         )
 
     def _checked(

@@ -125,14 +125,17 @@ class _UdpListener:
             self.server.inflight -= 1
 
 
-def _udp_socket(host: str, port: int) -> socket.socket:
-    """Return a bound, non-blocking UDP socket with room for bursts."""
+def _udp_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """Return a bound, non-blocking UDP socket with room for bursts; with reuse_port, one
+    of a group that share the port (the kernel spreads queries over them)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         _grow_buffers(sock)
     except OSError:
@@ -163,9 +166,12 @@ def _grow_buffers(sock: socket.socket | None) -> None:
 class DnsServer:
     """Listeners on every configured address; start, drain, stop."""
 
-    def __init__(self, cfg: DnsConfig, pipeline: DnsPipeline, bus: EventBus) -> None:
-        """Prepare; nothing listens until start()."""
+    def __init__(
+        self, cfg: DnsConfig, pipeline: DnsPipeline, bus: EventBus, *, reuse_port: bool = False
+    ) -> None:
+        """Prepare; nothing listens until start(). reuse_port: share the ports (workers)."""
         self.cfg = cfg
+        self.reuse_port = reuse_port
         self.pipeline = pipeline
         self.bus = bus
         self.max_inflight = cfg.max_inflight
@@ -184,12 +190,16 @@ class DnsServer:
             host, wanted = split_endpoint(endpoint)
             for attempt in range(20):  # port 0: the UDP port picked may be taken for TCP
                 with binding("dns udp", host, wanted):
-                    sock = _udp_socket(host, wanted)
+                    sock = _udp_socket(host, wanted, self.reuse_port)
                 port = sock.getsockname()[1]
                 try:
                     with binding("dns tcp", host, port):
                         server = await asyncio.start_server(
-                            self._serve_tcp, host, port, limit=65536 + 2
+                            self._serve_tcp,
+                            host,
+                            port,
+                            limit=65536 + 2,
+                            reuse_port=self.reuse_port or None,
                         )
                     break
                 except OSError:

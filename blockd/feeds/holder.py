@@ -36,7 +36,7 @@ from blockd.feeds.verify import Rejected, VerifiedList, check_body
 from blockd.policy import entries as entry_rules
 from blockd.policy.compile import IndexedList, compile_snapshot
 from blockd.policy.guards import NeverBlock
-from blockd.policy.mapped import publish
+from blockd.policy.mapped import SnapshotFileError, open_mapped, publish
 from blockd.policy.snapshot import PolicySnapshot
 
 log = logging.getLogger(__name__)
@@ -411,23 +411,25 @@ class PolicyHolder:
         ordered = self._ordered()
         return self._swap(await asyncio.to_thread(self._compile, ordered), ordered)
 
-    def _publish(self, snapshot: PolicySnapshot) -> None:
-        """Write the snapshot in force to <state>/policy/ for workers to map.
+    def _publish(self, snapshot: PolicySnapshot) -> PolicySnapshot:
+        """Write snapshot to <state>/policy/ for workers to map; return it mapped.
 
-        Enforcement here does not depend on it: a failure is logged and the snapshot stays
-        in force in this process.
+        This process then answers from the same pages as the workers (one copy of the policy
+        in memory, not two). Enforcement here does not depend on it: on a failure it is
+        logged and the compiled snapshot stays in force in this process.
         """
         try:
-            publish(snapshot, self.config.state.dir / "policy")
-        except OSError as e:
+            return open_mapped(publish(snapshot, self.config.state.dir / "policy"))
+        except (OSError, SnapshotFileError) as e:
             log.error("policy snapshot %s not published: %s", snapshot.generation, e)
+            return snapshot
 
     def _compile(self, ordered: list[IndexedList]) -> PolicySnapshot:
         snapshot = compile_snapshot(
             ordered, ref_key=self._ref_key, now=self.clock(), never_block=self.never_block
         )
-        if self.config.state.publish_policy:
-            self._publish(snapshot)  # here, so async activations write it in the thread too
+        if self.config.publishes_policy():
+            snapshot = self._publish(snapshot)  # here: async activations write in the thread
         release_memory()
         return snapshot
 

@@ -27,9 +27,18 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 class HttpServer:
     """Listeners for the notice/proxy (HTTP) and SNI front (HTTPS)."""
 
-    def __init__(self, cfg: HttpConfig, front: HttpFront, tls: TlsFront, bus: EventBus) -> None:
-        """Prepare; nothing listens until start()."""
+    def __init__(
+        self,
+        cfg: HttpConfig,
+        front: HttpFront,
+        tls: TlsFront,
+        bus: EventBus,
+        *,
+        reuse_port: bool = False,
+    ) -> None:
+        """Prepare; nothing listens until start(). reuse_port: share the ports (workers)."""
         self.cfg = cfg
+        self.reuse_port = reuse_port
         self.front = front
         self.tls = tls
         self.bus = bus
@@ -50,7 +59,12 @@ class HttpServer:
                 host, port = split_endpoint(endpoint)
                 with binding(f"http {kind}", host, port):
                     server = await asyncio.start_server(
-                        self._guarded(handler, kind), host, port, limit=h1.MAX_HEAD, backlog=1024
+                        self._guarded(handler, kind),
+                        host,
+                        port,
+                        limit=h1.MAX_HEAD,
+                        backlog=1024,
+                        reuse_port=self.reuse_port or None,
                     )
                 self._servers.append(server)
                 bound_port = server.sockets[0].getsockname()[1]

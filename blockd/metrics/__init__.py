@@ -91,6 +91,7 @@ __all__ = [
     "Spec",
     "Tally",
     "WitnessStatus",
+    "WorkerStatus",
     "metrics_table",
 ]
 
@@ -125,6 +126,16 @@ class WitnessStatus:
     cosigned_time: float | None  # that cosignature's timestamp (Unix time)
 
 
+@dataclass(frozen=True)
+class WorkerStatus:
+    """One worker process as metrics see it."""
+
+    index: int
+    up: bool  # answering now
+    restarts: int
+    generation: int | None  # of the policy it answers from; None before its first report
+
+
 def _nothing() -> None:
     return None
 
@@ -142,6 +153,7 @@ class MetricsState:
     ready: Callable[[], bool] = bool  # bool() is False
     http_connections: Callable[[], int] = int
     witnesses: Callable[[], Sequence[WitnessStatus]] = tuple  # configured witnesses
+    workers: Callable[[], Sequence[WorkerStatus]] = tuple  # empty: one process answers
 
 
 Tally = defaultdict[Labels, int]  # label values in their Spec's order -> count

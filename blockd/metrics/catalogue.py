@@ -56,6 +56,14 @@ CATALOGUE = _catalogue(
      "failure."),
     ("blockd_upstreams_down", "gauge", "", "Upstream resolvers down: 3 failed attempts in a "
      "row and no answer since (the log and readiness use the same rule)."),
+    ("blockd_workers", "gauge", "", "Worker processes configured (daemon.workers); 0 when "
+     "one process answers."),
+    ("blockd_worker_up", "gauge", "worker", "1 while the worker answers, 0 while it is "
+     "restarting or waiting to (after repeated crashes)."),
+    ("blockd_worker_restarts_total", "counter", "worker", "Times the worker was restarted "
+     "after it exited, was killed, or stopped reporting."),
+    ("blockd_worker_policy_generation", "gauge", "worker", "Generation of the policy snapshot "
+     "the worker answers from (compare blockd_policy_generation)."),
     ("blockd_http_decisions_total", "counter", "transport outcome", "HTTP requests and TLS "
      "connections by outcome: notice, pass, splice, refused, misdirected."),
     ("blockd_http_blocked_total", "counter", "authority list outcome transport",

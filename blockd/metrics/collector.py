@@ -198,6 +198,7 @@ class Collector(registry.Collector):
                 last = audit.last_checkpoint
                 yield _gauge("blockd_audit_last_checkpoint_timestamp_seconds", {(): last})
         yield from self._witnesses()
+        yield from self._workers()
         t = self.m.tallies
         yield _counter("blockd_selftest_runs_total", t.selftests, [("passed",), ("failed",)])
         yield _counter("blockd_selftest_failures_total", {(): t.selftest_failures})
@@ -206,6 +207,18 @@ class Collector(registry.Collector):
             yield _gauge("blockd_selftest_passed", {(): int(result.passed)})
             yield _gauge("blockd_selftest_last_run_timestamp_seconds", {(): at})
             yield _gauge("blockd_selftest_checks", {(): result.checks})
+
+    def _workers(self) -> Iterator[Metric]:
+        workers = self.m.state.workers()
+        yield _gauge("blockd_workers", {(): len(workers)})
+        yield _gauge("blockd_worker_up", {(str(w.index),): int(w.up) for w in workers})
+        yield _counter(
+            "blockd_worker_restarts_total", {(str(w.index),): w.restarts for w in workers}
+        )
+        generations: dict[Labels, float] = {
+            (str(w.index),): w.generation for w in workers if w.generation is not None
+        }
+        yield _gauge("blockd_worker_policy_generation", generations)
 
     def _witnesses(self) -> Iterator[Metric]:
         statuses = self.m.state.witnesses()

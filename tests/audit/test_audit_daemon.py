@@ -31,7 +31,7 @@ SCHEMA = Path(__file__).resolve().parents[2] / "blockd/audit/report.schema.json"
 
 
 async def dns(app: App, name: str) -> dnslib.DNSRecord:
-    port = next(p for t, _, p in app.dns.bound if t == "udp")
+    port = next(p for t, _, p in app.listeners() if t == "udp")
     loop = asyncio.get_running_loop()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((CLIENT, 0))
@@ -42,7 +42,7 @@ async def dns(app: App, name: str) -> dnslib.DNSRecord:
 
 
 async def http(app: App, host: str) -> bytes:
-    port = next(p for k, _, p in app.http.bound if k == "http")
+    port = next(p for k, _, p in app.listeners() if k == "http")
     reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(CLIENT, 0))
     writer.write(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
     async with asyncio.timeout(5):
@@ -159,7 +159,7 @@ def test_entries_are_canonical_json(tmp_path: Path) -> None:
 
 async def tls_hello(app: App, host: str) -> None:
     """Open HTTPS to blockd's TLS front for host; blockd refuses it (or it fails)."""
-    port = next(p for k, _, p in app.http.bound if k == "https")
+    port = next(p for k, _, p in app.listeners() if k == "https")
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
     with contextlib.suppress(ssl.SSLError, ConnectionError):

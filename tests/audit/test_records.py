@@ -17,7 +17,7 @@ from blockd.audit.records import DAY, RecordKeeper, RecordsError
 from blockd.config import ConfigError, parse
 from blockd.events import EventBus
 from blockd.policy.verdict import Verdict
-from tests.daemon import demo_config, running
+from tests.daemon import demo_config, one, running
 
 if TYPE_CHECKING:
     from tests.dnsupstream import Upstream
@@ -133,7 +133,7 @@ async def test_a_daemon_with_records_keeps_only_pseudonyms(
 ) -> None:
     text = demo_config(tmp_path, upstream.addr) + "\n[audit.records]\nenabled = true\n"
     async with running(text, tmp_path) as app:
-        port = next(p for t, _, p in app.dns.bound if t == "udp")
+        port = next(p for t, _, p in app.listeners() if t == "udp")
         loop = asyncio.get_running_loop()
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.bind(("127.0.0.7", 0))
@@ -150,4 +150,4 @@ async def test_a_daemon_with_records_keeps_only_pseudonyms(
         records = app.audit.records.read(index)
         assert len(records) == 2 and records[0]["client"] == records[1]["client"]
         assert b"127.0.0.7" not in everything_on_disk(tmp_path / "state")
-        assert not app.http_front.records_nothing  # the notice page must not say otherwise
+        assert not one(app).http_front.records_nothing  # the notice page must not say otherwise

@@ -19,7 +19,7 @@ import pytest
 from blockd.app import App
 from blockd.config import parse
 from blockd.policy.compile import compile_snapshot
-from tests.daemon import ask, demo_config, ede, port, running, send
+from tests.daemon import ask, demo_config, ede, one, port, running, send
 
 if TYPE_CHECKING:
     from tests.dnsupstream import Upstream
@@ -298,7 +298,7 @@ async def test_mutated_packets_and_a_flood_leave_the_server_answering(
         await asyncio.sleep(0.1)
         reply = await ask(app, "blocked.demo.test")  # not queued behind the flood
         assert [str(rr.rdata) for rr in reply.rr] == ["127.0.0.1"]
-        assert app.dns.inflight <= 16
+        assert one(app).dns.inflight <= 16
 
 
 async def test_dnssec_records_and_bits_are_relayed_untouched(
@@ -379,7 +379,7 @@ async def test_a_reload_cannot_rename_the_audit_log(tmp_path: Path, upstream: Up
 async def test_serves_ipv6_loopback_too(tmp_path: Path, upstream: Upstream) -> None:
     config = demo_config(tmp_path, upstream.addr, listen=["127.0.0.1:0", "[::1]:0"])
     async with running(config, tmp_path) as app:
-        v6 = next(p for t, a, p in app.dns.bound if t == "udp" and a == "::1")
+        v6 = next(p for t, a, p in app.listeners() if t == "udp" and a == "::1")
         q = dnslib.DNSRecord.question("blocked.demo.test", "AAAA")
         loop = asyncio.get_running_loop()
         with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:

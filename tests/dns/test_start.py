@@ -50,7 +50,7 @@ async def test_a_restart_with_stored_lists_answers_at_once(
     async with running(text, tmp_path):
         pass  # lists synced and stored
     async with running(text, tmp_path, sync=False) as app:
-        assert not app.pipeline.closed  # the stored, re-verified lists are whole
+        assert not app.front.closed  # the stored, re-verified lists are whole
         assert [str(rr.rdata) for rr in (await ask(app, "example.com")).rr] == ["192.0.2.80"]
 
 
@@ -66,7 +66,7 @@ async def test_forward_and_the_demo_answer_from_the_first_query(
         (forward, production(forward, upstream, start="forward")),
     ):
         async with running(text, tmp, sync=False) as app:
-            assert not app.pipeline.closed
+            assert not app.front.closed
             reply = await ask(app, "example.com")
             assert [str(rr.rdata) for rr in reply.rr] == ["192.0.2.80"]
 

@@ -27,7 +27,7 @@ from blockd.app import App
 from blockd.config import parse
 from blockd.events import HttpDecision, HttpProblem
 from blockd.http import sni
-from tests.daemon import demo_config
+from tests.daemon import demo_config, one
 from tests.factories import Recorder
 from tests.http.test_sni import client_hello, extension, refragment, server_name
 
@@ -174,7 +174,7 @@ async def daemon(
 
 
 def port(app: App, kind: str = "http") -> int:
-    return next(p for k, _, p in app.http.bound if k == kind)
+    return next(p for k, _, p in app.listeners() if k == kind)
 
 
 async def exchange(app: App, raw: bytes, *, wait: float = 5.0) -> bytes:
@@ -371,7 +371,7 @@ async def test_a_host_blockd_does_not_serve_gets_421(daemon: App, origin: Origin
 async def test_a_loop_back_to_blockd_is_refused(daemon: App) -> None:
     problems = Recorder(daemon.bus)
     for own in (port(daemon), daemon.admin.bound[0][1]):
-        daemon.resolver.overrides = {"partial.demo.test": f"127.0.0.1:{own}"}
+        one(daemon).resolver.overrides = {"partial.demo.test": f"127.0.0.1:{own}"}
         assert status(await get(daemon, "partial.demo.test", "/other")) == 508
     assert [p.reason for p in problems.of(HttpProblem)] == ["loop", "loop"]
 
@@ -419,7 +419,7 @@ async def test_a_local_origin_from_dns_is_never_connected(
     upstream.add("partial.demo.test", rtype, address)
     app = await start(tmp_path, upstream, origin, tls_origin)
     try:
-        app.resolver.overrides = {}
+        one(app).resolver.overrides = {}
         problems = Recorder(app.bus)
         assert status(await get(app, "partial.demo.test", "/other")) == 502
         with pytest.raises(ssl.SSLError, match="INTERNAL_ERROR"):
@@ -959,8 +959,8 @@ async def test_a_client_that_never_reads_is_cut_off_after_the_write_timeout(
         big = b"GET /big HTTP/1.1\r\nHost: partial.demo.test\r\n\r\n"
         bodies = [stalled_client(app, big, 1) for _ in range(2)]  # every slot taken
         stalled = notices + bodies
-        await eventually(lambda: app.http.connections == 4)
-        await eventually(lambda: app.http.connections == 0)
+        await eventually(lambda: one(app).http.connections == 4)
+        await eventually(lambda: one(app).http.connections == 0)
         assert [p.reason for p in problems.of(HttpProblem)].count("write-timeout") == 4
         assert all(p.kind == "dropped" for p in problems.of(HttpProblem))
         await asyncio.sleep(0.6)  # the linger: unflushed sockets are aborted, not kept
@@ -1000,7 +1000,7 @@ async def test_one_client_cannot_hold_every_connection(
         problems = Recorder(app.bus)
         held = [await asyncio.open_connection("127.0.0.1", port(app)) for _ in range(3)]
         held.append(await asyncio.open_connection("127.0.0.1", port(app, "https")))
-        await eventually(lambda: app.http.connections == 3)
+        await eventually(lambda: one(app).http.connections == 3)
         assert [(p.kind, p.reason) for p in problems.of(HttpProblem)] == [
             ("dropped", "client-connections")  # the fourth, on the HTTPS port: one count
         ]
@@ -1016,8 +1016,8 @@ async def test_one_client_cannot_hold_every_connection(
         writer.close()
         for _, w in held:
             w.close()
-        await eventually(lambda: app.http.connections == 0)
-        assert app.http._per_client == {}  # nothing about a client outlives its connections
+        await eventually(lambda: one(app).http.connections == 0)
+        assert one(app).http._per_client == {}  # nothing about a client outlives its connections
         assert status(await get(app, "blocked.demo.test", "/")) == 451
     finally:
         await app.stop()
@@ -1034,7 +1034,7 @@ class Peer:
 
 
 def test_clients_are_counted_by_address_and_ipv6_slash_64(daemon: App) -> None:
-    key = daemon.http._client
+    key = one(daemon).http._client
     assert key(Peer("192.0.2.1")) == key(Peer("::ffff:192.0.2.1"))  # type: ignore[arg-type]
     assert key(Peer("192.0.2.1")) != key(Peer("192.0.2.2"))  # type: ignore[arg-type]
     assert key(Peer("2001:db8:1:2::1")) == key(Peer("2001:db8:1:2:ffff::9"))  # type: ignore[arg-type]
