@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit demo demo-feeds bench bench-compile bench-mapped bench-dns bench-http bench-audit bench-hello clean help venv quick
+.PHONY: run test lint typecheck unit demo demo-feeds bench bench-compile bench-mapped bench-dns bench-workers bench-http bench-audit bench-hello clean help venv quick
 
 help:
 	@echo "make run          start blockd on the demo policy (DNS :5300, HTTP :8080, HTTPS :8443)"
@@ -52,7 +52,7 @@ demo: $(STAMP)
 demo-feeds: $(STAMP)
 	$(BIN)/python -m blockd.demo feeds/demo
 
-bench: bench-compile bench-mapped bench-dns bench-http bench-audit bench-hello
+bench: bench-compile bench-mapped bench-dns bench-workers bench-http bench-audit bench-hello
 
 bench-compile: $(STAMP)
 	$(BIN)/python bench/policy_bench.py
@@ -62,6 +62,9 @@ bench-mapped: $(STAMP)
 
 bench-dns: $(STAMP)
 	$(BIN)/python bench/dns_bench.py
+
+bench-workers: $(STAMP)
+	$(BIN)/python bench/workers_bench.py
 
 bench-http: $(STAMP)
 	$(BIN)/python bench/http_bench.py

@@ -117,10 +117,11 @@ source = "file://{work}/hosts.dsse"
     return path
 
 
-def dnsperf(port: int, queries: Path, seconds: int) -> float:
-    """Run dnsperf at full speed; return queries per second."""
+def dnsperf(port: int, queries: Path, seconds: int, cpu: str | None = None) -> float:
+    """Run dnsperf at full speed (on CPU cpu, if given); return queries per second."""
     out = subprocess.run(
         [
+            *(["taskset", "-c", cpu] if cpu is not None else []),
             "dnsperf",
             "-s",
             "127.0.0.1",

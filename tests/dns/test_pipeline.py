@@ -510,6 +510,38 @@ async def test_forwarded_answer_is_checked_against_the_snapshot_in_force_after_t
     assert len(h.decisions()) == 1
 
 
+@pytest.mark.parametrize("action", ["notice", "nxdomain"])
+async def test_a_name_listed_while_it_was_forwarded_is_answered_by_the_new_policy(
+    h: Harness, action: str
+) -> None:
+    # Decided clean by one policy, answered after the next listed it: the whole answer is
+    # the new policy's (never the old verdict for the name with the new one's CNAME check).
+    h.source.snapshot = snapshot(hosts=["other.example"])
+    h.upstream.add("late.example")
+    decided = h.pipeline.decide(query("late.example"), CLIENT, "udp")
+    assert isinstance(decided, wire.Query)
+    listed = {"hosts": ["late.example"]} if action == "notice" else {"nxdomain": ["late.example"]}
+    h.source.snapshot = snapshot(**listed)
+    reply = parse(await h.pipeline.forward(decided, "udp", CLIENT))
+    if action == "notice":
+        assert addresses(reply) == [NOTICE_V4]
+    else:
+        assert reply.header.rcode == dnslib.RCODE.NXDOMAIN and is_policy_soa(reply)
+    [decision] = h.decisions()
+    assert decision.verdict.action == action
+    assert h.pipeline.counts.forwarded["udp"] == 0  # counted as blocked
+
+
+async def test_new_answers_are_not_replayed_from_before(h: Harness) -> None:
+    # A reload changes how blocked names are answered: the UDP replay memo must not keep
+    # serving the old answer.
+    first = await h.ask(query("blocked.example", qid=1))
+    assert addresses(first) == [NOTICE_V4]
+    h.pipeline.answers = AnswerPolicy.build(dns_config(notice_v4=["192.0.2.99"]), None)
+    again = await h.ask(query("blocked.example", qid=2))
+    assert addresses(again) == ["192.0.2.99"]
+
+
 # Access.
 
 
