@@ -39,7 +39,11 @@ def status_line(app: App) -> str:
     """Summarise what is enforced, for systemd's STATUS=."""
     r = app.readiness()
     lists = ", ".join(f"{ref} v{v}" for ref, v in app.feeds.snapshot.versions.items()) or "none"
-    return f"{'ready' if r.ready else 'NOT READY: ' + r.reason}; enforcing {lists}"
+    line = f"{'ready' if r.ready else 'NOT READY: ' + r.reason}; enforcing {lists}"
+    if app.workers is not None:
+        serving = sum(s.state == "serving" for s in app.workers.slots)
+        line += f"; {serving} of {len(app.workers.slots)} workers answering"
+    return line
 
 
 def dns_probe(app: App) -> Callable[[], Awaitable[bool]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -105,6 +106,7 @@ class Worker:
             self._send({"t": "failed", "message": str(e)})
             await self.writer.drain()
             raise SystemExit(1) from None
+        gc.freeze()  # what start-up built is never walked by the collector again
         loop = asyncio.get_running_loop()
         self._send({"t": "ready", "bound": self.path.bound, **self._report()})
         reports = loop.create_task(self._reports())

@@ -92,10 +92,13 @@ def test_run_reload_and_stop(tmp_path: Path) -> None:
             proc.wait()
 
 
-def test_run_speaks_sd_notify(tmp_path: Path) -> None:
-    """Under systemd: READY once serving, watchdog pings, RELOADING/READY, STOPPING."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_run_speaks_sd_notify(tmp_path: Path, workers: int) -> None:
+    """Under systemd: READY once serving, watchdog pings, RELOADING/READY, STOPPING; the
+    same with worker processes (the supervisor speaks for them, its pings need their answers)."""
     conf = tmp_path / "blockd.toml"
-    conf.write_text(demo_config(tmp_path, ("127.0.0.1", 1)))
+    text = demo_config(tmp_path, ("127.0.0.1", 1))
+    conf.write_text(text.replace("[admin]", f"[daemon]\nworkers = {workers}\n[admin]"))
     sock_path = tmp_path / "notify"
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(sock_path))
@@ -125,6 +128,7 @@ def test_run_speaks_sd_notify(tmp_path: Path) -> None:
     try:
         ready = until("READY=1")
         assert "STATUS=" in ready  # what is enforced, or why not
+        assert ("2 of 2 workers answering" in ready) == (workers == 2)
         until("WATCHDOG=1")  # only sent while our own DNS listener answers
         proc.send_signal(signal.SIGHUP)
         assert "MONOTONIC_USEC=" in until("RELOADING=1")
