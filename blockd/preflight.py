@@ -19,7 +19,7 @@ from pathlib import Path
 
 from blockd import control
 from blockd.audit import identity
-from blockd.config import Config, split_endpoint
+from blockd.config import Config, ConfigError, split_endpoint
 from blockd.feeds.store import ListStore
 from blockd.feeds.trust import TrustError, load_trust
 from blockd.http.notice import NoticeError, NoticePage
@@ -34,6 +34,7 @@ def problems(config: Config) -> list[str]:
         *_listeners(config),
         *_control(config),
         *_audit_log(config),
+        *_fleet(config),
     ]
 
 
@@ -72,6 +73,16 @@ def _files(config: Config) -> Iterator[str]:
             file.read_bytes()
         except OSError as e:
             yield f"{path}: cannot read {file}: {e.strerror or e}"
+
+
+def _fleet(config: Config) -> Iterator[str]:
+    """Say why the Redis password could not be used, if it could not."""
+    if config.fleet is None:
+        return
+    try:
+        config.fleet.password()
+    except ConfigError as e:
+        yield str(e)
 
 
 def _notice(config: Config) -> Iterator[str]:

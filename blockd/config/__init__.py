@@ -23,6 +23,7 @@ from blockd.config.base import (
 )
 from blockd.config.dns import DnsConfig
 from blockd.config.feeds import GuardsConfig, ListConfig, ProtectedName, StateConfig, TrustConfig
+from blockd.config.fleet import FleetConfig
 from blockd.config.http import HttpConfig
 from blockd.config.root import Config, json_schema, load, parse
 
@@ -33,6 +34,7 @@ __all__ = [
     "ConfigError",
     "DnsConfig",
     "Endpoint",
+    "FleetConfig",
     "GuardsConfig",
     "HttpConfig",
     "IPv4",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Self
@@ -21,6 +22,7 @@ from blockd.config.daemon import DaemonConfig
 from blockd.config.demo import required_outside_demo, with_demo_values
 from blockd.config.dns import DnsConfig
 from blockd.config.feeds import GuardsConfig, ListConfig, StateConfig, TrustConfig
+from blockd.config.fleet import FleetConfig
 from blockd.config.http import HttpConfig
 
 RECORDS_NEED_ONE_PROCESS = (
@@ -51,6 +53,11 @@ class Config(_Section):
     selftest: SelfTestConfig = SelfTestConfig()
     admin: AdminConfig = AdminConfig()
     daemon: DaemonConfig = DaemonConfig()
+    fleet: FleetConfig | None = Field(
+        default=None,
+        description="Run as one node of a fleet sharing list versions over Redis; without "
+        "it blockd runs alone.",
+    )
     # SHA-256 of the file (or TOML text) this was read from; copies keep it.
     _source_sha256: str = PrivateAttr(default="")
 
@@ -127,6 +134,15 @@ class Config(_Section):
                         )
                     }
                 ),
+                "fleet": self.fleet.model_copy(
+                    update={
+                        "password_file": fix(self.fleet.password_file)
+                        if self.fleet.password_file
+                        else None
+                    }
+                )
+                if self.fleet
+                else None,
                 "lists": [
                     c.model_copy(
                         update={
@@ -171,8 +187,15 @@ def _problem(err: Any) -> str:
         return required
     if err["type"] == "missing" or isinstance(value, dict | list):
         return f"{path}: {msg}"
-    shown = repr(value)
+    shown = repr(_without_userinfo(value))
     return f"{path}: {msg} (got {shown[:60] + '...' if len(shown) > 60 else shown})"
+
+
+def _without_userinfo(value: object) -> object:
+    """Return value with any URL's user and password masked: a refused value is echoed."""
+    if isinstance(value, str) and "://" in value and "@" in value:
+        return re.sub(r"://[^/@]*@", "://***@", value)
+    return value
 
 
 def cross_field_problems(doc: object) -> list[str]:
