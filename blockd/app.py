@@ -35,6 +35,7 @@ from blockd.events import (
 from blockd.failures import FailureLog
 from blockd.feeds.sync import FeedSync
 from blockd.feeds.trust import TrustError
+from blockd.fleet.node import FleetNode
 from blockd.health import Readiness
 from blockd.http.notice import NoticeError, NoticePage
 from blockd.http.server import demo_origin
@@ -43,6 +44,7 @@ from blockd.metrics import (
     BlockCounts,
     CacheView,
     DnsCounters,
+    FleetStatus,
     Metrics,
     MetricsState,
     WitnessStatus,
@@ -139,6 +141,12 @@ class App:
                     retry_max=audit.witness_retry_max,
                 )
                 self.audit.on_checkpoint = self.witnessing.wake
+        # In a fleet, the fleet loop replaces the sync loop: only the syncer fetches lists.
+        self.fleet_node: FleetNode | None = None
+        if config.fleet is not None:
+            self.fleet_node = FleetNode(
+                config.fleet, self.feeds, self.bus, checkpoint=self._latest_checkpoint
+            )
         self.metrics = Metrics(
             self.bus,
             MetricsState(
@@ -152,6 +160,7 @@ class App:
                 http_connections=self._http_connections,
                 witnesses=self._witness_status,
                 workers=self.workers.statuses if self.workers is not None else tuple,
+                fleet=self._fleet_status,
             ),
             dns=dns_counts,
             blocks=self.blocks,
@@ -176,6 +185,39 @@ class App:
         if a is None:
             return None
         return AuditStatus(a.size, a.last_checkpoint or None, a.checkpoint_interval)
+
+    def _fleet_status(self) -> FleetStatus | None:
+        node = self.fleet_node
+        if node is None:
+            return None
+        survey = node.fleet
+        return FleetStatus(
+            node.redis_up,
+            node.syncer,
+            survey.live if survey is not None else None,
+            survey.divergent if survey is not None else None,
+        )
+
+    def _fleet_fact(self) -> health.FleetFact | None:
+        node = self.fleet_node
+        if node is None:
+            return None
+        survey = node.fleet
+        return health.FleetFact(
+            node.cfg.node,
+            node.redis_up,
+            node.problem,
+            node.down_since,
+            node.syncer,
+            survey.live if survey is not None else None,
+            survey.divergent if survey is not None else None,
+        )
+
+    async def _latest_checkpoint(self) -> str | None:
+        """Return the audit log's latest signed checkpoint, for the fleet's heartbeat."""
+        if self.audit is None:
+            return None
+        return await asyncio.to_thread(self.audit.log.latest_checkpoint)
 
     def _witness_status(self) -> list[WitnessStatus]:
         w = self.witnessing
@@ -245,6 +287,7 @@ class App:
                 for s in (self.witnessing.states if self.witnessing is not None else ())
             ],
             workers=self._workers_fact(),
+            fleet=self._fleet_fact(),
         )
 
     def _workers_fact(self) -> health.WorkersFact | None:
@@ -343,9 +386,15 @@ class App:
             await asyncio.sleep(cfg.interval)
 
     async def _sync_forever(self) -> None:
-        """Keep the lists current until cancelled; a bug restarts the loop, never ends it."""
+        """Keep the lists current until cancelled; a bug restarts the loop, never ends it.
+
+        In a fleet, the fleet node's loop: it runs the feed sync only while it is the syncer.
+        """
         while True:
             try:
+                if self.fleet_node is not None:
+                    await self.fleet_node.run()
+                    continue
                 await self.feeds.sync_trust()
                 await self.feeds.run()
             except asyncio.CancelledError:
@@ -382,6 +431,8 @@ class App:
             self.config.http.tls_listen,
         ):
             log.warning("listen addresses changed: they take effect on restart")
+        if new.fleet != self.config.fleet:
+            log.warning("fleet settings changed: they take effect on restart")
         self._derive(new, notice)
         if self._sync_task is not None:
             self._sync_task.cancel()
@@ -433,6 +484,8 @@ class App:
             lines.append(f"  demo origin {self.config.http.demo_origin} (routed demo hosts)")
         ups = ", ".join(f"{h}:{p}" for h, p in (s.address for s in self.front.upstreams()))
         lines.append(f"  upstreams  {ups or 'none: clean names get SERVFAIL'}")
+        if self.config.fleet is not None:
+            lines.append(f"  fleet      node {self.config.fleet.node}, {self.config.fleet.where()}")
         if self.audit is not None:
             lines.append(f"  audit log  {self.audit.log.path}")
             lines.append(f"  audit key  {self.audit.log.signer.verifier.vkey}")

@@ -20,6 +20,7 @@ from blockd.config import load as load_config
 from blockd.feeds.keys import KeyFileError
 from blockd.feeds.model import PayloadError
 from blockd.feeds.trust import TrustError
+from blockd.fleet import commands as fleet_commands
 from blockd.policy.guards import GuardConfigError
 from blockd.usage import UsageError
 from blockd.witness import commands as witness_commands
@@ -163,6 +164,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--state", type=Path, help="state directory (default: the example config's)")
     audit_commands.register(sub, config_arg, operate.daemon)
     witness_commands.register(sub)
+    fleet_commands.register(sub, config_arg)
     return p
 
 

@@ -78,6 +78,19 @@ class WorkersFact:
 
 
 @dataclass(frozen=True)
+class FleetFact:
+    """This node of a fleet: whether Redis answers, and what the fleet looks like."""
+
+    node: str
+    redis_up: bool
+    problem: str | None = None  # why Redis is unreachable
+    down_since: float | None = None  # Unix time
+    syncer: bool = False
+    nodes: int | None = None  # nodes with a recent heartbeat (None: not known yet)
+    divergent: int | None = None  # of those, nodes enforcing other versions than the newest
+
+
+@dataclass(frozen=True)
 class Facts:
     """Everything readiness depends on, as plain values."""
 
@@ -91,6 +104,7 @@ class Facts:
     audit: AuditFact | None = None  # None: the audit log is off
     witnesses: Sequence[WitnessFact] = ()
     workers: WorkersFact | None = None  # None: one process answers
+    fleet: FleetFact | None = None  # None: not in a fleet
 
 
 @dataclass(frozen=True)
@@ -122,8 +136,12 @@ def assess(f: Facts) -> Readiness:
             **({"problem": w.problem} if w.problem else {}),
             "workers": list(w.each),
         }
+    if f.fleet is not None:
+        checks["fleet"] = _fleet(f.fleet)
     reason = _reason(f)
-    return Readiness(reason is None, reason or READY + _witness_detail(f), checks)
+    return Readiness(
+        reason is None, reason or READY + _witness_detail(f) + _fleet_detail(f), checks
+    )
 
 
 def list_state(f: Facts, ref: str) -> ListState:
@@ -210,6 +228,29 @@ def _audit(f: Facts) -> dict[str, Any]:
         "problem": a.problem,
         "entries": a.entries,
     }
+
+
+def _fleet(fleet: FleetFact) -> dict[str, Any]:
+    """Redis never makes blockd unready: without it a node enforces what it verified."""
+    since = fleet.down_since
+    return {
+        "ok": fleet.redis_up,
+        "required": False,
+        "node": fleet.node,
+        "redis": "up" if fleet.redis_up else "down",
+        "problem": fleet.problem,
+        "down_since": _iso(datetime.fromtimestamp(since, UTC)) if since is not None else None,
+        "syncer": fleet.syncer,
+        "nodes": fleet.nodes,
+        "divergent_nodes": fleet.divergent,
+    }
+
+
+def _fleet_detail(f: Facts) -> str:
+    """Say when this node cannot reach the fleet's Redis, after the ready reason."""
+    if f.fleet is None or f.fleet.redis_up:
+        return ""
+    return f"; fleet: Redis unreachable ({f.fleet.problem}), enforcing the last verified policy"
 
 
 def _iso(t: datetime) -> str:

@@ -22,6 +22,7 @@ SLOW_FIXTURES = frozenset(
         "origin",
         "tls_origin",
         "daemon",
+        "redis_server",
     }
 )
 # Modules whose every test runs blockd, a peer program or a subprocess.

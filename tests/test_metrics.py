@@ -37,6 +37,7 @@ from blockd.metrics import (
     DNS_RESULTS,
     PROCESS_CATALOGUE,
     AuditStatus,
+    FleetStatus,
     Metrics,
     MetricsState,
     WitnessStatus,
@@ -106,6 +107,7 @@ def state(now: float = T) -> MetricsState:
             WitnessStatus("other.example/w+01020304", {"error": 2}, None, None),
         ],
         workers=lambda: [WorkerStatus(1, True, 0, 7), WorkerStatus(2, False, 3, None)],
+        fleet=lambda: FleetStatus(redis_up=False, syncer=True, nodes=3, divergent=1),
     )
 
 
@@ -371,6 +373,16 @@ def test_workers_show_liveness_restarts_and_policy_each() -> None:
     assert value(s, "blockd_worker_restarts_total", worker="2") == 3
     assert value(s, "blockd_worker_policy_generation", worker="1") == 7
     assert ("blockd_worker_policy_generation", frozenset({("worker", "2")})) not in s
+
+
+def test_fleet_says_redis_syncer_size_and_divergence_and_nothing_outside_a_fleet() -> None:
+    s = scrape(populated())
+    assert value(s, "blockd_fleet_redis_up") == 0
+    assert value(s, "blockd_fleet_syncer") == 1
+    assert value(s, "blockd_fleet_nodes") == 3
+    assert value(s, "blockd_fleet_divergent_nodes") == 1
+    alone = scrape(Metrics(EventBus()))
+    assert not {n for n in names(alone) if n.startswith("blockd_fleet_")}
 
 
 def test_metrics_md_is_the_catalogue() -> None:

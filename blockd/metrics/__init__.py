@@ -83,6 +83,7 @@ __all__ = [
     "BlockCounts",
     "CacheView",
     "DnsCounters",
+    "FleetStatus",
     "Kind",
     "Labels",
     "LatencyHistogram",
@@ -127,6 +128,16 @@ class WitnessStatus:
 
 
 @dataclass(frozen=True)
+class FleetStatus:
+    """This node of a fleet as metrics see it."""
+
+    redis_up: bool
+    syncer: bool
+    nodes: int | None  # nodes with a recent heartbeat; None before the first survey
+    divergent: int | None
+
+
+@dataclass(frozen=True)
 class WorkerStatus:
     """One worker process as metrics see it."""
 
@@ -154,6 +165,7 @@ class MetricsState:
     http_connections: Callable[[], int] = int
     witnesses: Callable[[], Sequence[WitnessStatus]] = tuple  # configured witnesses
     workers: Callable[[], Sequence[WorkerStatus]] = tuple  # empty: one process answers
+    fleet: Callable[[], FleetStatus | None] = _nothing  # None: not in a fleet
 
 
 Tally = defaultdict[Labels, int]  # label values in their Spec's order -> count

@@ -64,6 +64,16 @@ CATALOGUE = _catalogue(
      "after it exited, was killed, or stopped reporting."),
     ("blockd_worker_policy_generation", "gauge", "worker", "Generation of the policy snapshot "
      "the worker answers from (compare blockd_policy_generation)."),
+    ("blockd_fleet_redis_up", "gauge", "", "In a fleet: 1 while this node reaches the "
+     "fleet's Redis, 0 while it does not (it keeps enforcing its last verified policy and "
+     "retries). Absent outside a fleet."),
+    ("blockd_fleet_syncer", "gauge", "", "In a fleet: 1 on the node holding the syncer lease "
+     "(the one that fetches from the authorities), else 0. Exactly one node should say 1."),
+    ("blockd_fleet_nodes", "gauge", "", "In a fleet: nodes whose heartbeat is recent (within "
+     "three of their heartbeats), as this node last read them from Redis."),
+    ("blockd_fleet_divergent_nodes", "gauge", "", "In a fleet: of those nodes, how many "
+     "enforce another version than the newest published of some list (alert when above 0 "
+     "for longer than a sync takes)."),
     ("blockd_http_decisions_total", "counter", "transport outcome", "HTTP requests and TLS "
      "connections by outcome: notice, pass, splice, refused, misdirected."),
     ("blockd_http_blocked_total", "counter", "authority list outcome transport",

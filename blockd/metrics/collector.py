@@ -58,6 +58,7 @@ class Collector(registry.Collector):
         yield from self._feeds(lists)
         yield from self._lists(lists)
         yield from self._audit_and_selftest()
+        yield from self._fleet()
 
     def _runtime(self) -> Iterator[Metric]:
         yield _gauge("blockd_build_info", {(self.m.version,): 1})
@@ -219,6 +220,17 @@ class Collector(registry.Collector):
             (str(w.index),): w.generation for w in workers if w.generation is not None
         }
         yield _gauge("blockd_worker_policy_generation", generations)
+
+    def _fleet(self) -> Iterator[Metric]:
+        fleet = self.m.state.fleet()
+        if fleet is None:
+            return
+        yield _gauge("blockd_fleet_redis_up", {(): int(fleet.redis_up)})
+        yield _gauge("blockd_fleet_syncer", {(): int(fleet.syncer)})
+        if fleet.nodes is not None:
+            yield _gauge("blockd_fleet_nodes", {(): fleet.nodes})
+        if fleet.divergent is not None:
+            yield _gauge("blockd_fleet_divergent_nodes", {(): fleet.divergent})
 
     def _witnesses(self) -> Iterator[Metric]:
         statuses = self.m.state.witnesses()

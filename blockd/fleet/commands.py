@@ -1,0 +1,111 @@
+"""`blockd fleet status`: every node, what it enforces, its heartbeat; who diverges.
+
+Reads Redis directly with the configuration's [fleet] settings (no daemon needed), so an
+operator can run it from any node. Exit status 0 when every node is live and enforces the
+newest published versions, 1 when any diverges or is stale, 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from blockd.config import load as load_config
+from blockd.fleet.keys import Keys
+from blockd.usage import UsageError
+
+if TYPE_CHECKING:  # every blockd command builds this parser: Redis is imported when used
+    from blockd.fleet import status
+
+
+def cmd_status(a: argparse.Namespace) -> int:
+    """Show every node of the fleet: versions enforced, heartbeat age, divergence."""
+    from redis.exceptions import RedisError
+
+    from blockd.fleet import connect, status
+
+    config = load_config(a.config)
+    cfg = config.fleet
+    if cfg is None:
+        raise UsageError(f"{a.config}: no [fleet] section: this blockd runs alone")
+
+    async def read() -> status.Survey:
+        r = connect.client(cfg, cfg.password())
+        try:
+            return await status.read(r, Keys(cfg.prefix), time.time())
+        finally:
+            await r.aclose()
+
+    try:
+        survey = asyncio.run(read())
+    except (RedisError, OSError) as e:
+        raise UsageError(f"fleet: cannot read Redis ({cfg.where()}): {e}") from None
+    if a.json:
+        print(json.dumps(as_json(survey), indent=2, sort_keys=True))
+    else:
+        print(as_text(survey))
+    return 0 if all(not n.stale and not n.divergent for n in survey.nodes) else 1
+
+
+def as_json(survey: status.Survey) -> dict[str, Any]:
+    """Return the survey as JSON-ready values."""
+    return {
+        "newest": dict(survey.newest),
+        "live": survey.live,
+        "divergent": survey.divergent,
+        "nodes": [
+            {
+                "node": n.beat.node,
+                "syncer": n.beat.syncer,
+                "versions": dict(n.beat.versions),
+                "policy_generation": n.beat.generation,
+                "heartbeat_age": round(n.age, 1),
+                "stale": n.stale,
+                "divergent": n.divergent,
+                "behind": {ref: {"has": h, "newest": v} for ref, (h, v) in n.behind.items()},
+                "blockd": n.beat.blockd,
+                "audit_checkpoint": n.beat.checkpoint,
+            }
+            for n in survey.nodes
+        ],
+    }
+
+
+def as_text(survey: status.Survey) -> str:
+    """Return the survey as a table an operator reads."""
+    newest = ", ".join(f"{ref} v{v}" for ref, v in sorted(survey.newest.items())) or "nothing yet"
+    lines = [
+        f"newest published: {newest}",
+        f"{len(survey.nodes)} node(s), {survey.live} live, {survey.divergent} divergent",
+    ]
+    for n in survey.nodes:
+        flags = [f for f, on in (("STALE", n.stale), ("DIVERGENT", n.divergent)) if on]
+        versions = ", ".join(
+            f"{ref} v{v}" if v is not None else f"{ref} none" for ref, v in n.beat.versions.items()
+        )
+        role = " (syncer)" if n.beat.syncer else ""
+        lines.append(
+            f"  {n.beat.node}{role}  heartbeat {n.age:.0f}s ago  policy {n.beat.generation}  "
+            f"{versions or 'no lists'}{'  ' + ' '.join(flags) if flags else ''}"
+        )
+        for ref, (has, want) in n.behind.items():
+            lines.append(f"      {ref}: enforces {'none' if has is None else has}, newest {want}")
+    return "\n".join(lines)
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    config_arg: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    """Add `blockd fleet status` to the command line."""
+    fleet = sub.add_parser("fleet", help="the fleet of resolvers sharing lists over Redis")
+    fsub = fleet.add_subparsers(dest="fleet_command", required=True, metavar="COMMAND")
+    doc = (cmd_status.__doc__ or "").strip()
+    sp = fsub.add_parser("status", help=doc, description=doc)
+    sp.set_defaults(fn=cmd_status)
+    config_arg(sp)
+    sp.add_argument("--json", action="store_true", help="print JSON")

@@ -1,0 +1,320 @@
+"""A fleet of real blockd daemons on one real redis-server, over loopback.
+
+Each node is an App with its own state directory; the authority's list is a file:// source
+the test signs new versions of. A node's DNS answers are what the test checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from redis.asyncio import Redis
+
+from blockd.app import App
+from blockd.cli import main
+from blockd.events import FeedRejected
+from blockd.fleet import bus
+from blockd.fleet.keys import Keys
+from blockd.fleet.lease import Lease
+from tests.daemon import ask, running
+from tests.factories import Recorder, authority, key, signed_list, signed_trust, trust
+from tests.fleet.conftest import RedisServer
+
+if TYPE_CHECKING:
+    from tests.dnsupstream import Upstream
+
+pytestmark = pytest.mark.slow
+NOW = datetime.now(UTC).replace(microsecond=0)
+WAIT = 20.0  # seconds any one convergence may take before the test fails
+LEASE, HEARTBEAT = 2, 0.5
+
+
+def sign(version: int, entries: list[str]) -> bytes:
+    return signed_list(
+        entries,
+        version=version,
+        issued_at=NOW - timedelta(hours=1),
+        expires=NOW + timedelta(days=3),
+    )
+
+
+class Fleet:
+    """The authority's source, the trust file, and how to start a node."""
+
+    def __init__(self, tmp: Path, redis: RedisServer, upstream: Upstream) -> None:
+        """Write the trust policy and v1 of auth/hosts."""
+        self.tmp = tmp
+        self.redis = redis
+        self.upstream = upstream
+        (tmp / "trust.dsse").write_bytes(
+            signed_trust(trust([authority()], expires=NOW + timedelta(days=30)))
+        )
+        self.src = tmp / "hosts.dsse"
+        self.publish(1, ["one.example"])
+
+    def publish(self, version: int, entries: list[str]) -> None:
+        """Sign a new version at the authority's source."""
+        self.src.write_bytes(sign(version, entries))
+
+    def config(self, node: str, *, start: str = "forward") -> str:
+        """Return a node's configuration: its own state directory, the shared Redis."""
+        host, port = self.upstream.addr
+        state = self.tmp / node
+        return f"""demo = true
+[trust]
+pinned = "{self.tmp / "trust.dsse"}"
+[state]
+dir = "{state}"
+[dns]
+listen = ["127.0.0.1:0"]
+upstreams = ["{host}:{port}"]
+attempt_timeout = 0.5
+total_timeout = 1.5
+start = "{start}"
+[http]
+listen = ["127.0.0.1:0"]
+tls_listen = []
+[admin]
+listen = ["127.0.0.1:0"]
+[selftest]
+interval = 0
+[fleet]
+redis = "{self.redis.url}"
+node = "{node}"
+prefix = "test"
+lease = {LEASE}
+heartbeat = {HEARTBEAT}
+[[lists]]
+authority = "auth"
+list = "hosts"
+source = "file://{self.src}"
+interval = 86400
+"""
+
+    @contextlib.asynccontextmanager
+    async def node(self, name: str, **kw: str) -> AsyncIterator[App]:
+        """Run one node (it syncs only as the fleet decides); stop it after."""
+        (self.tmp / name).mkdir(exist_ok=True)
+        async with running(self.config(name, **kw), self.tmp / name, sync=False) as app:
+            yield app
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, redis_server: RedisServer, upstream: Upstream) -> Fleet:
+    return Fleet(tmp_path, redis_server, upstream)
+
+
+async def until(check: Callable[[], Awaitable[bool] | bool], what: str) -> None:
+    """Wait until check() is true (polling), or fail saying what did not happen."""
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while asyncio.get_running_loop().time() < deadline:
+        result = check()
+        if result if isinstance(result, bool) else await result:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not within {WAIT} s: {what}")
+
+
+async def blocked(app: App, name: str) -> bool:
+    reply = await ask(app, name)
+    return [str(rr.rdata) for rr in reply.rr] == ["127.0.0.1"]
+
+
+def version(app: App) -> int | None:
+    return app.feeds.snapshot.versions.get("auth/hosts")
+
+
+def fetched(app: App) -> bool:
+    """Say whether this node ever fetched the list from the authority itself."""
+    return app.feeds.store.state("auth", "hosts").last_attempt is not None
+
+
+def syncer(*apps: App) -> App:
+    [one] = [a for a in apps if a.fleet_node is not None and a.fleet_node.syncer]
+    return one
+
+
+def one_syncer(*apps: App) -> bool:
+    return sum(a.fleet_node is not None and a.fleet_node.syncer for a in apps) == 1
+
+
+def redis(server: RedisServer) -> Redis:
+    return Redis.from_url(server.url)
+
+
+# -- the lease and the publish script, against Redis alone ------------------------------------
+
+
+async def test_a_node_that_lost_its_lease_cannot_publish(redis_server: RedisServer) -> None:
+    r = redis(redis_server)
+    keys = Keys("t")
+    a, b = Lease(keys, "a", 2), Lease(keys, "b", 2)
+    try:
+        assert await a.hold(r) and not await b.hold(r)
+        assert await bus.publish(r, keys, a.holder, "x/y", 1, b"env1", None) == "published"
+        await r.delete(keys.lease)  # a's lease expires (a paused: a GC, a partition)
+        assert await b.hold(r) and b.token > a.token
+        assert not await a.hold(r)  # a learns it on its next renewal...
+        stale = f"{a.token or 1} a"  # ...but a publish in between carries its old token
+        assert await bus.publish(r, keys, stale, "x/y", 2, b"env2", b"body") == "fenced"
+        assert await bus.latest(r, keys, ["x/y"]) == {"x/y": 1}
+        assert await bus.publish(r, keys, b.holder, "x/y", 2, b"env2", b"body") == "published"
+        assert await bus.publish(r, keys, b.holder, "x/y", 1, b"env1", None) == "not-newer"
+        assert await bus.latest(r, keys, ["x/y"]) == {"x/y": 2}
+        assert await bus.fetch(r, keys, "x/y", 2) == (b"env2", b"body")
+        assert await r.pttl(keys.version("x/y", 1)) > 0  # superseded: kept a while, not forever
+        await b.release(r)
+        assert await r.get(keys.lease) is None
+    finally:
+        await r.aclose()
+
+
+# -- whole nodes ------------------------------------------------------------------------------
+
+
+async def test_one_node_syncs_and_the_other_enforces_what_it_published(fleet: Fleet) -> None:
+    async with fleet.node("a") as a, fleet.node("b") as b:
+        await until(lambda: one_syncer(a, b), "one syncer")
+        await until(lambda: version(a) == 1 and version(b) == 1, "both enforce v1")
+        assert await blocked(a, "one.example") and await blocked(b, "one.example")
+        leader = syncer(a, b)
+        follower = b if leader is a else a
+        fleet.publish(2, ["one.example", "two.example"])
+        await leader.feeds.sync_all()
+        await until(lambda: version(follower) == 2, "the follower enforces v2")
+        assert await blocked(follower, "two.example") and await blocked(leader, "two.example")
+        assert fetched(leader) and not fetched(follower)  # only the syncer asks the authority
+        assert follower.readiness().checks["fleet"]["redis"] == "up"
+
+        def status() -> dict[str, object]:
+            out = fleet.tmp / "status.json"
+            conf = fleet.tmp / "a" / "blockd.toml"
+            conf.write_text(fleet.config("a"))
+            with contextlib.redirect_stdout(out.open("w")):
+                code = main(["fleet", "status", "-c", str(conf), "--json"])
+            return {"code": code, **json.loads(out.read_text())}
+
+        async def converged() -> bool:
+            s = await asyncio.to_thread(status)
+            return s["code"] == 0 and s["live"] == 2
+
+        await until(converged, "fleet status: two live nodes, none divergent")
+        s = await asyncio.to_thread(status)
+        assert s["newest"] == {"auth/hosts": 2}
+        nodes = {n["node"]: n for n in s["nodes"]}  # type: ignore[attr-defined]
+        assert nodes["a"]["versions"] == {"auth/hosts": 2} == nodes["b"]["versions"]
+        assert nodes[leader.config.fleet.node]["syncer"]  # type: ignore[union-attr]
+        assert leader.fleet_node is not None and leader.fleet_node.fleet is not None
+        want = [
+            "blockd_fleet_nodes 2.0",
+            "blockd_fleet_divergent_nodes 0.0",
+            "blockd_fleet_syncer 1.0",
+            "blockd_fleet_redis_up 1.0",
+        ]
+
+        def metrics() -> bool:
+            body = leader.metrics.render()[0].decode()
+            return all(line in body.splitlines() for line in want)
+
+        await until(metrics, "the syncer's metrics: two nodes, none divergent, it syncs")
+
+
+async def test_a_tampered_envelope_in_redis_is_refused_by_every_node(fleet: Fleet) -> None:
+    async with fleet.node("a") as a, fleet.node("b") as b:
+        await until(lambda: version(a) == 1 and version(b) == 1, "both enforce v1")
+        seen = [Recorder(a.bus), Recorder(b.bus)]
+        good = json.loads(sign(2, ["one.example", "evil.example"]))
+        good["payload"] = good["payload"][:-8] + "AAAAAAA="  # a payload the signature is not over
+        forged_by_other = signed_list(
+            ["one.example", "evil.example"],
+            keys=[key("not-the-authority")],
+            version=3,
+            issued_at=NOW - timedelta(hours=1),
+            expires=NOW + timedelta(days=3),
+        )
+        keys, r = Keys("test"), redis(fleet.redis)
+        try:
+            for v, envelope in ((2, json.dumps(good).encode()), (3, forged_by_other)):
+                await r.hset(keys.version("auth/hosts", v), mapping={"envelope": envelope})
+                await r.set(keys.latest("auth/hosts"), v)
+                await r.publish(keys.channel, json.dumps({"ref": "auth/hosts", "version": v}))
+
+                def refused(v: int = v) -> bool:
+                    return all(
+                        any(e.version in (v, None) for e in s.of(FeedRejected)) for s in seen
+                    )
+
+                await until(refused, f"every node refuses the envelope of v{v}")
+        finally:
+            await r.aclose()
+        reasons = {e.reason for s in seen for e in s.of(FeedRejected)}
+        assert reasons <= {"signature", "malformed", "threshold"}, reasons
+        for app in (a, b):
+            assert version(app) == 1
+            assert await blocked(app, "one.example") and not await blocked(app, "evil.example")
+
+
+async def test_redis_down_nodes_keep_answering_and_converge_when_it_returns(
+    fleet: Fleet,
+) -> None:
+    async with fleet.node("a") as a, fleet.node("b") as b:
+        await until(lambda: version(a) == 1 and version(b) == 1, "both enforce v1")
+        fleet.redis.stop()
+
+        def down(app: App) -> bool:
+            return bool(app.readiness().checks["fleet"]["redis"] == "down")
+
+        await until(lambda: down(a) and down(b), "both see Redis down")
+        for app in (a, b):
+            r = app.readiness()
+            assert r.ready and "Redis unreachable" in r.reason
+            assert await blocked(app, "one.example")
+            assert b"blockd_fleet_redis_up 0.0" in app.metrics.render()[0]
+        fleet.publish(2, ["one.example", "two.example"])
+        fleet.redis.start()  # empty: nothing was saved
+        await until(lambda: not down(a) and not down(b), "both reach Redis again")
+        await until(lambda: one_syncer(a, b), "one syncer again")
+        await syncer(a, b).feeds.sync_all()
+        await until(lambda: version(a) == 2 and version(b) == 2, "both enforce v2")
+        assert await blocked(a, "two.example") and await blocked(b, "two.example")
+
+
+async def test_when_the_syncer_stops_another_node_takes_over_and_syncs(fleet: Fleet) -> None:
+    async with fleet.node("a") as a:
+        await until(lambda: a.fleet_node is not None and a.fleet_node.syncer, "a is the syncer")
+        async with fleet.node("b") as b:
+            await until(lambda: version(b) == 1, "b enforces v1 from Redis")
+            await a.stop()
+            fleet.publish(2, ["one.example", "two.example"])
+            await until(lambda: b.fleet_node is not None and b.fleet_node.syncer, "b takes over")
+            await until(lambda: version(b) == 2, "b syncs v2 from the authority itself")
+            assert fetched(b) and await blocked(b, "two.example")
+            keys, r = Keys("test"), redis(fleet.redis)
+            try:
+                await until(lambda: _latest(r, keys), "b published v2 to the fleet")
+            finally:
+                await r.aclose()
+
+
+async def _latest(r: Redis, keys: Keys) -> bool:
+    return await bus.latest(r, keys, ["auth/hosts"]) == {"auth/hosts": 2}
+
+
+async def test_a_node_with_an_empty_state_directory_catches_up_from_redis(fleet: Fleet) -> None:
+    async with fleet.node("a") as a:
+        await until(lambda: version(a) == 1, "a syncs v1")
+        fleet.publish(2, ["one.example", "two.example"])
+        await a.feeds.sync_all()
+        fleet.src.unlink()  # the authority is out of reach: only Redis has the list now
+        async with fleet.node("fresh", start="fail-closed") as fresh:
+            assert not fresh.readiness().ready or version(fresh) == 2
+            await until(lambda: fresh.readiness().ready, "the new node is ready")
+            assert version(fresh) == 2 and not fetched(fresh)
+            assert await blocked(fresh, "two.example")
