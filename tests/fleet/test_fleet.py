@@ -291,8 +291,10 @@ async def test_when_the_syncer_stops_another_node_takes_over_and_syncs(fleet: Fl
         await until(lambda: a.fleet_node is not None and a.fleet_node.syncer, "a is the syncer")
         async with fleet.node("b") as b:
             await until(lambda: version(b) == 1, "b enforces v1 from Redis")
-            await a.stop()
+            # v2 appears while a is the syncer: a syncs once a day, so whoever syncs next
+            # (after a stops) fetches it
             fleet.publish(2, ["one.example", "two.example"])
+            await a.stop()
             await until(lambda: b.fleet_node is not None and b.fleet_node.syncer, "b takes over")
             await until(lambda: version(b) == 2, "b syncs v2 from the authority itself")
             assert fetched(b) and await blocked(b, "two.example")
@@ -312,6 +314,11 @@ async def test_a_node_with_an_empty_state_directory_catches_up_from_redis(fleet:
         await until(lambda: version(a) == 1, "a syncs v1")
         fleet.publish(2, ["one.example", "two.example"])
         await a.feeds.sync_all()
+        keys, r = Keys("test"), redis(fleet.redis)
+        try:
+            await until(lambda: _latest(r, keys), "a published v2 to the fleet")
+        finally:
+            await r.aclose()
         fleet.src.unlink()  # the authority is out of reach: only Redis has the list now
         async with fleet.node("fresh", start="fail-closed") as fresh:
             assert not fresh.readiness().ready or version(fresh) == 2
