@@ -166,9 +166,14 @@ class FleetNode:
                 await self._publish(r)
             await self._heartbeat(r)
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.cfg.heartbeat):
-                    await self._wake.wait()
+            # asyncio.wait, not a timeout around the wait: in Python 3.11 a timeout expiring
+            # as the task is cancelled can swallow the cancellation, and the session's task
+            # group (and so App.stop) would wait for this loop forever.
+            waiter = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait({waiter}, timeout=self.cfg.heartbeat)
+            finally:
+                waiter.cancel()
 
     # -- election ---------------------------------------------------------------------
 
