@@ -49,8 +49,8 @@ from blockd.metrics import (
 )
 from blockd.policy.guards import GuardConfigError
 from blockd.serving import QueryPath
-from blockd.workers.fleet import Fleet, Tallies
 from blockd.workers.supervisor import Workers
+from blockd.workers.totals import Tallies, Totals
 from blockd.workers.worker import main as worker_main
 from blockd.workers.zygote import Zygote
 
@@ -82,17 +82,17 @@ class App:
         dns_counts = DnsCounters()
         count = config.daemon.worker_count()
         if count > 1:
-            self.fleet = Fleet(Tallies(self.blocks, dns_counts), _upstreams(config))
-            self.fleet.on_upstream_change = self._upstream_changed
+            self.totals = Totals(Tallies(self.blocks, dns_counts), _upstreams(config))
+            self.totals.on_upstream_change = self._upstream_changed
             self.front = self.workers = Workers(
                 config,
                 count,
                 self.bus,
                 zygote or Zygote.fork(worker_main),
-                self.fleet,
+                self.totals,
                 config.state.dir / "policy",
             )
-            cache: CacheView = self.fleet
+            cache: CacheView = self.totals
         else:
             self.front = self.path = QueryPath(
                 config, self.feeds, self.bus, on_upstream_change=self._upstream_changed
@@ -167,7 +167,7 @@ class App:
 
     def _http_connections(self) -> int:
         if self.workers is not None:
-            return self.fleet.http_connections()
+            return self.totals.http_connections()
         assert self.path is not None
         return self.path.http.connections
 
@@ -251,7 +251,6 @@ class App:
         w = self.workers
         if w is None:
             return None
-        serving = sum(s.state == "serving" for s in w.slots)
         each = [
             {
                 "worker": s.index,
@@ -263,7 +262,7 @@ class App:
             }
             for s in w.slots
         ]
-        return health.WorkersFact(len(w.slots), serving, w.problem(), each)
+        return health.WorkersFact(len(w.slots), w.serving(), w.problem(), each)
 
     def _upstream_changed(self, state: UpstreamState) -> None:
         """Publish an upstream going down or coming back (the forwarder's transitions)."""

@@ -28,7 +28,7 @@ from blockd.feeds.model import TrustPolicy
 from blockd.http.notice import NoticePage
 from blockd.metrics import WorkerStatus
 from blockd.workers import channel, messages
-from blockd.workers.fleet import Fleet, ReportError
+from blockd.workers.totals import ReportError, Totals
 from blockd.workers.zygote import Zygote, ZygoteGone
 
 STABLE = 30.0  # seconds a worker must run for its next crash to count as the first
@@ -72,14 +72,14 @@ class Workers:
         count: int,
         bus: EventBus,
         zygote: Zygote,
-        fleet: Fleet,
+        totals: Totals,
         policy_dir: Path,
     ) -> None:
         """Prepare count slots; nothing runs until start()."""
         self.config = config
         self.bus = bus
         self.zygote = zygote
-        self.fleet = fleet
+        self.totals = totals
         self.policy_dir = policy_dir
         self.slots = [Slot(i) for i in range(1, count + 1)]
         self.trust: TrustPolicy | None = None
@@ -165,7 +165,7 @@ class Workers:
 
     def upstreams(self) -> list[UpstreamState]:
         """Return the upstreams as the workers together see them."""
-        return self.fleet.upstreams
+        return self.totals.upstreams
 
     def statuses(self) -> list[WorkerStatus]:
         """Return each worker's liveness, restarts and policy generation, for metrics."""
@@ -174,10 +174,13 @@ class Workers:
             for s in self.slots
         ]
 
+    def serving(self) -> int:
+        """Return how many workers answer now."""
+        return sum(s.state == "serving" for s in self.slots)
+
     def problem(self) -> str | None:
         """Say what is wrong with the workers for readiness, or None."""
-        serving = sum(s.state == "serving" for s in self.slots)
-        if not serving:
+        if not self.serving():
             return "no worker is answering"
         looping = [s for s in self.slots if s.state != "serving" and s.crashes > 1]
         if looping:
@@ -262,7 +265,7 @@ class Workers:
             return None
         if kind not in ("ready", "report"):
             raise ReportError(f"unknown message {str(kind)[:40]!r}")
-        self.fleet.absorb(slot.index, message)
+        self.totals.absorb(slot.index, message)
         generation = message.get("generation")
         slot.generation = generation if type(generation) is int else slot.generation
         if kind == "ready":
@@ -280,7 +283,7 @@ class Workers:
 
     async def _ended(self, slot: Slot) -> int | None:
         """Close the slot's channel; return the exit code once the zygote reports it."""
-        self.fleet.forget(slot.index)
+        self.totals.forget(slot.index)
         if slot.writer is not None:
             slot.writer.close()
             slot.writer = None

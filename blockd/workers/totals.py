@@ -1,4 +1,4 @@
-"""What the workers count, merged in the supervisor: one set of totals for the fleet.
+"""What the workers count, merged in the supervisor: one set of totals for all of them.
 
 Each worker reports its totals every second. The supervisor adds the difference from the
 same worker's previous report into its own counters (the ones /metrics and the audit log
@@ -66,8 +66,8 @@ class Tallies:
     http_problems: Tally = field(default_factory=lambda: defaultdict(int))
 
 
-class Fleet:
-    """Merge worker reports into the supervisor's counters; answer for the fleet."""
+class Totals:
+    """Merge worker reports into the supervisor's counters; answer for all of them."""
 
     def __init__(self, tallies: Tallies, upstreams: list[tuple[str, int]]) -> None:
         """Count into tallies; report on upstreams (address, port) as configured."""
