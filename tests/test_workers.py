@@ -174,6 +174,9 @@ async def test_workers_share_the_ports_and_the_fleet_counts_as_one(
         workers = await b.workers()
         assert [w["worker"] for w in workers] == [1, 2]
         assert all(w["state"] == "serving" for w in workers)
+        _, page = await b.get("/status")
+        assert "<h2>Workers</h2><p>2 of 2 answering.</p>" in page
+        assert f"<td>{workers[1]['pid']}</td>" in page
         pids = {w["pid"] for w in workers}
         assert len(pids) == 2 and b.proc.pid not in pids
         # Both workers hold the DNS port: two UDP sockets, one per process.
