@@ -33,6 +33,7 @@ ROWS: dict[str, tuple[int, dict[int, type]]] = {
     "http_problems": (3, {}),
 }
 MAX_ROWS = 100_000
+MAX_COUNT = 2**63 - 1  # a worker's total; above it /metrics (float64) could overflow when summed
 
 
 class ReportError(ValueError):
@@ -155,6 +156,8 @@ def parse(report: Mapping[str, Any]) -> WorkerTotals:
             if not isinstance(rows, list) or len(rows) > MAX_ROWS:
                 raise ReportError(f"{name}: not a list of rows")
             out.rows[name] = {_key(row, arity, types): _count(row[-1]) for row in rows}
+            if len(out.rows[name]) != len(rows):
+                raise ReportError(f"{name}: the same labels twice")
         out.cached = _counts(report["cached"])
         out.forwarded = _counts(report["forwarded"])
         counts, total = report["upstream_seconds"]
@@ -165,8 +168,12 @@ def parse(report: Mapping[str, Any]) -> WorkerTotals:
         hits, misses, entries = report["cache"]
         out.cache = (_count(hits), _count(misses), _count(entries))
         out.http_connections = _count(report["http_connections"])
-        out.upstreams = [_upstream(u) for u in report["upstreams"]][:64]
-    except (KeyError, TypeError, ValueError) as e:
+        upstreams = report["upstreams"]
+        if not isinstance(upstreams, list):
+            raise ReportError("upstreams: not a list of upstream rows")
+        out.upstreams = [_upstream(u) for u in upstreams][:64]
+    # RecursionError: the repr() in a message, of a label nested as deep as JSON allows
+    except (KeyError, TypeError, ValueError, RecursionError) as e:
         if isinstance(e, ReportError):
             raise
         raise ReportError(f"malformed report: {type(e).__name__}: {e}") from None
@@ -185,8 +192,8 @@ def _key(row: object, arity: int, types: Mapping[int, type]) -> Key:
 
 
 def _count(value: object) -> int:
-    if type(value) is not int or value < 0:
-        raise ReportError(f"a count must be a whole number >= 0, got {value!r:.40}")
+    if type(value) is not int or not 0 <= value <= MAX_COUNT:
+        raise ReportError(f"a count must be a whole number from 0 to 2**63-1, got {value!r:.40}")
     return value
 
 
