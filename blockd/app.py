@@ -156,6 +156,11 @@ class App:
             dns=dns_counts,
             blocks=self.blocks,
         )
+        if self.workers is not None:  # what workers count goes where /metrics reads it
+            t = self.metrics.tallies
+            self.totals.tallies = Tallies(
+                self.blocks, dns_counts, t.dns_problems, t.http, t.http_problems
+            )
         self.admin = Admin(
             self, config.admin, control_socket=config.admin.control_path(config.state.dir)
         )

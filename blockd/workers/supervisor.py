@@ -257,14 +257,16 @@ class Workers:
 
     def _on_message(self, slot: Slot, message: dict[str, Any]) -> str | None:
         kind = message.get("t")
-        if kind == "failed":
-            return str(message.get("message", "failed"))[:500]
+        if kind == "failed":  # str() only of a str: a nested list's would recurse too deep
+            text = message.get("message")
+            return (text if isinstance(text, str) else "failed")[:500]
         if kind == "applied":
             generation = message.get("generation")
             slot.generation = generation if type(generation) is int else slot.generation
             return None
         if kind not in ("ready", "report"):
-            raise ReportError(f"unknown message {str(kind)[:40]!r}")
+            name = kind if isinstance(kind, str) else type(kind).__name__
+            raise ReportError(f"unknown message {name[:40]!r}")
         self.totals.absorb(slot.index, message)
         generation = message.get("generation")
         slot.generation = generation if type(generation) is int else slot.generation
@@ -273,12 +275,17 @@ class Workers:
         return None
 
     def _ready(self, slot: Slot, bound: object) -> None:
+        again = slot.state == "serving"  # a worker says ready once: never a second recovery
         slot.state = "serving"
         if not self.bound and isinstance(bound, list):
-            self.bound = [(str(k), str(a), int(p)) for k, a, p in bound if isinstance(p, int)]
+            self.bound = [
+                (b[0], b[1], b[2])
+                for b in bound
+                if isinstance(b, list) and len(b) == 3 and _strs(b[0], b[1]) and type(b[2]) is int
+            ]
         if slot.ready is not None and not slot.ready.done():
             slot.ready.set_result(None)
-        elif slot.restarts:
+        elif slot.restarts and not again:
             self.bus.publish(WorkerRecovered(slot.index, slot.restarts))
 
     async def _ended(self, slot: Slot) -> int | None:
@@ -393,6 +400,10 @@ def _reuse(sock: socket.socket) -> socket.socket:
     if sock.family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     return sock
+
+
+def _strs(*values: object) -> bool:
+    return all(isinstance(v, str) for v in values)
 
 
 def _fail(slot: Slot, error: Exception) -> None:
