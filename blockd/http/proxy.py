@@ -12,8 +12,9 @@ connection (each may answer and stop):
             resolved through the upstream resolvers (never blockd's own answers); only
             public addresses unless the operator fixed the origin (http.origins); one of
             our own listeners is refused (508, a loop)
-4. relay    the request, then the response streamed back unchanged; an upgrade (101) turns
-            the connection into a tunnel
+4. relay    the request, then the response streamed back unchanged (one framed by
+            Content-Length, or bodiless, from the origin connection's callbacks:
+            blockd.http.passthrough); an upgrade (101) turns the connection into a tunnel
 Nothing about the client is kept; every decision is an HttpDecision event.
 """
 
@@ -31,6 +32,7 @@ from blockd.http import h1, relay
 from blockd.http.decide import decide
 from blockd.http.notice import NoticePage
 from blockd.http.origin import OriginError, OriginResolver
+from blockd.http.passthrough import OriginProtocol, Passthrough
 from blockd.policy.snapshot import PolicySnapshot
 from blockd.policy.verdict import Verdict
 
@@ -256,6 +258,7 @@ class HttpFront:
                 self.bus.publish(HttpProblem("origin", e.reason, "http"))
                 writer.write(plain_response(e.status))
                 return False, None
+        origin.expect(writer, req.method)  # before the request: every byte of the answer
         origin.writer.write(_origin_head(req))
         if req.framing == "none":  # hot path: no body to send, so no second task
             try:
@@ -323,6 +326,17 @@ class HttpFront:
     ) -> bool:
         """Relay the origin's response (and any 1xx before it); return keep-alive."""
         limits = self.limits
+        p = o.passthrough
+        if p is not None:  # hot path: Content-Length or no body, from the origin's callbacks
+            o.passthrough = None
+            try:
+                whole = await p.run(writer, limits.origin_timeout, limits.write_timeout)
+            finally:
+                o.answered = o.answered or p.answered
+            if whole:
+                assert p.response is not None
+                o.keep = p.response.keep_alive and not p.overrun
+                return req.keep_alive
         while True:
             try:
                 async with asyncio.timeout(limits.origin_timeout):
@@ -361,7 +375,7 @@ class HttpFront:
     async def _connect(self, host: str, port: int) -> _Origin:
         try:
             r, w = await self.resolver.connect(
-                host, port, self.limits.connect_timeout, limit=h1.MAX_HEAD
+                host, port, self.limits.connect_timeout, limit=h1.MAX_HEAD, protocol=OriginProtocol
             )
         except OriginError as e:
             raise _Refused(508 if e.reason == "loop" else 502, e.reason) from None
@@ -391,10 +405,19 @@ class _Origin:
         self.linger = linger
         self.keep = True
         self.answered = False
+        protocol = writer.transport.get_protocol()
+        assert isinstance(protocol, OriginProtocol)
+        self.protocol = protocol
+        self.passthrough: Passthrough | None = None
 
     @property
     def closed(self) -> bool:
-        return self.writer.is_closing() or self.reader.at_eof()
+        return self.writer.is_closing() or self.reader.at_eof() or self.protocol.spoiled
+
+    def expect(self, client: asyncio.StreamWriter, method: str) -> None:
+        """Get ready for the response to a `method` request, for client."""
+        if not self.protocol.streaming:
+            self.passthrough = Passthrough(self.protocol, client.transport, method)
 
     def close(self) -> None:
         relay.close(self.writer, self.linger)
