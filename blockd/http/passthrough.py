@@ -19,6 +19,7 @@ import asyncio
 from typing import cast
 
 from blockd.http import h1, relay
+from blockd.http.deadline import Deadline
 
 
 class OriginProtocol(asyncio.StreamReaderProtocol):
@@ -186,13 +187,23 @@ class Passthrough:
         if w is not None and not w.done():
             w.set_result(None)
 
-    async def run(self, writer: asyncio.StreamWriter, idle: float, write_idle: float) -> bool:
+    async def run(
+        self,
+        writer: asyncio.StreamWriter,
+        idle: float,
+        write_idle: float,
+        deadline: Deadline | None = None,
+    ) -> bool:
         """Wait for the end of the response; return False if it is left to the reader.
 
         Raise TimeoutError when the origin sends nothing for idle seconds, relay.Stalled
         when the client takes nothing for write_idle seconds, or what failed the response.
+        deadline: the current task's (else one is made for this response).
         """
         loop = self.loop
+        own = deadline is None
+        if deadline is None:
+            deadline = Deadline()
         try:
             while True:
                 if self.error is not None:
@@ -209,12 +220,11 @@ class Passthrough:
                     return True
                 if self.stream:
                     return False
-                # One timer for the whole response: when it fires after progress, wait
+                # One wait for the whole response: when it times out after progress, wait
                 # again until idle seconds after the last piece.
                 self.waiter = loop.create_future()
                 try:
-                    async with asyncio.timeout_at(self.last + idle):
-                        await self.waiter
+                    await deadline.wait(self.waiter, self.last + idle)
                 except TimeoutError:
                     if loop.time() - self.last >= idle:
                         raise
@@ -223,3 +233,5 @@ class Passthrough:
         finally:
             if self.protocol.passthrough is self:
                 self.protocol.passthrough = None
+            if own:
+                deadline.close()

@@ -29,6 +29,7 @@ from typing import Any
 from blockd.events import EventBus, HttpDecision, HttpProblem
 from blockd.feeds.model import Authority
 from blockd.http import h1, relay
+from blockd.http.deadline import Deadline
 from blockd.http.decide import decide
 from blockd.http.notice import NoticePage
 from blockd.http.origin import OriginError, OriginResolver
@@ -115,9 +116,11 @@ class HttpFront:
         """Serve one client connection until it closes, errs or idles out."""
         origin: _Origin | None = None
         first = True
+        deadline = Deadline()
+        local = _local_port(writer)
         try:
             while True:
-                head = await self._read_head(reader, writer, first)
+                head = await self._read_head(reader, writer, first, deadline)
                 if head is None:
                     return
                 first = False
@@ -126,7 +129,7 @@ class HttpFront:
                 except h1.HttpError as e:
                     self._reject(writer, e)
                     return
-                keep, origin = await self._handle(req, reader, writer, origin)
+                keep, origin = await self._handle(req, reader, writer, origin, deadline, local)
                 if not keep:
                     return
         except relay.Stalled:
@@ -134,25 +137,29 @@ class HttpFront:
         except (ConnectionError, relay.PeerGone):
             pass
         finally:
+            deadline.close()
             if origin is not None:
                 origin.close()
             relay.close(writer, self.limits.write_timeout)
 
     async def _read_head(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bool
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        first: bool,
+        deadline: Deadline,
     ) -> bytes | None:
         """Return the next request head, or None when the client is done or misbehaved."""
         # The first head must arrive within header_timeout (slowloris); a later one, on a
         # kept-alive connection, within idle_timeout.
-        limit = self.limits.header_timeout if first else self.limits.idle_timeout
+        until = deadline.after(self.limits.header_timeout if first else self.limits.idle_timeout)
         try:
-            async with asyncio.timeout(limit):
-                head = await reader.readuntil(b"\r\n\r\n")
-                # RFC 9112 2.2: ignore empty lines before a request line (a few, not forever).
-                for _ in range(MAX_LEADING_CRLF):
-                    if not head.startswith(b"\r\n"):
-                        break
-                    head = head[2:] or await reader.readuntil(b"\r\n\r\n")
+            head = await deadline.wait(reader.readuntil(b"\r\n\r\n"), until)
+            # RFC 9112 2.2: ignore empty lines before a request line (a few, not forever).
+            for _ in range(MAX_LEADING_CRLF):
+                if not head.startswith(b"\r\n"):
+                    break
+                head = head[2:] or await deadline.wait(reader.readuntil(b"\r\n\r\n"), until)
             h1.head_end(head)  # the request-line limit
             return head
         except TimeoutError:
@@ -186,13 +193,14 @@ class HttpFront:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         origin: _Origin | None,
+        deadline: Deadline,
+        local: int | None,
     ) -> tuple[bool, _Origin | None]:
         """Answer one request; return (keep the connection, origin connection to reuse)."""
         if req.method == "CONNECT":
             self.bus.publish(HttpProblem("rejected", "bad-host", "http"))
             writer.write(plain_response(405, "This proxy only serves plain HTTP requests."))
             return False, origin
-        local = _local_port(writer)
         d = decide(self.source(), req.host, req.path, lambda host: (self._origin_port(host), local))
         if d.outcome == "bad-request":
             self.bus.publish(HttpProblem("rejected", "bad-host", "http"))
@@ -210,7 +218,8 @@ class HttpFront:
             return False, origin
         assert d.host is not None
         self.bus.publish(HttpDecision(None, "pass", "http"))
-        return await self._forward(req, d.host, self._origin_port(d.host), reader, writer, origin)
+        port = self._origin_port(d.host)
+        return await self._forward(req, d.host, port, reader, writer, origin, deadline)
 
     def _origin_port(self, host: str) -> int:
         """Return the one port blockd connects to for host."""
@@ -246,6 +255,7 @@ class HttpFront:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         origin: _Origin | None,
+        deadline: Deadline,
     ) -> tuple[bool, _Origin | None]:
         """Send the request to the origin and stream its response back."""
         if origin is not None and (origin.key != (host, port) or origin.closed):
@@ -262,7 +272,7 @@ class HttpFront:
         origin.writer.write(_origin_head(req))
         if req.framing == "none":  # hot path: no body to send, so no second task
             try:
-                keep = await self._relay_response(req, reader, writer, origin)
+                keep = await self._relay_response(req, reader, writer, origin, deadline)
             except (h1.HttpError, TimeoutError, relay.PeerGone, OSError) as e:
                 origin.close()
                 self._origin_failed(writer, origin, e)
@@ -323,14 +333,18 @@ class HttpFront:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         o: _Origin,
+        deadline: Deadline | None = None,
     ) -> bool:
-        """Relay the origin's response (and any 1xx before it); return keep-alive."""
+        """Relay the origin's response (and any 1xx before it); return keep-alive.
+
+        deadline: the current task's, if it has one.
+        """
         limits = self.limits
         p = o.passthrough
         if p is not None:  # hot path: Content-Length or no body, from the origin's callbacks
             o.passthrough = None
             try:
-                whole = await p.run(writer, limits.origin_timeout, limits.write_timeout)
+                whole = await p.run(writer, limits.origin_timeout, limits.write_timeout, deadline)
             finally:
                 o.answered = o.answered or p.answered
             if whole:
