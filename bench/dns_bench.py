@@ -117,8 +117,11 @@ source = "file://{work}/hosts.dsse"
     return path
 
 
-def dnsperf(port: int, queries: Path, seconds: int, cpu: str | None = None) -> float:
-    """Run dnsperf at full speed (on CPU cpu, if given); return queries per second."""
+def dnsperf(
+    port: int, queries: Path, seconds: int, cpu: str | None = None, clients: int = 4
+) -> float:
+    """Run dnsperf at full speed from `clients` sockets (on CPU cpu, if given); return
+    queries per second."""
     out = subprocess.run(
         [
             *(["taskset", "-c", cpu] if cpu is not None else []),
@@ -132,7 +135,7 @@ def dnsperf(port: int, queries: Path, seconds: int, cpu: str | None = None) -> f
             "-l",
             str(seconds),
             "-c",
-            "4",
+            str(clients),
             "-q",
             "200",
             "-t",
