@@ -48,7 +48,7 @@ from blockd.metrics import (
     WitnessStatus,
 )
 from blockd.policy.guards import GuardConfigError
-from blockd.serving import QueryPath
+from blockd.serving import QueryPath, with_certificate
 from blockd.workers.supervisor import Workers
 from blockd.workers.totals import Tallies, Totals
 from blockd.workers.worker import main as worker_main
@@ -69,6 +69,7 @@ class App:
         With daemon.workers above 1, workers are forked from zygote (forked before the event
         loop and any thread started: `blockd run` does); without one, it is forked here.
         """
+        config = with_certificate(config)
         self.config = config
         self.config_path = config_path
         self.bus = EventBus()
@@ -363,7 +364,7 @@ class App:
         if self.config_path is None:
             return "no configuration file to reload"
         try:
-            new = load_config(self.config_path)
+            new = with_certificate(load_config(self.config_path))
         except ConfigError as e:
             log.error("reload refused, keeping the running configuration: %s", e)
             return f"reload refused: {e}"

@@ -18,7 +18,7 @@ from blockd.policy.verdict import Verdict
 
 # Every listener a query or connection arrives on. Metrics label by these and pre-create
 # their series from them, so a new transport cannot silently vanish from the metrics.
-DnsTransport = Literal["udp", "tcp"]
+DnsTransport = Literal["udp", "tcp", "dot", "doh"]
 HttpTransport = Literal["http", "https"]
 Transport = DnsTransport | HttpTransport
 DNS_TRANSPORTS: tuple[DnsTransport, ...] = get_args(DnsTransport)

@@ -64,6 +64,12 @@ class Config(_Section):
         problem = duplicate_lists([c.ref for c in self.lists])
         if problem:
             raise ValueError(problem)
+        e = self.dns.encrypted
+        if e.enabled and not self.demo and (e.certificate is None or e.private_key is None):
+            raise ValueError(
+                "dns.encrypted: certificate and private_key are required with dot_listen or "
+                "doh_listen (only the demo generates a certificate)"
+            )
         if self.daemon.workers != 1 and self.audit.records.enabled:
             raise ValueError(f"daemon.workers: {RECORDS_NEED_ONE_PROCESS}")
         return self
@@ -105,6 +111,20 @@ class Config(_Section):
                     }
                 ),
                 "state": self.state.model_copy(update={"dir": fix(self.state.dir)}),
+                "dns": self.dns.model_copy(
+                    update={
+                        "encrypted": self.dns.encrypted.model_copy(
+                            update={
+                                "certificate": fix(c)
+                                if (c := self.dns.encrypted.certificate)
+                                else None,
+                                "private_key": fix(k)
+                                if (k := self.dns.encrypted.private_key)
+                                else None,
+                            }
+                        )
+                    }
+                ),
                 "admin": self.admin.model_copy(
                     update={
                         "token_file": fix(self.admin.token_file) if self.admin.token_file else None,

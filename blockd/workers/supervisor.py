@@ -364,9 +364,16 @@ class Workers:
         dns = [self._choose(e, udp=True) for e in c.dns.listen]
         http = [self._choose(e) for e in c.http.listen]
         tls = [self._choose(e) for e in c.http.tls_listen]
+        e = c.dns.encrypted
+        encrypted = e.model_copy(
+            update={
+                "dot_listen": [self._choose(x) for x in e.dot_listen],
+                "doh_listen": [self._choose(x) for x in e.doh_listen],
+            }
+        )
         return c.model_copy(
             update={
-                "dns": c.dns.model_copy(update={"listen": dns}),
+                "dns": c.dns.model_copy(update={"listen": dns, "encrypted": encrypted}),
                 "http": c.http.model_copy(update={"listen": http, "tls_listen": tls}),
             }
         )
