@@ -48,6 +48,8 @@ from blockd.metrics import (
     WitnessStatus,
 )
 from blockd.policy.guards import GuardConfigError
+from blockd.rpz.server import RpzServer
+from blockd.rpz.source import Sources
 from blockd.serving import QueryPath, with_certificate
 from blockd.workers.supervisor import Workers
 from blockd.workers.totals import Tallies, Totals
@@ -165,11 +167,21 @@ class App:
         self.admin = Admin(
             self, config.admin, control_socket=config.admin.control_path(config.state.dir)
         )
+        # The policy zone for existing resolvers: here, in the supervisor, never in workers.
+        self.rpz = RpzServer(config, self.bus, self._rpz_sources) if config.rpz.enabled else None
         self._selftest_task: asyncio.Task[None] | None = None
         self.bus.subscribe(PolicyActivated, self._on_policy)
         self._sync_task: asyncio.Task[None] | None = None
         self._stack = contextlib.AsyncExitStack()  # what start() started, to stop in reverse
         self._stopped = asyncio.Event()
+
+    def _rpz_sources(self) -> Sources | None:
+        """Return what the policy zone is built from now (None before trust is loaded)."""
+        trust = self.feeds.trust
+        if trust is None:
+            return None
+        holder = self.feeds.holder
+        return Sources(self.config, holder.store, trust, holder.never_block)
 
     def _http_connections(self) -> int:
         if self.workers is not None:
@@ -300,6 +312,9 @@ class App:
                 stack.callback(self._demo_origin.close)
             await self.front.start()
             stack.push_async_callback(self.front.stop)
+            if self.rpz is not None:
+                await self.rpz.start()
+                stack.push_async_callback(self.rpz.stop)
             await self.admin.start()
             stack.push_async_callback(self.admin.stop)
             # No origin, however configured, may be one of our own listeners (a loop).

@@ -196,6 +196,19 @@ class OperatorAction(Event):
 
 
 @dataclass(frozen=True)
+class ZoneTransferred(OperatorAction):
+    """A secondary transferred the RPZ zone (audited as an operator action, `rpz-transfer`).
+
+    `client` is the address of an operator's secondary resolver allowed by rpz.clients,
+    never a subscriber's; `kind` is AXFR, IXFR or IXFR-AXFR (a full zone for an IXFR).
+    """
+
+    client: str = ""
+    kind: str = ""
+    serial: int = 0
+
+
+@dataclass(frozen=True)
 class SelfTestResult(Event):
     """A run of the self-tests: authority probes blocked, control names not."""
 

@@ -25,6 +25,7 @@ from blockd.config.dns import DnsConfig
 from blockd.config.feeds import GuardsConfig, ListConfig, ProtectedName, StateConfig, TrustConfig
 from blockd.config.http import HttpConfig
 from blockd.config.root import Config, json_schema, load, parse
+from blockd.config.rpz import RpzConfig, TsigKey, TsigKeyError, read_tsig_key
 
 __all__ = [
     "AdminConfig",
@@ -43,13 +44,17 @@ __all__ = [
     "Port",
     "ProtectedName",
     "RecordsConfig",
+    "RpzConfig",
     "Seconds",
     "SelfTestConfig",
     "StateConfig",
     "TrustConfig",
+    "TsigKey",
+    "TsigKeyError",
     "binding",
     "json_schema",
     "load",
     "parse",
+    "read_tsig_key",
     "split_endpoint",
 ]

@@ -22,6 +22,7 @@ from blockd.config.demo import required_outside_demo, with_demo_values
 from blockd.config.dns import DnsConfig
 from blockd.config.feeds import GuardsConfig, ListConfig, StateConfig, TrustConfig
 from blockd.config.http import HttpConfig
+from blockd.config.rpz import RpzConfig
 
 RECORDS_NEED_ONE_PROCESS = (
     "audit.records (subscriber records) needs workers = 1: a record names a subscriber, and "
@@ -51,6 +52,7 @@ class Config(_Section):
     selftest: SelfTestConfig = SelfTestConfig()
     admin: AdminConfig = AdminConfig()
     daemon: DaemonConfig = DaemonConfig()
+    rpz: RpzConfig = RpzConfig()
     # SHA-256 of the file (or TOML text) this was read from; copies keep it.
     _source_sha256: str = PrivateAttr(default="")
 
@@ -72,6 +74,13 @@ class Config(_Section):
             )
         if self.daemon.workers != 1 and self.audit.records.enabled:
             raise ValueError(f"daemon.workers: {RECORDS_NEED_ONE_PROCESS}")
+        configured = [c.ref for c in self.lists]
+        for i, ref in enumerate(self.rpz.lists):
+            if ref not in configured:
+                raise ValueError(
+                    f"rpz.lists.{i}: {ref!r} is not a configured list "
+                    f"(configured: {', '.join(configured) or 'none'})"
+                )
         return self
 
     def digest(self) -> str:
@@ -131,6 +140,13 @@ class Config(_Section):
                         "control_socket": fix(self.admin.control_socket)
                         if self.admin.control_socket
                         else None,
+                    }
+                ),
+                "rpz": self.rpz.model_copy(
+                    update={
+                        "tsig_key_file": fix(self.rpz.tsig_key_file)
+                        if self.rpz.tsig_key_file
+                        else None
                     }
                 ),
                 "audit": self.audit.model_copy(
