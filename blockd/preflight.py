@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import ssl
 import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from pathlib import Path
 from blockd import control
 from blockd.audit import identity
 from blockd.config import Config, TsigKeyError, read_tsig_key, split_endpoint
+from blockd.dns import tlsconf
 from blockd.feeds.model import TrustPolicy
 from blockd.feeds.store import ListStore
 from blockd.feeds.trust import TrustError, load_trust
@@ -37,7 +39,19 @@ def problems(config: Config) -> list[str]:
         *_control(config),
         *_audit_log(config),
         *_rpz(config),
+        *_certificate(config),
     ]
+
+
+def _certificate(config: Config) -> Iterator[str]:
+    """Say whether the DoT/DoH certificate and key load together (the demo makes its own)."""
+    e = config.dns.encrypted
+    if not e.enabled or e.certificate is None or e.private_key is None:
+        return
+    try:
+        tlsconf.server_context(e.certificate, e.private_key, tlsconf.DOT_ALPN)
+    except (OSError, ssl.SSLError) as error:
+        yield f"dns.encrypted.certificate: cannot use {e.certificate} with {e.private_key}: {error}"
 
 
 def _trust(config: Config) -> Iterator[str]:
@@ -100,6 +114,8 @@ def _listeners(config: Config) -> Iterator[str]:
         ("http.listen", list(config.http.listen), ("tcp",)),
         ("http.tls_listen", list(config.http.tls_listen), ("tcp",)),
         ("admin.listen", list(config.admin.listen), ("tcp",)),
+        ("dns.encrypted.dot_listen", list(config.dns.encrypted.dot_listen), ("tcp",)),
+        ("dns.encrypted.doh_listen", list(config.dns.encrypted.doh_listen), ("tcp",)),
     ]
     if config.rpz.enabled:
         groups.append(("rpz.listen", list(config.rpz.listen), ("udp", "tcp")))

@@ -18,7 +18,7 @@ import contextlib
 import ssl
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 import h2.config
@@ -173,11 +173,11 @@ class _Connection(asyncio.Protocol):
     # -- connection ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's TLS transport is a Transport in all but its class: no isinstance check.
+        self.transport = cast(asyncio.Transport, transport)
         if len(self.server.connections) >= self.server.cfg.max_connections:
             self.server.bus.publish(DnsProblem("dropped", "connections", "doh"))
-            transport.abort()
+            self.transport.abort()
             return
         self.server.connections.add(self)
         peer = transport.get_extra_info("peername")
