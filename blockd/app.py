@@ -442,7 +442,7 @@ class App:
         """Return where everything listens and what is enforced, for the console."""
         lines = [f"blockd {__version__}"]
         for kind, address, port in self.listeners():
-            room = "dns " if kind in ("udp", "tcp") else "http"
+            room = "dns " if kind in ("udp", "tcp", "dot", "doh") else "http"
             lines.append(f"  {room}  {kind:5} {address}:{port}")
         if self.workers is not None:
             lines.append(f"  workers    {len(self.workers.slots)} processes (SO_REUSEPORT)")

@@ -23,6 +23,7 @@ import h2.events
 import httpx
 import pytest
 import pytest_asyncio
+import trustme
 
 from blockd.app import App
 from tests.daemon import demo_config, running
@@ -244,3 +245,85 @@ def test_the_h2_buffer_blockd_bounds_is_where_blockd_looks() -> None:
     conn.initiate_connection()
     conn.receive_data(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\xff" * 100)
     assert len(conn.incoming_buffer._data) == 100
+
+
+async def test_a_renewed_certificate_is_used_after_a_reload_and_open_connections_stay(
+    tmp_path: Path,
+) -> None:
+    old_ca, new_ca = trustme.CA(), trustme.CA()
+    paths = {}
+    for label, ca in (("old", old_ca), ("new", new_ca)):
+        leaf = ca.issue_cert("dns.isp.test")
+        paths[label] = (tmp_path / f"{label}.pem", tmp_path / f"{label}.key")
+        leaf.private_key_and_cert_chain_pem.write_to_path(str(paths[label][0]))
+        leaf.private_key_pem.write_to_path(str(paths[label][1]))
+    live_cert, live_key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    live_cert.write_bytes(paths["old"][0].read_bytes())
+    live_key.write_bytes(paths["old"][1].read_bytes())
+    encrypted = {
+        "dot_listen": ["127.0.0.1:0"],
+        "certificate": str(live_cert),
+        "private_key": str(live_key),
+        "name": "dns.isp.test",
+    }
+    text = demo_config(tmp_path, None, demo=False, encrypted=encrypted)
+    async with running(text, tmp_path, write=True) as app:
+        dot = port(app, "dot")
+
+        def client(ca: trustme.CA) -> ssl.SSLContext:
+            ctx = ssl.create_default_context()
+            ca.configure_trust(ctx)
+            return ctx
+
+        # A connection made before the renewal...
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", dot, ssl=client(old_ca), server_hostname="dns.isp.test"
+        )
+        live_cert.write_bytes(paths["new"][0].read_bytes())
+        live_key.write_bytes(paths["new"][1].read_bytes())
+        assert await app.reload() == "reloaded"
+        # ...new handshakes get the new certificate (the old CA no longer verifies it)...
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await asyncio.open_connection(
+                "127.0.0.1", dot, ssl=client(old_ca), server_hostname="dns.isp.test"
+            )
+        _, w2 = await asyncio.open_connection(
+            "127.0.0.1", dot, ssl=client(new_ca), server_hostname="dns.isp.test"
+        )
+        w2.close()
+        # ...and the old connection still answers.
+        wire = question("blocked.demo.test").to_wire()
+        writer.write(len(wire).to_bytes(2, "big") + wire)
+        size = int.from_bytes(await asyncio.wait_for(reader.readexactly(2), 5), "big")
+        reply = dns.message.from_wire(await reader.readexactly(size))
+        assert [x.to_text() for rrset in reply.answer for x in rrset] == ["127.0.0.1"]
+        writer.close()
+
+
+async def test_a_bad_renewed_certificate_keeps_the_old_one(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    leaf = ca.issue_cert("dns.isp.test")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    leaf.private_key_and_cert_chain_pem.write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    encrypted = {
+        "dot_listen": ["127.0.0.1:0"],
+        "certificate": str(cert),
+        "private_key": str(key),
+    }
+    text = demo_config(tmp_path, None, demo=False, encrypted=encrypted)
+    async with running(text, tmp_path, write=True) as app:
+        cert.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n")
+        await app.reload()
+        ctx = ssl.create_default_context()
+        ca.configure_trust(ctx)
+        reply = await asyncio.to_thread(
+            dns.query.tls,
+            question("blocked.demo.test"),
+            "127.0.0.1",
+            port=port(app, "dot"),
+            ssl_context=ctx,
+            server_hostname="dns.isp.test",
+            timeout=5,
+        )
+        assert reply.answer
