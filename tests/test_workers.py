@@ -91,10 +91,9 @@ async def until(check: Callable[[], Any], within: float = 15.0) -> Any:
         await asyncio.sleep(0.05)
 
 
-@contextlib.asynccontextmanager
-async def run(conf: Path) -> AsyncIterator[Blockd]:
-    """Start `blockd run` on conf; yield once it said it is ready; stop it after."""
-    proc = await asyncio.create_subprocess_exec(
+async def spawn(conf: Path) -> asyncio.subprocess.Process:
+    """Start `blockd run` on conf, its output (stdout and stderr) on one unbuffered pipe."""
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "blockd.cli",
@@ -106,6 +105,12 @@ async def run(conf: Path) -> AsyncIterator[Blockd]:
         stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+@contextlib.asynccontextmanager
+async def run(conf: Path) -> AsyncIterator[Blockd]:
+    """Start `blockd run` on conf; yield once it said it is ready; stop it after."""
+    proc = await spawn(conf)
     b = Blockd(proc, conf)
 
     async def read() -> None:
@@ -389,17 +394,7 @@ async def test_a_port_in_use_stops_the_start_with_its_name(
                 'listen = ["127.0.0.1:0"]', f'listen = ["127.0.0.1:{port}"]', 1
             )
         )
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "blockd.cli",
-            "run",
-            "--config",
-            str(conf),
-            cwd=ROOT,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
+        proc = await spawn(conf)
         out, _ = await asyncio.wait_for(proc.communicate(), 30)
     text = out.decode()
     assert proc.returncode == 2, text

@@ -59,20 +59,25 @@ def question(name: str, qtype: str = "A") -> dns.message.Message:
     return dns.message.make_query(name, qtype, use_edns=0)
 
 
-def ede_codes(reply: dns.message.Message) -> list[int]:
-    return [o.code for o in reply.options if isinstance(o, dns.edns.EDEOption)]
-
-
-async def test_dot_answers_blocked_names_like_port_53_with_ede(app: App) -> None:
-    reply = await asyncio.to_thread(
+async def dot_query(app: App, name: str) -> dns.message.Message:
+    """Ask blockd's DoT listener, checking its demo certificate."""
+    return await asyncio.to_thread(
         dns.query.tls,
-        question("blocked.demo.test"),
+        question(name),
         "127.0.0.1",
         port=port(app, "dot"),
         ssl_context=context(app),
         server_hostname="dns.demo.test",
         timeout=5,
     )
+
+
+def ede_codes(reply: dns.message.Message) -> list[int]:
+    return [o.code for o in reply.options if isinstance(o, dns.edns.EDEOption)]
+
+
+async def test_dot_answers_blocked_names_like_port_53_with_ede(app: App) -> None:
+    reply = await dot_query(app, "blocked.demo.test")
     assert [r.to_text() for rrset in reply.answer for r in rrset] == ["127.0.0.1"]
     assert 16 in ede_codes(reply)  # Censored, as over UDP
 
@@ -208,16 +213,7 @@ async def test_hostile_http2_frames_close_that_connection_only(app: App) -> None
     assert await asyncio.wait_for(reader.read(), 10) is not None
     writer.close()
     # Still serving.
-    r = await asyncio.to_thread(
-        dns.query.tls,
-        question("blocked.demo.test"),
-        "127.0.0.1",
-        port=port(app, "dot"),
-        ssl_context=context(app),
-        server_hostname="dns.demo.test",
-        timeout=5,
-    )
-    assert r.answer
+    assert (await dot_query(app, "blocked.demo.test")).answer
 
 
 async def test_a_silent_tls_client_is_dropped_after_the_handshake_timeout(tmp_path: Path) -> None:
