@@ -999,7 +999,10 @@ async def test_a_reading_client_is_never_cut_off(
     tmp_path: Path, upstream: Upstream, origin: Origin, tls_origin: TlsOrigin, big: str
 ) -> None:
     # A slow but steady reader keeps its connection: the timeout is per write, not per body.
-    app = await start(tmp_path, upstream, origin, tls_origin, write_timeout=0.5)
+    # The slow part (2 MB at 64 KB per 80 ms: about 2.6 s) outlasts the 2 s write timeout;
+    # a shorter timeout would trip on a loaded machine that pauses this process for it.
+    app = await start(tmp_path, upstream, origin, tls_origin, write_timeout=2.0)
+    problems = Recorder(app.bus)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port(app), limit=65536)
         writer.write(
@@ -1010,9 +1013,9 @@ async def test_a_reading_client_is_never_cut_off(
             while data := await reader.read(65536):
                 total += len(data)
                 if total < 2 * 1024 * 1024:
-                    await asyncio.sleep(0.02)
+                    await asyncio.sleep(0.08)
         writer.close()
-        assert total > BIG
+        assert total > BIG, problems.of(HttpProblem)
     finally:
         await app.stop()
 
