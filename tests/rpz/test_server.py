@@ -165,6 +165,11 @@ async def test_ixfr_carries_only_the_differences_and_the_serial_grows(tmp_path: 
         whole = await asyncio.to_thread(ixfr_messages, rpz_port(app), 12345)
         names = {str(r.name) for m in whole for r in m.answer}
         assert "blocked.demo.test.rpz.example." in names
+        assert app.rpz.transfers == {"ixfr": 2, "ixfr-axfr": 1}
+        metrics, _ = app.metrics.render()
+        assert b'blockd_rpz_transfers_total{kind="ixfr"} 2.0' in metrics
+        assert f"blockd_rpz_zone_serial {float(second.serial)}".encode() in metrics
+        assert f"blockd_rpz_zone_entries {float(len(second.entries))}".encode() in metrics
 
 
 async def test_the_serial_survives_a_restart_and_only_grows(tmp_path: Path) -> None:
@@ -205,7 +210,10 @@ async def test_unauthorised_clients_unsigned_and_badly_signed_requests_are_refus
             lambda: dns.query.udp(signed, "127.0.0.1", port=port, timeout=3)
         )
         assert reply.rcode() == dns.rcode.NOERROR and reply.answer
-        assert app.rpz.refused == 3
+        assert app.rpz.refused == {"unsigned": 2, "tsig": 1}
+        metrics, _ = app.metrics.render()
+        assert b'blockd_rpz_refused_total{reason="unsigned"} 2.0' in metrics
+        assert b'blockd_rpz_refused_total{reason="tsig"} 1.0' in metrics
 
 
 async def test_only_configured_clients_may_transfer(tmp_path: Path) -> None:
