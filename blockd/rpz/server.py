@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -33,7 +34,7 @@ import dns.tsig
 from blockd.config import Config, binding, read_tsig_key, split_endpoint
 from blockd.events import EventBus, PolicyActivated, ZoneTransferred
 from blockd.files import atomic_write
-from blockd.rpz import source, zone
+from blockd.rpz import source, zone, zonemd
 from blockd.rpz.source import NotServed, Sources
 from blockd.rpz.triggers import triggers
 from blockd.rpz.tsig import Signer, dns_key, keyring
@@ -145,15 +146,21 @@ class RpzServer:
         actions = Actions(
             tuple(dnsc.notice_v4 + dnsc.notice_v6), tuple(dnsc.proxy_v4 + dnsc.proxy_v6), rpz.ttl
         )
-        digest = zone.digest(entries, actions) + rpz.zone
+        digest = zone.digest(entries, actions) + rpz.zone + ("+zonemd" if rpz.zonemd else "")
         old = self.zone
         if old is not None and digest == self.digest:
             return None
         serial, kept = self._next_serial(digest)
         new = Zone(rpz.zone, serial, entries, actions, Soa(rpz.refresh, 60, rpz.expire, rpz.ttl))
-        if old is not None and old.actions == actions and old.name == new.name:
-            step = zone.changes(old.entries, entries, old.serial, serial)
-            self._remember(step, len(entries))
+        if rpz.zonemd:
+            new = dataclasses.replace(new, zonemd=zonemd.record(new, zonemd.digest(new)))
+        if (
+            old is not None
+            and old.actions == actions
+            and old.name == new.name
+            and bool(old.zonemd) == bool(new.zonemd)
+        ):
+            self._remember(zone.changes(old, new), len(entries))
         else:
             self.history.clear()
         self.digest = digest
