@@ -45,6 +45,7 @@ from blockd.metrics import (
     DnsCounters,
     Metrics,
     MetricsState,
+    RpzStatus,
     WitnessStatus,
 )
 from blockd.policy.guards import GuardConfigError
@@ -155,6 +156,7 @@ class App:
                 http_connections=self._http_connections,
                 witnesses=self._witness_status,
                 workers=self.workers.statuses if self.workers is not None else tuple,
+                rpz=self._rpz_status,
             ),
             dns=dns_counts,
             blocks=self.blocks,
@@ -182,6 +184,18 @@ class App:
             return None
         holder = self.feeds.holder
         return Sources(self.config, holder.store, trust, holder.never_block)
+
+    def _rpz_status(self) -> RpzStatus | None:
+        rpz = self.rpz
+        if rpz is None:
+            return None
+        z = rpz.zone
+        return RpzStatus(
+            dict(rpz.transfers),
+            dict(rpz.refused),
+            z.serial if z else None,
+            len(z.entries) if z else None,
+        )
 
     def _http_connections(self) -> int:
         if self.workers is not None:

@@ -39,6 +39,7 @@ from blockd.metrics import (
     AuditStatus,
     Metrics,
     MetricsState,
+    RpzStatus,
     WitnessStatus,
     WorkerStatus,
     metrics_table,
@@ -106,6 +107,7 @@ def state(now: float = T) -> MetricsState:
             WitnessStatus("other.example/w+01020304", {"error": 2}, None, None),
         ],
         workers=lambda: [WorkerStatus(1, True, 0, 7), WorkerStatus(2, False, 3, None)],
+        rpz=lambda: RpzStatus({"axfr": 2, "ixfr": 5}, {"tsig": 1}, 17, 1234),
     )
 
 
@@ -371,6 +373,22 @@ def test_workers_show_liveness_restarts_and_policy_each() -> None:
     assert value(s, "blockd_worker_restarts_total", worker="2") == 3
     assert value(s, "blockd_worker_policy_generation", worker="1") == 7
     assert ("blockd_worker_policy_generation", frozenset({("worker", "2")})) not in s
+
+
+def test_the_served_zone_shows_transfers_refusals_serial_and_entries() -> None:
+    s = scrape(populated())
+    assert value(s, "blockd_rpz_transfers_total", kind="axfr") == 2
+    assert value(s, "blockd_rpz_transfers_total", kind="ixfr") == 5
+    assert value(s, "blockd_rpz_transfers_total", kind="ixfr-axfr") == 0
+    assert value(s, "blockd_rpz_refused_total", reason="tsig") == 1
+    assert value(s, "blockd_rpz_refused_total", reason="not-client") == 0
+    assert value(s, "blockd_rpz_zone_serial") == 17
+    assert value(s, "blockd_rpz_zone_entries") == 1234
+
+
+def test_no_zone_metrics_while_rpz_is_off() -> None:
+    off = Metrics(EventBus(), MetricsState())
+    assert not any(n.startswith("blockd_rpz_") for n in names(scrape(off)))
 
 
 def test_metrics_md_is_the_catalogue() -> None:

@@ -22,7 +22,14 @@ from blockd.config.base import (
     split_endpoint,
 )
 from blockd.config.dns import DnsConfig
-from blockd.config.feeds import GuardsConfig, ListConfig, ProtectedName, StateConfig, TrustConfig
+from blockd.config.feeds import (
+    GuardsConfig,
+    ListConfig,
+    ProtectedName,
+    StateConfig,
+    TrustConfig,
+    rpz_endpoint,
+)
 from blockd.config.http import HttpConfig
 from blockd.config.root import Config, json_schema, load, parse
 from blockd.config.rpz import RpzConfig, TsigKey, TsigKeyError, read_tsig_key
@@ -56,5 +63,6 @@ __all__ = [
     "load",
     "parse",
     "read_tsig_key",
+    "rpz_endpoint",
     "split_endpoint",
 ]

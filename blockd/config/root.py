@@ -168,6 +168,8 @@ class Config(_Section):
                         update={
                             "source": fix_url(c.source),
                             "ca_file": fix(c.ca_file) if c.ca_file else None,
+                            "manifest": fix_url(c.manifest) if c.manifest else None,
+                            "tsig_key_file": fix(c.tsig_key_file) if c.tsig_key_file else None,
                         }
                     )
                     for c in self.lists

@@ -73,6 +73,11 @@ class RpzConfig(_Section):
         description="Configured lists served ('authority/list'); hashed (sha256) lists "
         "cannot be. Empty: every configured list that is not hashed.",
     )
+    zonemd: bool = Field(
+        default=True,
+        description="Put a ZONEMD record (RFC 8976, SHA-384, simple scheme) at the apex, so "
+        "a secondary can check that the zone it holds is the one blockd built.",
+    )
     ttl: int = Field(default=60, ge=0, le=86400, description="TTL of the zone's records.")
     refresh: int = Field(
         default=300,

@@ -88,6 +88,7 @@ __all__ = [
     "LatencyHistogram",
     "Metrics",
     "MetricsState",
+    "RpzStatus",
     "Spec",
     "Tally",
     "WitnessStatus",
@@ -127,6 +128,16 @@ class WitnessStatus:
 
 
 @dataclass(frozen=True)
+class RpzStatus:
+    """The served policy zone as metrics see it."""
+
+    transfers: Mapping[str, int]  # completed transfers by kind (axfr, ixfr, ixfr-axfr)
+    refused: Mapping[str, int]  # refused requests by reason
+    serial: int | None  # of the zone served; None before the first build
+    entries: int | None  # trigger names in it
+
+
+@dataclass(frozen=True)
 class WorkerStatus:
     """One worker process as metrics see it."""
 
@@ -154,6 +165,7 @@ class MetricsState:
     http_connections: Callable[[], int] = int
     witnesses: Callable[[], Sequence[WitnessStatus]] = tuple  # configured witnesses
     workers: Callable[[], Sequence[WorkerStatus]] = tuple  # empty: one process answers
+    rpz: Callable[[], RpzStatus | None] = _nothing  # None: [rpz] is off
 
 
 Tally = defaultdict[Labels, int]  # label values in their Spec's order -> count

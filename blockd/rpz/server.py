@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import json
 import logging
 import os
 import struct
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import cast
@@ -33,7 +34,7 @@ import dns.tsig
 from blockd.config import Config, binding, read_tsig_key, split_endpoint
 from blockd.events import EventBus, PolicyActivated, ZoneTransferred
 from blockd.files import atomic_write
-from blockd.rpz import source, zone
+from blockd.rpz import source, zone, zonemd
 from blockd.rpz.source import NotServed, Sources
 from blockd.rpz.triggers import triggers
 from blockd.rpz.tsig import Signer, dns_key, keyring
@@ -82,8 +83,8 @@ class RpzServer:
         self.zone: Zone | None = None
         self.digest = ""
         self.history: deque[Change] = deque()
-        self.refused = 0  # requests refused (not a client, unsigned, bad TSIG)
-        self.transfers = 0
+        self.refused: Counter[str] = Counter()  # by reason: not-client, unsigned, tsig, malformed
+        self.transfers: Counter[str] = Counter()  # by kind: axfr, ixfr, ixfr-axfr
         self.bound: list[tuple[str, str, int]] = []
         self._path = config.state.dir / "rpz" / "serial.json"
         self._pending: Mapping[str, int] | None = None
@@ -145,15 +146,21 @@ class RpzServer:
         actions = Actions(
             tuple(dnsc.notice_v4 + dnsc.notice_v6), tuple(dnsc.proxy_v4 + dnsc.proxy_v6), rpz.ttl
         )
-        digest = zone.digest(entries, actions) + rpz.zone
+        digest = zone.digest(entries, actions) + rpz.zone + ("+zonemd" if rpz.zonemd else "")
         old = self.zone
         if old is not None and digest == self.digest:
             return None
         serial, kept = self._next_serial(digest)
         new = Zone(rpz.zone, serial, entries, actions, Soa(rpz.refresh, 60, rpz.expire, rpz.ttl))
-        if old is not None and old.actions == actions and old.name == new.name:
-            step = zone.changes(old.entries, entries, old.serial, serial)
-            self._remember(step, len(entries))
+        if rpz.zonemd:
+            new = dataclasses.replace(new, zonemd=zonemd.record(new, zonemd.digest(new)))
+        if (
+            old is not None
+            and old.actions == actions
+            and old.name == new.name
+            and bool(old.zonemd) == bool(new.zonemd)
+        ):
+            self._remember(zone.changes(old, new), len(entries))
         else:
             self.history.clear()
         self.digest = digest
@@ -256,25 +263,26 @@ class RpzServer:
         if flags & 0x8000:
             return None  # a response: not for this path
         if not self._allowed(address, self.clients):
-            return self._refuse(wire, dns.rcode.REFUSED, "not a configured client")
+            return self._refuse(wire, dns.rcode.REFUSED, "not-client", "not a configured client")
         try:
             msg = dns.message.from_wire(wire, keyring=keyring(self.key))
         except TSIG_ERRORS as e:
             log.warning("rpz: request from %s refused: TSIG %s", address, type(e).__name__)
-            return self._refuse(wire, dns.rcode.NOTAUTH, None)
+            return self._refuse(wire, dns.rcode.NOTAUTH, "tsig", None)
         except dns.exception.DNSException:
-            return self._refuse(wire, dns.rcode.FORMERR, "malformed request")
+            return self._refuse(wire, dns.rcode.FORMERR, "malformed", "malformed request")
         if self.key is not None and not msg.had_tsig and not self._allowed(address, self.unsigned):
             log.warning("rpz: request from %s refused: not signed with the TSIG key", address)
-            return self._refuse(wire, dns.rcode.REFUSED, None)
+            return self._refuse(wire, dns.rcode.REFUSED, "unsigned", None)
         signer = Signer(self.key, msg.mac or b"", qid) if msg.had_tsig and self.key else None
         return Asked(msg, signer)
 
-    def _refuse(self, wire: bytes, rcode: int, why: str | None) -> bytes:
-        """Return a bare refusal (the question echoed when it parses); count it."""
-        self.refused += 1
-        if (why is not None and self.refused in (1, 10, 100)) or self.refused % 1000 == 0:
-            log.warning("rpz: %d requests refused so far (latest: %s)", self.refused, why)
+    def _refuse(self, wire: bytes, rcode: int, reason: str, why: str | None) -> bytes:
+        """Return a bare refusal (the question echoed when it parses); count it by reason."""
+        self.refused[reason] += 1
+        total = self.refused.total()
+        if (why is not None and total in (1, 10, 100)) or total % 1000 == 0:
+            log.warning("rpz: %d requests refused so far (latest: %s)", total, why)
         qid, flags = struct.unpack_from("!HH", wire)
         opcode = (flags >> 11) & 0xF
         head = struct.pack(
@@ -375,7 +383,7 @@ class RpzServer:
                 kind, messages = xfr
                 serial = self.zone.serial if self.zone else 0
                 await _stream(writer, messages)
-                self.transfers += 1
+                self.transfers[kind.lower()] += 1
                 signed = (
                     f" (TSIG key {self.key.name.to_text().rstrip('.')})"
                     if checked.signer and self.key

@@ -106,6 +106,7 @@ class Zone:
     entries: Mapping[str, int]  # trigger name -> action code (| WILD)
     actions: Actions
     soa: Soa = field(default_factory=Soa)
+    zonemd: bytes = b""  # the apex ZONEMD record (RFC 8976), b"" when the zone has none
 
     def soa_record(self, serial: int | None = None) -> bytes:
         """Return the zone's SOA record, at its serial unless told another."""
@@ -118,6 +119,8 @@ class Zone:
             + struct.pack("!HHIH", T_NS, CLASS_IN, self.actions.ttl, 11)
             + fqdn_wire("localhost")
         )
+        if self.zonemd:
+            yield self.zonemd
         yield from encode(self.entries.items(), self.actions.tails())
 
     def text(self) -> list[str]:
@@ -161,6 +164,8 @@ class Change:
     new: int
     removed: dict[str, int]
     added: dict[str, int]
+    removed_zonemd: bytes = b""  # the old serial's ZONEMD record, if it had one
+    added_zonemd: bytes = b""  # the new serial's
 
     @property
     def size(self) -> int:
@@ -168,11 +173,11 @@ class Change:
         return len(self.removed) + len(self.added)
 
 
-def changes(old: Mapping[str, int], new: Mapping[str, int], old_serial: int, serial: int) -> Change:
+def changes(old: Zone, new: Zone) -> Change:
     """Return the change from old to new (a name whose action changed is removed and added)."""
-    removed = {n: c for n, c in old.items() if new.get(n) != c}
-    added = {n: c for n, c in new.items() if old.get(n) != c}
-    return Change(old_serial, serial, removed, added)
+    removed = {n: c for n, c in old.entries.items() if new.entries.get(n) != c}
+    added = {n: c for n, c in new.entries.items() if old.entries.get(n) != c}
+    return Change(old.serial, new.serial, removed, added, old.zonemd, new.zonemd)
 
 
 def header(qid: int, count: int, *, rcode: int = 0, opcode: int = 0, aa: bool = True) -> bytes:
@@ -215,7 +220,11 @@ def ixfr_records(zone: Zone, steps: Sequence[Change]) -> Iterator[bytes]:
     yield zone.soa_record()
     for step in steps:
         yield zone.soa_record(step.old)
+        if step.removed_zonemd:
+            yield step.removed_zonemd
         yield from encode(step.removed.items(), tails)
         yield zone.soa_record(step.new)
+        if step.added_zonemd:
+            yield step.added_zonemd
         yield from encode(step.added.items(), tails)
     yield zone.soa_record()

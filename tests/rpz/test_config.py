@@ -137,3 +137,42 @@ def test_check_config_says_a_hashed_list_cannot_be_served(
     assert "rpz.lists.1: demo-authority/demo-hashed is a hashed (sha256) list" in err
     assert "rpz.tsig_key_file: cannot read" in err
     assert "rpz.lists.0" not in err
+
+
+_BASE: dict[Path, str] = {}
+
+
+def _rpz_list(tmp: Path, extra: str) -> str:
+    """The demo config with demo-hosts' source replaced by extra."""
+    if tmp not in _BASE:
+        _BASE[tmp] = demo_config(tmp, None)
+    old = f'source = "file://{tmp}/feeds/demo-hosts.dsse"'
+    assert old in _BASE[tmp]
+    return _BASE[tmp].replace(old, extra)
+
+
+def test_a_zone_source_needs_the_authoritys_manifest(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="needs manifest"):
+        parse(_rpz_list(tmp_path, 'source = "rpz://192.0.2.1:53/rpz.authority.example"'), tmp_path)
+    text = _rpz_list(
+        tmp_path,
+        'source = "rpz://192.0.2.1:53/rpz.authority.example"\n'
+        'manifest = "https://authority.example/manifest.dsse"',
+    )
+    cfg = parse(text, tmp_path).lists[0]
+    assert cfg.is_rpz and cfg.manifest == "https://authority.example/manifest.dsse"
+
+
+def test_manifest_and_tsig_go_with_zone_sources_only(tmp_path: Path) -> None:
+    text = _rpz_list(
+        tmp_path, 'source = "https://a.example/l.dsse"\nmanifest = "https://a.example/m.dsse"'
+    )
+    with pytest.raises(ConfigError, match="rpz:// only"):
+        parse(text, tmp_path)
+    with pytest.raises(ConfigError, match="rpz://PRIMARY:PORT/ZONE"):
+        parse(
+            _rpz_list(
+                tmp_path, 'source = "rpz://192.0.2.1/"\nmanifest = "https://a.example/m.dsse"'
+            ),
+            tmp_path,
+        )

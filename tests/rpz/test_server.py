@@ -98,7 +98,7 @@ def triggers(zone: dns.zone.Zone) -> set[str]:
     out = set()
     for name, node in zone.nodes.items():
         for rdataset in node:
-            if rdataset.rdtype in (dns.rdatatype.SOA, dns.rdatatype.NS):
+            if rdataset.rdtype in (dns.rdatatype.SOA, dns.rdatatype.NS, dns.rdatatype.ZONEMD):
                 continue
             for rd in rdataset:
                 out.add(f"{name} {dns.rdatatype.to_text(rdataset.rdtype)} {rd}")
@@ -124,6 +124,7 @@ async def test_a_secondary_transfers_the_host_level_policy_signed(tmp_path: Path
         assert not any("hashed" in r for r in records)
         soa = zone.get_soa()
         assert soa.serial == served.serial
+        zone.verify_digest()  # ZONEMD (RFC 8976), on by default
         assert [t.kind for t in transfers] == ["AXFR"]
         assert transfers[0].client == "127.0.0.1" and "TSIG key xfr-key" in transfers[0].detail
         assert app.audit is not None
@@ -149,8 +150,10 @@ async def test_ixfr_carries_only_the_differences_and_the_serial_grows(tmp_path: 
             for m in messages
             for r in m.answer
             for rd in r
-            if r.rdtype != dns.rdatatype.SOA
+            if r.rdtype not in (dns.rdatatype.SOA, dns.rdatatype.ZONEMD)
         ]
+        zonemds = [rd.serial for m in messages for r in m.answer if r.rdtype == 63 for rd in r]
+        assert zonemds == [first.serial, second.serial]  # the old one deleted, the new added
         assert sorted(records) == sorted(
             [
                 "new.demo.test.rpz.example. A 127.0.0.1",
@@ -165,6 +168,11 @@ async def test_ixfr_carries_only_the_differences_and_the_serial_grows(tmp_path: 
         whole = await asyncio.to_thread(ixfr_messages, rpz_port(app), 12345)
         names = {str(r.name) for m in whole for r in m.answer}
         assert "blocked.demo.test.rpz.example." in names
+        assert app.rpz.transfers == {"ixfr": 2, "ixfr-axfr": 1}
+        metrics, _ = app.metrics.render()
+        assert b'blockd_rpz_transfers_total{kind="ixfr"} 2.0' in metrics
+        assert f"blockd_rpz_zone_serial {float(second.serial)}".encode() in metrics
+        assert f"blockd_rpz_zone_entries {float(len(second.entries))}".encode() in metrics
 
 
 async def test_the_serial_survives_a_restart_and_only_grows(tmp_path: Path) -> None:
@@ -205,7 +213,19 @@ async def test_unauthorised_clients_unsigned_and_badly_signed_requests_are_refus
             lambda: dns.query.udp(signed, "127.0.0.1", port=port, timeout=3)
         )
         assert reply.rcode() == dns.rcode.NOERROR and reply.answer
-        assert app.rpz.refused == 3
+        assert app.rpz.refused == {"unsigned": 2, "tsig": 1}
+        metrics, _ = app.metrics.render()
+        assert b'blockd_rpz_refused_total{reason="unsigned"} 2.0' in metrics
+        assert b'blockd_rpz_refused_total{reason="tsig"} 1.0' in metrics
+
+
+async def test_zonemd_can_be_left_out(tmp_path: Path) -> None:
+    async with running(rpz_config(tmp_path, zonemd=False), tmp_path) as app:
+        assert app.rpz is not None
+        await app.rpz.settled()
+        zone = await asyncio.to_thread(axfr, rpz_port(app))
+        assert zone.get_rdataset("@", "ZONEMD") is None
+        assert "blocked.demo.test A 127.0.0.1" in triggers(zone)
 
 
 async def test_only_configured_clients_may_transfer(tmp_path: Path) -> None:

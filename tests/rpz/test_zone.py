@@ -70,7 +70,7 @@ def test_a_transfer_reads_back_as_the_zone_in_messages_under_64k() -> None:
 def test_an_incremental_transfer_holds_each_step_between_its_soas() -> None:
     old = {"a.test": NXDOMAIN | WILD, "b.test": NXDOMAIN | WILD}
     new = {"a.test": NXDOMAIN | WILD, "b.test": NOTICE | WILD, "c.test": PASSTHRU}
-    step = changes(old, new, 1, 2)
+    step = changes(Zone("rpz.example", 1, old, ACTIONS), Zone("rpz.example", 2, new, ACTIONS))
     assert step.removed == {"b.test": NXDOMAIN | WILD}
     assert step.added == {"b.test": NOTICE | WILD, "c.test": PASSTHRU}
     zone = Zone("rpz.example", 2, new, ACTIONS)
