@@ -374,9 +374,11 @@ def report(
                     f"{m} {k:9} {name:18} blockd {b[m][k][key]:>10,.3f}   unbound "
                     f"{u[m][k][key]:>10,.3f}   ratio {ratios[m][k][key]:.2f}"
                 )
-            lost = b[m][k]["lost"] + u[m][k]["lost"]
-            if lost:
-                print(f"{m} {k}: queries lost (median per run): {lost:.0f}")
+            if b[m][k]["lost"] or u[m][k]["lost"]:
+                print(
+                    f"{m} {k}: queries lost (no answer within 2 s), median per run: blockd "
+                    f"{b[m][k]['lost']:.0f}, unbound {u[m][k]['lost']:.0f}"
+                )
     print(f"PSS: blockd {pss['blockd']:,.0f} MB   unbound {pss['unbound']:,.0f} MB")
     print(f"one query at a time, {a.latency_queries} each, ms (p50 / p99):")
     for t in ("udp", *MODES):
