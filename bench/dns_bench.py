@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,10 +92,27 @@ def measured(pid: int, port: int, queries: Path, seconds: int) -> tuple[float, f
     return qps, qps * seconds / used if used else float("nan")
 
 
+# What a production configuration must name (the notice page's operator and help routes).
+NOTICE = """[http.notice]
+operator_name = "bench"
+operator_url = "https://isp.example/"
+operator_contact = "abuse@isp.example"
+helpline_name = "bench"
+helpline_number = "1"
+hotline_name = "bench"
+hotline_url = "https://report.example/"
+"""
+
+
 def blockd_config(
     path: Path, work: Path, state: str, port: int, up_port: int, extra: str = ""
 ) -> Path:
-    """Write a config for blockd under test: the bench hosts list, DNS listeners only."""
+    """Write a config for blockd under test: the bench hosts list, DNS listeners only.
+
+    A production configuration (no demo), naming a bench operator; extra may hold an
+    [audit] table, else the audit log is on with a bench origin.
+    """
+    audit = "" if "[audit]" in extra else '[audit]\norigin = "bench.example/blockd"\n'
     path.write_text(f"""[trust]
 pinned = "{work}/trust.dsse"
 [state]
@@ -102,10 +120,11 @@ dir = "{work}/{state}"
 [dns]
 listen = ["127.0.0.1:{port}"]
 upstreams = ["127.0.0.1:{up_port}"]
+operator = "bench"
 [http]
 listen = []
 tls_listen = []
-[admin]
+{NOTICE}{audit}[admin]
 listen = []
 [selftest]
 interval = 0
@@ -118,10 +137,28 @@ source = "file://{work}/hosts.dsse"
 
 
 def dnsperf(
-    port: int, queries: Path, seconds: int, cpu: str | None = None, clients: int = 4
+    port: int,
+    queries: Path,
+    seconds: int,
+    cpu: str | None = None,
+    clients: int = 4,
+    extra: Sequence[str] = (),
 ) -> float:
     """Run dnsperf at full speed from `clients` sockets (on CPU cpu, if given); return
     queries per second."""
+    return dnsperf_stats(port, queries, seconds, cpu, clients, extra)["qps"]
+
+
+def dnsperf_stats(
+    port: int,
+    queries: Path,
+    seconds: int,
+    cpu: str | None = None,
+    clients: int = 4,
+    extra: Sequence[str] = (),
+) -> dict[str, float]:
+    """Run dnsperf as `dnsperf` does, with extra arguments (e.g. `-m dot`); return its
+    figures: qps, completed and lost queries, average latency in ms."""
     out = subprocess.run(
         [
             *(["taskset", "-c", cpu] if cpu is not None else []),
@@ -140,15 +177,24 @@ def dnsperf(
             "200",
             "-t",
             "2",
+            *extra,
         ],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    match = re.search(r"Queries per second:\s+([\d.]+)", out)
-    if not match:
+    qps = re.search(r"Queries per second:\s+([\d.]+)", out)
+    completed = re.search(r"Queries completed:\s+(\d+)", out)
+    lost = re.search(r"Queries lost:\s+(\d+)", out)
+    latency = re.search(r"Average Latency \(s\):\s+([\d.]+)", out)
+    if not (qps and completed and lost and latency):
         raise SystemExit(f"dnsperf said:\n{out}")
-    return float(match[1])
+    return {
+        "qps": float(qps[1]),
+        "completed": float(completed[1]),
+        "lost": float(lost[1]),
+        "avg_latency_ms": float(latency[1]) * 1000,
+    }
 
 
 def latencies(via_port: int, direct_port: int, n: int) -> tuple[list[float], list[float]]:

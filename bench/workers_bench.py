@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from dns_bench import UNBOUND, blockd_cmd, dnsperf, ensure_tools, wait_answer  # noqa: E402
+from dns_bench import NOTICE, UNBOUND, blockd_cmd, dnsperf, ensure_tools, wait_answer  # noqa: E402
 from policy_bench import free_port, make_data, query, unbound_conf, write_feeds, write_rpz  # noqa: E402
 
 
@@ -94,15 +94,7 @@ operator = "bench"
 [http]
 listen = []
 tls_listen = []
-[http.notice]
-operator_name = "bench"
-operator_url = "https://isp.example/"
-operator_contact = "abuse@isp.example"
-helpline_name = "bench"
-helpline_number = "1"
-hotline_name = "bench"
-hotline_url = "https://report.example/"
-[audit]
+{NOTICE}[audit]
 enabled = false
 [admin]
 listen = []

@@ -42,6 +42,7 @@ MAX_GET_PARAMETER = 4096  # base64url characters of ?dns= (3 KB of query; POST f
 MAX_HEADER_LIST = 16384
 MAX_HEAD = 8192  # HTTP/1.1 request head
 FRAME_SLACK = 9 + 24  # a frame header, and the client's connection preface
+REFUSALS_PER_STREAM = 10  # refused streams a connection may cause, per max_streams
 
 
 class BadRequest(Exception):
@@ -169,6 +170,7 @@ class _Connection(asyncio.Protocol):
         self.tasks: set[asyncio.Task[None]] = set()
         self.idle: asyncio.TimerHandle | None = None
         self.waiting: dict[int, bytes] = {}  # HTTP/2 data waiting for flow-control window
+        self.refused = 0  # HTTP/2 streams refused: over max_streams at once
 
     # -- connection ---------------------------------------------------------------------
 
@@ -237,15 +239,20 @@ class _Connection(asyncio.Protocol):
     def _start_h2(self) -> None:
         config = h2.config.H2Configuration(client_side=False, header_encoding=None)
         conn = h2.connection.H2Connection(config=config)
+        codes = h2.settings.SettingCodes
         conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.server.cfg.max_streams,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: MAX_QUERY,
+                codes.MAX_CONCURRENT_STREAMS: 2**31 - 1,  # see below
+                codes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
+                codes.INITIAL_WINDOW_SIZE: MAX_QUERY,
             },
         )
         conn.initiate_connection()
+        # The stream limit as a change: h2 holds the client to it (a connection error) only
+        # once the client has acknowledged it; streams over it before that are refused one
+        # by one (_h2_event), as RFC 9113 5.1.2 allows, not the whole connection.
+        conn.update_settings({codes.MAX_CONCURRENT_STREAMS: self.server.cfg.max_streams})
         self.h2 = conn
         self._flush()
 
@@ -283,11 +290,19 @@ class _Connection(asyncio.Protocol):
         if isinstance(event, h2.events.RequestReceived):
             if len(self.streams) + len(self.tasks) >= self.server.cfg.max_streams:
                 # Over the limit we advertised (a client may open streams before it has
-                # acknowledged our settings, when h2 does not yet hold it to them).
+                # acknowledged our settings, when h2 does not yet hold it to them): refuse
+                # the stream (the client may retry it, RFC 9113 8.7); a client that keeps
+                # on after many refusals loses the connection.
                 self.server.problem("too-many-streams")
-                self.h2.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
-                self._flush()
-                self.close()
+                self.refused += 1
+                if self.refused > REFUSALS_PER_STREAM * self.server.cfg.max_streams:
+                    self.h2.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+                    self._flush()
+                    self.close()
+                else:
+                    self.h2.reset_stream(
+                        event.stream_id, error_code=h2.errors.ErrorCodes.REFUSED_STREAM
+                    )
                 return
             headers = {bytes(k): bytes(v) for k, v in event.headers or []}
             self.streams[event.stream_id] = _Stream(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ import dns.query
 import dns.rdatatype
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import httpx
 import pytest
@@ -190,27 +192,59 @@ async def test_hostile_http2_frames_close_that_connection_only(app: App) -> None
     await writer.drain()
     assert await asyncio.wait_for(reader.read(), 10) is not None  # closed: read returns
     writer.close()
-    # Many streams beyond the limit on one connection: the connection is refused, not memory.
+    # Streams beyond the limit at once (settings never read): each extra one is refused
+    # (REFUSED_STREAM: the client may retry it); the connection stays.
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     conn.initiate_connection()
     reader, writer = await asyncio.open_connection(
         "127.0.0.1", port(app, "doh"), ssl=ctx, server_hostname="dns.demo.test"
     )
-    writer.write(conn.data_to_send())
-    conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1000})
-    for i in range(1, 2 * 300, 2):  # 300 streams opened, none ended, settings never read
-        conn.send_headers(
-            i,
-            [
-                (":method", "POST"),
-                (":scheme", "https"),
-                (":authority", "x"),
-                (":path", "/dns-query"),
-            ],
-        )
+    head = [(":method", "POST"), (":scheme", "https"), (":authority", "x"), (":path", "/dns-query")]
+
+    async def refused_after(first: int, count: int) -> int:
+        for i in range(first, first + 2 * count, 2):  # opened, never ended
+            conn.send_headers(i, head)
+        writer.write(conn.data_to_send())
+        await writer.drain()
+        resets = 0
+        with contextlib.suppress(TimeoutError):
+            while resets < count - 100:
+                data = await asyncio.wait_for(reader.read(65536), 5)
+                if not data:
+                    break
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.StreamReset):
+                        assert event.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
+                        resets += 1
+        return resets
+
+    assert await refused_after(1, 300) == 200  # 100 held (the limit), 200 refused
+    # A client that goes on opening streams (now past the limit it has acknowledged: its own
+    # h2 is told to ignore it) loses the connection.
+    conn.remote_settings = h2.settings.Settings(
+        client=False, initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 2**31 - 1}
+    )
+    for i in range(601, 601 + 2 * 1200, 2):
+        conn.send_headers(i, head)
     writer.write(conn.data_to_send())
     await writer.drain()
-    assert await asyncio.wait_for(reader.read(), 10) is not None
+    async with asyncio.timeout(10):
+        while await reader.read(65536):
+            pass  # until blockd closes it
+    writer.close()
+    # 1,300 streams at once, before our limit is known: 100 held, 1,000 refused, then closed.
+    flood = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    flood.initiate_connection()
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port(app, "doh"), ssl=ctx, server_hostname="dns.demo.test"
+    )
+    for i in range(1, 2 * 1300, 2):
+        flood.send_headers(i, head)
+    writer.write(flood.data_to_send())
+    await writer.drain()
+    async with asyncio.timeout(10):
+        while await reader.read(65536):
+            pass
     writer.close()
     # Still serving.
     assert (await dot_query(app, "blocked.demo.test")).answer
