@@ -228,11 +228,12 @@ class _Connection(asyncio.Protocol):
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _answer(self, query: bytes) -> bytes:
-        reply = await self.server.pipeline.handle(query, self.client, "doh")
-        if reply is None:
+    def _decide(self, query: bytes) -> bytes | wire.Query:
+        """Run the pipeline's stages that need no network (hot path: no task, no await)."""
+        decided = self.server.pipeline.decide(query, self.client, "doh")
+        if decided is None:
             raise BadRequest(400, "bad-dns-message")
-        return reply
+        return decided
 
     # -- HTTP/2 -------------------------------------------------------------------------
 
@@ -323,7 +324,7 @@ class _Connection(asyncio.Protocol):
         elif isinstance(event, h2.events.StreamEnded):
             stream = self.streams.pop(event.stream_id, None)
             if stream is not None:
-                self._run(self._h2_handle(event.stream_id, stream))
+                self._h2_request(event.stream_id, stream)
         elif isinstance(event, h2.events.StreamReset):
             self.streams.pop(event.stream_id, None)
             self.waiting.pop(event.stream_id, None)
@@ -332,7 +333,8 @@ class _Connection(asyncio.Protocol):
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.close()
 
-    async def _h2_handle(self, stream_id: int, stream: _Stream) -> None:
+    def _h2_request(self, stream_id: int, stream: _Stream) -> None:
+        """Answer a whole request: at once from the policy or the cache, else in a task."""
         try:
             query = query_of(
                 stream.method,
@@ -341,11 +343,18 @@ class _Connection(asyncio.Protocol):
                 bytes(stream.body),
                 self.server.cfg.doh_path,
             )
-            reply = await self._answer(query)
+            decided = self._decide(query)
         except BadRequest as e:
             self.server.problem(e.reason)
             self._h2_respond(stream_id, e.status, b"", "")
             return
+        if isinstance(decided, bytes):
+            self._h2_respond(stream_id, 200, decided, MESSAGE)
+        else:
+            self._run(self._h2_forward(stream_id, decided))
+
+    async def _h2_forward(self, stream_id: int, q: wire.Query) -> None:
+        reply = await self.server.pipeline.forward(q, "doh", self.client)
         self._h2_respond(stream_id, 200, reply, MESSAGE)
 
     def _h2_respond(self, stream_id: int, status: int, body: bytes, content_type: str) -> None:
@@ -406,52 +415,67 @@ class _Connection(asyncio.Protocol):
             self._h1_next()
 
     def _h1_next(self) -> None:
+        """Answer the requests buffered, in order, until one must wait (a loop: pipelining
+        of any depth never recurses)."""
+        while self.buffer and not self.busy:
+            if self.transport is None or self.transport.is_closing():
+                return
+            if not self._h1_one():
+                return
+
+    def _h1_one(self) -> bool:
+        """Answer the first buffered request; False when it is incomplete or refused."""
         end = h1.head_end(self.buffer)
         if end < 0:
             if len(self.buffer) > MAX_HEAD:
                 self.server.problem("head-too-large")
                 self._h1_send(431, b"", "", close=True)
-            return
+            return False
         try:
             request = h1.parse_request(bytes(self.buffer[:end]))
         except h1.HttpError as e:
             self.server.problem(e.reason)
             self._h1_send(e.status, b"", "", close=True)
-            return
+            return False
         if request.framing == "chunked" or request.upgrade:
             self.server.problem("framing")
             self._h1_send(411 if request.framing == "chunked" else 400, b"", "", close=True)
-            return
+            return False
         length = request.length if request.framing == "length" else 0
         if length > MAX_QUERY:
             self.server.problem("too-large")
             self._h1_send(413, b"", "", close=True)
-            return
+            return False
         if len(self.buffer) < end + length:
-            return  # the body is still coming
+            return False  # the body is still coming
         body = bytes(self.buffer[end : end + length])
         del self.buffer[: end + length]
         content_type = next(
             (v.decode("latin-1") for k, v in request.headers if k.lower() == b"content-type"),
             None,
         )
-        self.busy = True
-        self._run(self._h1_handle(request, content_type, body))
-
-    async def _h1_handle(self, request: h1.Request, content_type: str | None, body: bytes) -> None:
+        close = not request.keep_alive
         try:
             query = query_of(
                 request.method, request.path, content_type, body, self.server.cfg.doh_path
             )
-            reply = await self._answer(query)
+            decided = self._decide(query)
         except BadRequest as e:
             self.server.problem(e.reason)
-            self._h1_send(e.status, b"", "", close=not request.keep_alive)
+            self._h1_send(e.status, b"", "", close=close)
+            return True
+        if isinstance(decided, wire.Query):
+            self.busy = True  # answered in order: the next request waits for this one
+            self._run(self._h1_forward(decided, close))
         else:
-            self._h1_send(200, reply, MESSAGE, close=not request.keep_alive)
+            self._h1_send(200, decided, MESSAGE, close=close)
+        return True
+
+    async def _h1_forward(self, q: wire.Query, close: bool) -> None:
+        reply = await self.server.pipeline.forward(q, "doh", self.client)
+        self._h1_send(200, reply, MESSAGE, close=close)
         self.busy = False
-        if self.transport is not None and not self.transport.is_closing() and self.buffer:
-            self._h1_next()
+        self._h1_next()
 
     def _h1_send(self, status: int, body: bytes, content_type: str, *, close: bool) -> None:
         if self.transport is None or self.transport.is_closing():

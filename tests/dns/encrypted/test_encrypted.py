@@ -357,3 +357,29 @@ async def test_a_bad_renewed_certificate_keeps_the_old_one(tmp_path: Path) -> No
             timeout=5,
         )
         assert reply.answer
+
+
+async def test_pipelined_http11_requests_are_answered_in_order(app: App) -> None:
+    ctx = trusting(app)
+    ctx.set_alpn_protocols(["http/1.1"])
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port(app, "doh"), ssl=ctx, server_hostname="dns.demo.test"
+    )
+    names = [f"n{i}.blocked.demo.test" for i in range(300)]
+    requests = b""
+    for name in names:
+        query = dns.message.make_query(name, "A").to_wire()
+        encoded = base64.urlsafe_b64encode(query).rstrip(b"=")
+        requests += b"GET /dns-query?dns=" + encoded + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    writer.write(requests)  # one write: 300 requests pipelined
+    await writer.drain()
+    seen: list[str] = []
+    async with asyncio.timeout(20):
+        while len(seen) < len(names):
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 ")
+            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            reply = dns.message.from_wire(await reader.readexactly(length))
+            seen.append(reply.question[0].name.to_text().rstrip("."))
+    assert seen == names
+    writer.close()
