@@ -13,6 +13,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dns.edns
 import dns.message
@@ -28,7 +29,10 @@ import pytest_asyncio
 import trustme
 
 from blockd.app import App
-from tests.daemon import demo_config, running
+from tests.daemon import demo_config, one, running
+
+if TYPE_CHECKING:
+    from tests.dnsupstream import Upstream
 
 ENCRYPTED = {"dot_listen": ["127.0.0.1:0"], "doh_listen": ["127.0.0.1:0"]}
 
@@ -383,3 +387,23 @@ async def test_pipelined_http11_requests_are_answered_in_order(app: App) -> None
             seen.append(reply.question[0].name.to_text().rstrip("."))
     assert seen == names
     writer.close()
+
+
+async def test_forwarded_then_cached_names_over_dot_and_doh(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    upstream.add("www.example.com", "A", "192.0.2.80")
+    text = demo_config(tmp_path, upstream.addr, encrypted=ENCRYPTED)
+    async with running(text, tmp_path) as app:
+        url = f"https://127.0.0.1:{port(app, 'doh')}/dns-query"
+        for _ in range(2):  # forwarded, then from the cache
+            over_dot = await dot_query(app, "www.example.com")
+            over_doh = await asyncio.to_thread(
+                dns.query.https, question("www.example.com"), url, verify=trusting(app), timeout=5
+            )
+            for reply in (over_dot, over_doh):
+                assert [x.to_text() for rrset in reply.answer for x in rrset] == ["192.0.2.80"]
+        assert len(upstream.seen("www.example.com")) == 1
+        counts = one(app).pipeline.counts
+        assert counts.forwarded["dot"] == 1 and counts.cached["dot"] == 1
+        assert counts.cached["doh"] == 2  # the first DoH query came after DoT's: cached too
