@@ -328,8 +328,8 @@ class _Connection(asyncio.Protocol):
         elif isinstance(event, h2.events.StreamReset):
             self.streams.pop(event.stream_id, None)
             self.waiting.pop(event.stream_id, None)
-        elif isinstance(event, h2.events.WindowUpdated):
-            self._send_waiting()
+        elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
+            self._send_waiting()  # a window opened (a client may start with none: nghttp2)
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.close()
 
@@ -358,6 +358,7 @@ class _Connection(asyncio.Protocol):
         self._h2_respond(stream_id, 200, reply, MESSAGE)
 
     def _h2_respond(self, stream_id: int, status: int, body: bytes, content_type: str) -> None:
+        """Send a response (what flow control allows of its body now)."""
         if self.h2 is None or self.transport is None or self.transport.is_closing():
             return
         headers = [(":status", str(status)), ("content-length", str(len(body)))]
@@ -369,39 +370,34 @@ class _Connection(asyncio.Protocol):
         try:
             self.h2.send_headers(stream_id, headers, end_stream=not body)
             if body:
-                self.waiting[stream_id] = body
-                self._send_waiting()
+                self._send_body(stream_id, body)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             self.waiting.pop(stream_id, None)  # the client reset it meanwhile
+        # Each response in a write of its own: coalescing them cost nothing measurable and
+        # dnsperf's DoH client (nghttp2) then read only the first of a TLS record's answers.
         self._flush()
 
-    def _send_waiting(self) -> None:
-        """Send what flow control allows of each waiting response."""
+    def _send_body(self, stream_id: int, body: bytes) -> None:
+        """Send what flow control allows of body now; keep the rest for a WINDOW_UPDATE."""
         assert self.h2 is not None
+        while body:
+            window = min(
+                self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size
+            )
+            if window <= 0:
+                self.waiting[stream_id] = body
+                return
+            piece, body = body[:window], body[window:]
+            self.h2.send_data(stream_id, piece, end_stream=not body)
+        self.waiting.pop(stream_id, None)
+
+    def _send_waiting(self) -> None:
+        """Send what a new flow-control window allows of each waiting response."""
         for stream_id, body in list(self.waiting.items()):
             try:
-                window = min(
-                    self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size
-                )
+                self._send_body(stream_id, body)
             except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
                 self.waiting.pop(stream_id, None)
-                continue
-            while body and window > 0:
-                piece, body = body[:window], body[window:]
-                self.h2.send_data(stream_id, piece, end_stream=not body)
-                window = (
-                    min(
-                        self.h2.local_flow_control_window(stream_id),
-                        self.h2.max_outbound_frame_size,
-                    )
-                    if body
-                    else 0
-                )
-            if body:
-                self.waiting[stream_id] = body
-            else:
-                self.waiting.pop(stream_id, None)
-        self._flush()
 
     # -- HTTP/1.1 -----------------------------------------------------------------------
 
