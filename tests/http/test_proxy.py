@@ -27,7 +27,7 @@ from blockd.app import App
 from blockd.config import parse
 from blockd.events import HttpDecision, HttpProblem
 from blockd.http import sni
-from tests.daemon import demo_config, one
+from tests.daemon import demo_config, eventually, one
 from tests.factories import Recorder
 from tests.http.test_sni import client_hello, extension, refragment, server_name
 
@@ -946,13 +946,6 @@ def stalled_client(app: App, request: bytes, times: int) -> socket.socket:
     with contextlib.suppress(BlockingIOError):
         sock.sendall(request * times)  # as much as fits: the server stops reading in time
     return sock
-
-
-async def eventually(check: Any, within: float = 10.0) -> None:
-    """Wait until check() is true."""
-    async with asyncio.timeout(within):
-        while not check():  # noqa: ASYNC110 - polling the server's own state
-            await asyncio.sleep(0.05)
 
 
 def reset_or_closed(sock: socket.socket) -> bool:

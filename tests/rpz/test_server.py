@@ -21,7 +21,7 @@ import pytest
 
 from blockd.app import App
 from blockd.events import ZoneTransferred
-from tests.daemon import running
+from tests.daemon import eventually, running
 from tests.rpz.common import KEY, ZONE, publish_hosts, rpz_config
 
 
@@ -125,6 +125,7 @@ async def test_a_secondary_transfers_the_host_level_policy_signed(tmp_path: Path
         soa = zone.get_soa()
         assert soa.serial == served.serial
         zone.verify_digest()  # ZONEMD (RFC 8976), on by default
+        await eventually(lambda: transfers)  # counted once the last message is sent
         assert [t.kind for t in transfers] == ["AXFR"]
         assert transfers[0].client == "127.0.0.1" and "TSIG key xfr-key" in transfers[0].detail
         assert app.audit is not None
@@ -168,7 +169,8 @@ async def test_ixfr_carries_only_the_differences_and_the_serial_grows(tmp_path: 
         whole = await asyncio.to_thread(ixfr_messages, rpz_port(app), 12345)
         names = {str(r.name) for m in whole for r in m.answer}
         assert "blocked.demo.test.rpz.example." in names
-        assert app.rpz.transfers == {"ixfr": 2, "ixfr-axfr": 1}
+        rpz = app.rpz
+        await eventually(lambda: rpz.transfers == {"ixfr": 2, "ixfr-axfr": 1})
         metrics, _ = app.metrics.render()
         assert b'blockd_rpz_transfers_total{kind="ixfr"} 2.0' in metrics
         assert f"blockd_rpz_zone_serial {float(second.serial)}".encode() in metrics
@@ -246,6 +248,7 @@ async def test_an_unsigned_client_allowed_by_address_transfers(tmp_path: Path) -
         await app.rpz.settled()
         zone = await asyncio.to_thread(axfr, rpz_port(app), None)
         assert "blocked.demo.test A 127.0.0.1" in triggers(zone)
+        await eventually(lambda: transfers)
         assert "unsigned, allowed by address" in transfers[0].detail
 
 
