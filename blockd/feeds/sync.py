@@ -141,16 +141,10 @@ class FeedSync:
         deadline = time.monotonic() + cfg.deadline
         if cfg.is_rpz:
             return await self._sync_zone(cfg, state, cap, deadline)
-        result = await self._fetch(cfg, cfg.source, self._fetch_policy(cfg, cap), state)
-        if result is None:
-            self.bus.publish(FeedUnchanged(cfg.authority, cfg.list, state.active))
+        got = await self._envelope(cfg, cfg.source, cap, state)
+        if got is None:
             return "unchanged"
-        envelope, etag, last_modified = result
-        verified = self.holder.verify(cfg, envelope, state)
-        if verified is None:
-            state.etag, state.last_modified = etag, last_modified
-            self.bus.publish(FeedUnchanged(cfg.authority, cfg.list, state.active))
-            return "unchanged"
+        verified, envelope, etag, last_modified = got
         body = None
         if verified.payload.body is not None:
             left = deadline - time.monotonic()
@@ -167,6 +161,22 @@ class FeedSync:
         state.etag, state.last_modified = etag, last_modified
         return outcome
 
+    async def _envelope(
+        self, cfg: ListConfig, url: str, cap: int, state: ListState
+    ) -> tuple[VerifiedList, bytes, str | None, str | None] | None:
+        """Fetch and verify the envelope at url; None (FeedUnchanged published) if not new."""
+        result = await self._fetch(cfg, url, self._fetch_policy(cfg, cap), state)
+        if result is None:
+            self.bus.publish(FeedUnchanged(cfg.authority, cfg.list, state.active))
+            return None
+        envelope, etag, last_modified = result
+        verified = self.holder.verify(cfg, envelope, state)
+        if verified is None:
+            state.etag, state.last_modified = etag, last_modified
+            self.bus.publish(FeedUnchanged(cfg.authority, cfg.list, state.active))
+            return None
+        return verified, envelope, etag, last_modified
+
     async def _sync_zone(
         self, cfg: ListConfig, state: ListState, cap: int, deadline: float
     ) -> Outcome:
@@ -177,16 +187,10 @@ class FeedSync:
         the manifest signs. Manifest and body then take the path of any fetched list.
         """
         assert cfg.manifest is not None  # the configuration requires it with rpz://
-        result = await self._fetch(cfg, cfg.manifest, self._fetch_policy(cfg, cap), state)
-        if result is None:
-            self.bus.publish(FeedUnchanged(cfg.authority, cfg.list, state.active))
+        got = await self._envelope(cfg, cfg.manifest, cap, state)
+        if got is None:
             return "unchanged"
-        envelope, etag, last_modified = result
-        verified = self.holder.verify(cfg, envelope, state)
-        if verified is None:
-            state.etag, state.last_modified = etag, last_modified
-            self.bus.publish(FeedUnchanged(cfg.authority, cfg.list, state.active))
-            return "unchanged"
+        verified, envelope, etag, last_modified = got
         binding = verified.payload.rpz
         host, port, zone = rpz_endpoint(cfg.source)
         if binding is None:
