@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 from policy_bench import (  # noqa: E402
+    UPSTREAM_ZONE,
     free_port,
     make_data,
     query,
@@ -233,8 +234,7 @@ def main() -> None:
                 work,
                 "upstream",
                 up_port,
-                '  local-zone: "bench.example." redirect\n'
-                '  local-data: "bench.example. 3600 IN A 192.0.2.1"\n',
+                UPSTREAM_ZONE,
             )
             procs.append(subprocess.Popen([UNBOUND, "-c", str(up)]))
             zone = write_rpz(work / "rpz.zone", hosts, "A 127.0.0.1")

@@ -58,7 +58,15 @@ from dns_bench import (  # noqa: E402
     pct,
     wait_answer,
 )
-from policy_bench import free_port, make_data, query, unbound_conf, write_feeds, write_rpz  # noqa: E402
+from policy_bench import (  # noqa: E402
+    UPSTREAM_ZONE,
+    free_port,
+    make_data,
+    query,
+    unbound_conf,
+    write_feeds,
+    write_rpz,
+)
 from workers_bench import blockd_config as workers_config  # noqa: E402
 from workers_bench import cpu_seconds, smaps, tree  # noqa: E402
 
@@ -256,8 +264,7 @@ def main() -> None:
                 work,
                 "upstream",
                 up,
-                '  local-zone: "bench.example." redirect\n'
-                '  local-data: "bench.example. 3600 IN A 192.0.2.1"\n',
+                UPSTREAM_ZONE,
             )
             procs.append(subprocess.Popen([UNBOUND, "-c", str(upstream)]))
             zone = write_rpz(work / "rpz.zone", hosts, "A 127.0.0.1")

@@ -34,7 +34,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 from dns_bench import NOTICE, UNBOUND, blockd_cmd, dnsperf, ensure_tools, wait_answer  # noqa: E402
-from policy_bench import free_port, make_data, query, unbound_conf, write_feeds, write_rpz  # noqa: E402
+from policy_bench import (  # noqa: E402
+    UPSTREAM_ZONE,
+    free_port,
+    make_data,
+    query,
+    unbound_conf,
+    write_feeds,
+    write_rpz,
+)
 
 
 def tree(pid: int) -> list[int]:
@@ -137,8 +145,7 @@ def main() -> None:
                         work,
                         "upstream",
                         up_port,
-                        '  local-zone: "bench.example." redirect\n'
-                        '  local-data: "bench.example. 3600 IN A 192.0.2.1"\n',
+                        UPSTREAM_ZONE,
                     )
                 ),
             ]
