@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit demo demo-feeds bench bench-compile bench-mapped bench-dns bench-workers bench-http bench-audit bench-hello clean help venv quick
+.PHONY: run test lint typecheck unit demo demo-feeds bench bench-compile bench-mapped bench-dns bench-workers bench-http bench-audit bench-hello bench-rpz bench-encrypted clean help venv quick
 
 help:
 	@echo "make run          start blockd on the demo policy (DNS :5300, HTTP :8080, HTTPS :8443)"
@@ -52,7 +52,7 @@ demo: $(STAMP)
 demo-feeds: $(STAMP)
 	$(BIN)/python -m blockd.demo feeds/demo
 
-bench: bench-compile bench-mapped bench-dns bench-workers bench-http bench-audit bench-hello
+bench: bench-compile bench-mapped bench-dns bench-workers bench-http bench-audit bench-hello bench-rpz bench-encrypted
 
 bench-compile: $(STAMP)
 	$(BIN)/python bench/policy_bench.py
@@ -75,6 +75,12 @@ bench-audit: $(STAMP)
 
 bench-hello: $(STAMP)
 	$(BIN)/python bench/hello_bench.py
+
+bench-rpz: $(STAMP)
+	$(BIN)/python bench/rpz_bench.py
+
+bench-encrypted: $(STAMP)
+	$(BIN)/python bench/encrypted_bench.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -81,7 +81,10 @@ asyncio.run(main())
 def config(work: Path, port: int, up_port: int, audit: bool) -> Path:
     """Write a blockd config for the load run, with the audit log on or off."""
     mode = "audit" if audit else "plain"
-    extra = f"[audit]\nenabled = {'true' if audit else 'false'}\ncheckpoint_interval = 5\n"
+    extra = (
+        f"[audit]\nenabled = {'true' if audit else 'false'}\ncheckpoint_interval = 5\n"
+        'origin = "bench.example/blockd"\n'
+    )
     return blockd_config(work / f"blockd-{mode}.toml", work, f"state-{mode}", port, up_port, extra)
 
 

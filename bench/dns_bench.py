@@ -27,12 +27,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 from policy_bench import (  # noqa: E402
+    UPSTREAM_ZONE,
     free_port,
     make_data,
     query,
@@ -91,10 +93,27 @@ def measured(pid: int, port: int, queries: Path, seconds: int) -> tuple[float, f
     return qps, qps * seconds / used if used else float("nan")
 
 
+# What a production configuration must name (the notice page's operator and help routes).
+NOTICE = """[http.notice]
+operator_name = "bench"
+operator_url = "https://isp.example/"
+operator_contact = "abuse@isp.example"
+helpline_name = "bench"
+helpline_number = "1"
+hotline_name = "bench"
+hotline_url = "https://report.example/"
+"""
+
+
 def blockd_config(
     path: Path, work: Path, state: str, port: int, up_port: int, extra: str = ""
 ) -> Path:
-    """Write a config for blockd under test: the bench hosts list, DNS listeners only."""
+    """Write a config for blockd under test: the bench hosts list, DNS listeners only.
+
+    A production configuration (no demo), naming a bench operator; extra may hold an
+    [audit] table, else the audit log is on with a bench origin.
+    """
+    audit = "" if "[audit]" in extra else '[audit]\norigin = "bench.example/blockd"\n'
     path.write_text(f"""[trust]
 pinned = "{work}/trust.dsse"
 [state]
@@ -102,10 +121,11 @@ dir = "{work}/{state}"
 [dns]
 listen = ["127.0.0.1:{port}"]
 upstreams = ["127.0.0.1:{up_port}"]
+operator = "bench"
 [http]
 listen = []
 tls_listen = []
-[admin]
+{NOTICE}{audit}[admin]
 listen = []
 [selftest]
 interval = 0
@@ -117,8 +137,29 @@ source = "file://{work}/hosts.dsse"
     return path
 
 
-def dnsperf(port: int, queries: Path, seconds: int, cpu: str | None = None) -> float:
-    """Run dnsperf at full speed (on CPU cpu, if given); return queries per second."""
+def dnsperf(
+    port: int,
+    queries: Path,
+    seconds: int,
+    cpu: str | None = None,
+    clients: int = 4,
+    extra: Sequence[str] = (),
+) -> float:
+    """Run dnsperf at full speed from `clients` sockets (on CPU cpu, if given); return
+    queries per second."""
+    return dnsperf_stats(port, queries, seconds, cpu, clients, extra)["qps"]
+
+
+def dnsperf_stats(
+    port: int,
+    queries: Path,
+    seconds: int,
+    cpu: str | None = None,
+    clients: int = 4,
+    extra: Sequence[str] = (),
+) -> dict[str, float]:
+    """Run dnsperf as `dnsperf` does, with extra arguments (e.g. `-m dot`); return its
+    figures: qps, completed and lost queries, average latency in ms."""
     out = subprocess.run(
         [
             *(["taskset", "-c", cpu] if cpu is not None else []),
@@ -132,20 +173,29 @@ def dnsperf(port: int, queries: Path, seconds: int, cpu: str | None = None) -> f
             "-l",
             str(seconds),
             "-c",
-            "4",
+            str(clients),
             "-q",
             "200",
             "-t",
             "2",
+            *extra,
         ],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    match = re.search(r"Queries per second:\s+([\d.]+)", out)
-    if not match:
+    qps = re.search(r"Queries per second:\s+([\d.]+)", out)
+    completed = re.search(r"Queries completed:\s+(\d+)", out)
+    lost = re.search(r"Queries lost:\s+(\d+)", out)
+    latency = re.search(r"Average Latency \(s\):\s+([\d.]+)", out)
+    if not (qps and completed and lost and latency):
         raise SystemExit(f"dnsperf said:\n{out}")
-    return float(match[1])
+    return {
+        "qps": float(qps[1]),
+        "completed": float(completed[1]),
+        "lost": float(lost[1]),
+        "avg_latency_ms": float(latency[1]) * 1000,
+    }
 
 
 def latencies(via_port: int, direct_port: int, n: int) -> tuple[list[float], list[float]]:
@@ -184,8 +234,7 @@ def main() -> None:
                 work,
                 "upstream",
                 up_port,
-                '  local-zone: "bench.example." redirect\n'
-                '  local-data: "bench.example. 3600 IN A 192.0.2.1"\n',
+                UPSTREAM_ZONE,
             )
             procs.append(subprocess.Popen([UNBOUND, "-c", str(up)]))
             zone = write_rpz(work / "rpz.zone", hosts, "A 127.0.0.1")

@@ -225,6 +225,12 @@ def dns_answers(port: int, name: str) -> bool:
     return raw is not None and (raw[3] & 0x0F == 3 or raw[6:8] != b"\x00\x00")
 
 
+UPSTREAM_ZONE = (
+    '  local-zone: "bench.example." redirect\n'
+    '  local-data: "bench.example. 3600 IN A 192.0.2.1"\n'
+)  # the benches' upstream answers every name under bench.example, and nothing else
+
+
 def write_rpz(path: Path, hosts: list[str], rdata: str) -> Path:
     """Write hosts as an RPZ zone: each host and its subdomains (*.host) get rdata."""
     with path.open("w") as f:

@@ -4,7 +4,8 @@
 
 Same list (1M hosts as a signed list for blockd, as an RPZ zone for Unbound; 100k URLs
 for blockd too), same machine, one run. Each server is started alone, measured, stopped:
-- blocked answers/s and cache-hit answers/s (dnsperf -c 4 -q 200), and answers per CPU-second of
+- blocked answers/s and cache-hit answers/s (dnsperf -q 200; -c 4 for one worker/thread,
+  -c 16 for two, so the kernel spreads the flows), and answers per CPU-second of
   the server's whole process tree (supervisor, zygote and workers for blockd);
 - proportional set size (PSS, /proc/PID/smaps_rollup) of the whole tree, and for blockd
   with 2 workers: the workers' PSS together against one worker's resident size (what one
@@ -32,8 +33,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from dns_bench import UNBOUND, blockd_cmd, dnsperf, ensure_tools, wait_answer  # noqa: E402
-from policy_bench import free_port, make_data, query, unbound_conf, write_feeds, write_rpz  # noqa: E402
+from dns_bench import NOTICE, UNBOUND, blockd_cmd, dnsperf, ensure_tools, wait_answer  # noqa: E402
+from policy_bench import (  # noqa: E402
+    UPSTREAM_ZONE,
+    free_port,
+    make_data,
+    query,
+    unbound_conf,
+    write_feeds,
+    write_rpz,
+)
 
 
 def tree(pid: int) -> list[int]:
@@ -70,12 +79,12 @@ def smaps(pid: int, field: str) -> float:
 
 
 def measure(
-    root: int, port: int, queries: Path, seconds: int, pin: str | None
+    root: int, port: int, queries: Path, seconds: int, pin: str | None, clients: int
 ) -> tuple[float, float]:
     """Run dnsperf; return (answers/s, answers per CPU-second of root's process tree)."""
     pids = tree(root)
     before = cpu_seconds(pids)
-    qps = dnsperf(port, queries, seconds, pin)
+    qps = dnsperf(port, queries, seconds, pin, clients)
     used = cpu_seconds(pids) - before
     return qps, qps * seconds / used if used else float("nan")
 
@@ -93,15 +102,7 @@ operator = "bench"
 [http]
 listen = []
 tls_listen = []
-[http.notice]
-operator_name = "bench"
-operator_url = "https://isp.example/"
-operator_contact = "abuse@isp.example"
-helpline_name = "bench"
-helpline_number = "1"
-hotline_name = "bench"
-hotline_url = "https://report.example/"
-[audit]
+{NOTICE}[audit]
 enabled = false
 [admin]
 listen = []
@@ -144,8 +145,7 @@ def main() -> None:
                         work,
                         "upstream",
                         up_port,
-                        '  local-zone: "bench.example." redirect\n'
-                        '  local-data: "bench.example. 3600 IN A 192.0.2.1"\n',
+                        UPSTREAM_ZONE,
                     )
                 ),
             ]
@@ -214,12 +214,14 @@ def main() -> None:
                         query(port, n)
                     time.sleep(2)  # let start-up work (compile, publish, gc) settle
                     gen = "0" if cores == 1 else None
+                    # Two servers' sockets: more client flows, so SO_REUSEPORT spreads them.
+                    clients = 4 if cores == 1 else 16
                     r: dict[str, float] = {}
                     r["blocked_qps"], r["blocked_per_cpu_s"] = measure(
-                        proc.pid, port, blocked_file, a.seconds, gen
+                        proc.pid, port, blocked_file, a.seconds, gen, clients
                     )
                     r["cache_hit_qps"], r["cache_hit_per_cpu_s"] = measure(
-                        proc.pid, port, cached_file, a.seconds, gen
+                        proc.pid, port, cached_file, a.seconds, gen, clients
                     )
                     pids = tree(proc.pid)
                     r["pss_mb"] = sum(smaps(p, "Pss") for p in pids)
@@ -249,7 +251,10 @@ def two_threads(conf: Path) -> Path:
 def report(a: argparse.Namespace, r: dict[str, dict[str, float]]) -> None:
     (ROOT / "bench/out").mkdir(exist_ok=True)
     (ROOT / "bench/out/workers.json").write_text(json.dumps(r, indent=1))
-    print(f"\nlist: {a.hosts:,} hosts + {a.urls:,} URLs; dnsperf -c 4 -q 200, {a.seconds} s each")
+    print(
+        f"\nlist: {a.hosts:,} hosts + {a.urls:,} URLs; dnsperf -q 200 -c 4 (one core) or 16"
+        f" (two), {a.seconds} s each"
+    )
     for cores in (1, 2):
         b, u = r[f"blockd-{cores}"], r[f"unbound-{cores}"]
         print(f"-- {cores} worker(s) / thread(s)")

@@ -488,6 +488,7 @@ pre{{white-space:pre-wrap;background:#f4f4f4;padding:.5rem}}.bad{{color:#a00}}</
 <h2>Trust policy</h2>{_trust_section(r.checks.get("trust", {}), now)}
 <h2>Upstream resolvers</h2>{_upstreams_section(r.checks.get("upstreams", {}))}
 <h2>Audit checkpoint</h2>{_checkpoint_section(app, now)}
+{_workers_section(r.checks.get("workers"))}
 <h2>Listeners</h2><ul>{listeners}</ul>
 </main></body></html>
 """
@@ -547,6 +548,26 @@ def _upstreams_section(check: Mapping[str, Any]) -> str:
             )
     needed = "" if check.get("required") else " (readiness does not depend on them)"
     return f"<ul>{''.join(items)}</ul><p>{len(upstreams)} configured{needed}.</p>"
+
+
+def _workers_section(check: Mapping[str, Any] | None) -> str:
+    if check is None:
+        return ""  # one process answers
+    rows = []
+    for w in check.get("workers", []):
+        bad = "" if w.get("state") == "serving" else ' class="bad"'
+        cells = (w.get(k) for k in ("worker", "state", "pid", "restarts", "policy_generation"))
+        rows.append(f"<tr{bad}>{''.join(f'<td>{_text(c)}</td>' for c in cells)}</tr>")
+    problem = check.get("problem")
+    said = f'<p class="bad">{_text(problem)}</p>' if problem else ""
+    head = "".join(
+        f'<th scope="col">{h}</th>' for h in ("worker", "state", "pid", "restarts", "policy")
+    )
+    return (
+        f"<h2>Workers</h2><p>{_text(check.get('serving'))} of {_text(check.get('configured'))}"
+        f" answering.</p>{said}<table><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def _checkpoint_section(app: Operated, now: datetime) -> str:

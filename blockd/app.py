@@ -47,12 +47,15 @@ from blockd.metrics import (
     FleetStatus,
     Metrics,
     MetricsState,
+    RpzStatus,
     WitnessStatus,
 )
 from blockd.policy.guards import GuardConfigError
-from blockd.serving import QueryPath
-from blockd.workers.fleet import Fleet, Tallies
+from blockd.rpz.server import RpzServer
+from blockd.rpz.source import Sources
+from blockd.serving import QueryPath, with_certificate
 from blockd.workers.supervisor import Workers
+from blockd.workers.totals import Tallies, Totals
 from blockd.workers.worker import main as worker_main
 from blockd.workers.zygote import Zygote
 
@@ -71,6 +74,7 @@ class App:
         With daemon.workers above 1, workers are forked from zygote (forked before the event
         loop and any thread started: `blockd run` does); without one, it is forked here.
         """
+        config = with_certificate(config)
         self.config = config
         self.config_path = config_path
         self.bus = EventBus()
@@ -84,17 +88,17 @@ class App:
         dns_counts = DnsCounters()
         count = config.daemon.worker_count()
         if count > 1:
-            self.fleet = Fleet(Tallies(self.blocks, dns_counts), _upstreams(config))
-            self.fleet.on_upstream_change = self._upstream_changed
+            self.totals = Totals(Tallies(self.blocks, dns_counts), _upstreams(config))
+            self.totals.on_upstream_change = self._upstream_changed
             self.front = self.workers = Workers(
                 config,
                 count,
                 self.bus,
                 zygote or Zygote.fork(worker_main),
-                self.fleet,
+                self.totals,
                 config.state.dir / "policy",
             )
-            cache: CacheView = self.fleet
+            cache: CacheView = self.totals
         else:
             self.front = self.path = QueryPath(
                 config, self.feeds, self.bus, on_upstream_change=self._upstream_changed
@@ -161,22 +165,50 @@ class App:
                 witnesses=self._witness_status,
                 workers=self.workers.statuses if self.workers is not None else tuple,
                 fleet=self._fleet_status,
+                rpz=self._rpz_status,
             ),
             dns=dns_counts,
             blocks=self.blocks,
         )
+        if self.workers is not None:  # what workers count goes where /metrics reads it
+            t = self.metrics.tallies
+            self.totals.tallies = Tallies(
+                self.blocks, dns_counts, t.dns_problems, t.http, t.http_problems
+            )
         self.admin = Admin(
             self, config.admin, control_socket=config.admin.control_path(config.state.dir)
         )
+        # The policy zone for existing resolvers: here, in the supervisor, never in workers.
+        self.rpz = RpzServer(config, self.bus, self._rpz_sources) if config.rpz.enabled else None
         self._selftest_task: asyncio.Task[None] | None = None
         self.bus.subscribe(PolicyActivated, self._on_policy)
         self._sync_task: asyncio.Task[None] | None = None
         self._stack = contextlib.AsyncExitStack()  # what start() started, to stop in reverse
         self._stopped = asyncio.Event()
 
+    def _rpz_sources(self) -> Sources | None:
+        """Return what the policy zone is built from now (None before trust is loaded)."""
+        trust = self.feeds.trust
+        if trust is None:
+            return None
+        holder = self.feeds.holder
+        return Sources(self.config, holder.store, trust, holder.never_block)
+
+    def _rpz_status(self) -> RpzStatus | None:
+        rpz = self.rpz
+        if rpz is None:
+            return None
+        z = rpz.zone
+        return RpzStatus(
+            dict(rpz.transfers),
+            dict(rpz.refused),
+            z.serial if z else None,
+            len(z.entries) if z else None,
+        )
+
     def _http_connections(self) -> int:
         if self.workers is not None:
-            return self.fleet.http_connections()
+            return self.totals.http_connections()
         assert self.path is not None
         return self.path.http.connections
 
@@ -294,7 +326,6 @@ class App:
         w = self.workers
         if w is None:
             return None
-        serving = sum(s.state == "serving" for s in w.slots)
         each = [
             {
                 "worker": s.index,
@@ -306,7 +337,7 @@ class App:
             }
             for s in w.slots
         ]
-        return health.WorkersFact(len(w.slots), serving, w.problem(), each)
+        return health.WorkersFact(len(w.slots), w.serving(), w.problem(), each)
 
     def _upstream_changed(self, state: UpstreamState) -> None:
         """Publish an upstream going down or coming back (the forwarder's transitions)."""
@@ -338,6 +369,9 @@ class App:
                 stack.callback(self._demo_origin.close)
             await self.front.start()
             stack.push_async_callback(self.front.stop)
+            if self.rpz is not None:
+                await self.rpz.start()
+                stack.push_async_callback(self.rpz.stop)
             await self.admin.start()
             stack.push_async_callback(self.admin.stop)
             # No origin, however configured, may be one of our own listeners (a loop).
@@ -408,7 +442,7 @@ class App:
         if self.config_path is None:
             return "no configuration file to reload"
         try:
-            new = load_config(self.config_path)
+            new = with_certificate(load_config(self.config_path))
         except ConfigError as e:
             log.error("reload refused, keeping the running configuration: %s", e)
             return f"reload refused: {e}"
@@ -473,7 +507,7 @@ class App:
         """Return where everything listens and what is enforced, for the console."""
         lines = [f"blockd {__version__}"]
         for kind, address, port in self.listeners():
-            room = "dns " if kind in ("udp", "tcp") else "http"
+            room = "dns " if kind in ("udp", "tcp", "dot", "doh") else "http"
             lines.append(f"  {room}  {kind:5} {address}:{port}")
         if self.workers is not None:
             lines.append(f"  workers    {len(self.workers.slots)} processes (SO_REUSEPORT)")

@@ -13,10 +13,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from blockd.feeds import listfile
+import dns.exception
+import dns.zone
+
+from blockd.feeds import listfile, rpzin
 from blockd.feeds.authoring import hashed_entry, list_payload, sign_list, sign_trust
 from blockd.feeds.keys import SigningKey, load_private, public_pem, save_private
-from blockd.feeds.model import FORMATS, PayloadError, parse_trust, rfc3339
+from blockd.feeds.model import FORMATS, PayloadError, RpzBinding, parse_trust, rfc3339
 from blockd.feeds.verify import Rejected, check_body, verify_list, verify_trust
 from blockd.policy import entries as entry_rules
 from blockd.usage import Add, UsageError
@@ -122,6 +125,52 @@ def cmd_sign_list(a: argparse.Namespace) -> int:
     print(
         f"envelope     {out}: {a.authority}/{a.list} v{a.version}, {len(entries)} entries, "
         f"expires {rfc3339(expires)}"
+    )
+    return 0
+
+
+def cmd_sign_rpz_manifest(a: argparse.Namespace) -> int:
+    """Sign the manifest that makes a zone (RPZ) a list: its serial, ZONEMD and hosts.
+
+    The zone file is the one the primary serves, with its ZONEMD; it is read by the rules
+    blockd reads a transferred zone by, so a zone blockd would refuse is refused here.
+    """
+    origin = a.zone.lower().rstrip(".")
+    try:
+        zone = dns.zone.from_text(_read(a.zone_file).decode(), origin + ".", relativize=True)
+        found = rpzin.read(zone)
+    except UnicodeDecodeError:
+        raise UsageError(f"{a.zone_file}: not a text zone file") from None
+    except dns.exception.DNSException as e:
+        raise UsageError(f"{a.zone_file}: not a zone file for {origin}: {e}") from None
+    except rpzin.ZoneError as e:
+        raise UsageError(f"{a.zone_file}: {e}") from None
+    now = datetime.now(UTC).replace(microsecond=0)
+    issued = a.issued_at or now
+    expires = a.expires or issued + timedelta(days=a.expires_in)
+    try:
+        problems = listfile.check_dates(issued, expires, now)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if problems:
+        raise UsageError("; ".join(str(p) for p in problems))
+    out: Path = a.output
+    binding = RpzBinding(zone=found.zone, serial=found.serial, zonemd=found.zonemd)
+    payload, _ = list_payload(
+        a.authority,
+        a.list,
+        a.version,
+        "hosts",
+        found.hosts,
+        issued_at=issued,
+        expires=expires,
+        body_name=f"{a.list}-{a.version}.txt",
+        rpz=binding,
+    )
+    out.write_bytes(sign_list(payload, _keys(a.key)))
+    print(
+        f"manifest     {out}: {a.authority}/{a.list} v{a.version}, zone {found.zone} serial "
+        f"{found.serial}, {len(found.hosts)} hosts, expires {rfc3339(expires)}"
     )
     return 0
 
@@ -244,6 +293,19 @@ def register(add: Add) -> None:
     sp.add_argument("--test-url", action="append", default=[], help="self-test probe URL")
     sp.add_argument("-o", "--output", type=Path, required=True)
 
+    sp = add("sign-rpz-manifest", cmd_sign_rpz_manifest)
+    sp.add_argument("zone_file", type=Path, help="the zone file the primary serves (with ZONEMD)")
+    sp.add_argument("--zone", required=True, help="the zone's name, e.g. rpz.authority.example")
+    sp.add_argument(
+        "--key", type=Path, action="append", required=True, help="signing key (repeat for t of n)"
+    )
+    sp.add_argument("--authority", required=True)
+    sp.add_argument("--list", required=True)
+    sp.add_argument("--version", type=int, required=True, help="must exceed the last published")
+    sp.add_argument("--issued-at", type=_time, metavar="TIME", help="RFC 3339 (default: now)")
+    sp.add_argument("--expires", type=_time, metavar="TIME", help="RFC 3339")
+    sp.add_argument("--expires-in", type=_days, default=7, metavar="DAYS", help="days (default 7)")
+    sp.add_argument("-o", "--output", type=Path, required=True)
     sp = add("sign-trust", cmd_sign_trust)
     sp.add_argument("policy", type=Path, help="trust policy JSON")
     sp.add_argument("--key", type=Path, action="append", required=True)

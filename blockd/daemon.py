@@ -40,9 +40,8 @@ def status_line(app: App) -> str:
     r = app.readiness()
     lists = ", ".join(f"{ref} v{v}" for ref, v in app.feeds.snapshot.versions.items()) or "none"
     line = f"{'ready' if r.ready else 'NOT READY: ' + r.reason}; enforcing {lists}"
-    if app.workers is not None:
-        serving = sum(s.state == "serving" for s in app.workers.slots)
-        line += f"; {serving} of {len(app.workers.slots)} workers answering"
+    if (w := app.workers) is not None:
+        line += f"; {w.serving()} of {len(w.slots)} workers answering"
     return line
 
 

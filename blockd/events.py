@@ -18,7 +18,7 @@ from blockd.policy.verdict import Verdict
 
 # Every listener a query or connection arrives on. Metrics label by these and pre-create
 # their series from them, so a new transport cannot silently vanish from the metrics.
-DnsTransport = Literal["udp", "tcp"]
+DnsTransport = Literal["udp", "tcp", "dot", "doh"]
 HttpTransport = Literal["http", "https"]
 Transport = DnsTransport | HttpTransport
 DNS_TRANSPORTS: tuple[DnsTransport, ...] = get_args(DnsTransport)
@@ -193,6 +193,19 @@ class OperatorAction(Event):
     action: str
     detail: str
     config_sha256: str = ""
+
+
+@dataclass(frozen=True)
+class ZoneTransferred(OperatorAction):
+    """A secondary transferred the RPZ zone (audited as an operator action, `rpz-transfer`).
+
+    `client` is the address of an operator's secondary resolver allowed by rpz.clients,
+    never a subscriber's; `kind` is AXFR, IXFR or IXFR-AXFR (a full zone for an IXFR).
+    """
+
+    client: str = ""
+    kind: str = ""
+    serial: int = 0
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import ssl
 import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,9 +20,12 @@ from pathlib import Path
 
 from blockd import control
 from blockd.audit import identity
-from blockd.config import Config, ConfigError, split_endpoint
+from blockd.config import Config, ConfigError, TsigKeyError, read_tsig_key, split_endpoint
+from blockd.dns import tlsconf
+from blockd.feeds.model import TrustPolicy
 from blockd.feeds.store import ListStore
 from blockd.feeds.trust import TrustError, load_trust
+from blockd.feeds.verify import Rejected, verify_list
 from blockd.http.notice import NoticeError, NoticePage
 
 
@@ -35,7 +39,20 @@ def problems(config: Config) -> list[str]:
         *_control(config),
         *_audit_log(config),
         *_fleet(config),
+        *_rpz(config),
+        *_certificate(config),
     ]
+
+
+def _certificate(config: Config) -> Iterator[str]:
+    """Say whether the DoT/DoH certificate and key load together (the demo makes its own)."""
+    e = config.dns.encrypted
+    if not e.enabled or e.certificate is None or e.private_key is None:
+        return
+    try:
+        tlsconf.server_context(e.certificate, e.private_key, tlsconf.DOT_ALPN)
+    except (OSError, ssl.SSLError) as error:
+        yield f"dns.encrypted.certificate: cannot use {e.certificate} with {e.private_key}: {error}"
 
 
 def _trust(config: Config) -> Iterator[str]:
@@ -108,7 +125,11 @@ def _listeners(config: Config) -> Iterator[str]:
         ("http.listen", list(config.http.listen), ("tcp",)),
         ("http.tls_listen", list(config.http.tls_listen), ("tcp",)),
         ("admin.listen", list(config.admin.listen), ("tcp",)),
+        ("dns.encrypted.dot_listen", list(config.dns.encrypted.dot_listen), ("tcp",)),
+        ("dns.encrypted.doh_listen", list(config.dns.encrypted.doh_listen), ("tcp",)),
     ]
+    if config.rpz.enabled:
+        groups.append(("rpz.listen", list(config.rpz.listen), ("udp", "tcp")))
     if config.http.demo_origin:
         groups.append(("http.demo_origin", [config.http.demo_origin], ("tcp",)))
     for setting, endpoints, protocols in groups:
@@ -145,3 +166,48 @@ def _control(config: Config) -> Iterator[str]:
         )
     elif path.is_symlink() or (path.exists() and not stat.S_ISSOCK(path.lstat().st_mode)):
         yield f"{setting}: {path} exists and is not a socket; blockd will not replace it"
+
+
+HASHED_NOT_SERVED = (
+    "is a hashed (sha256) list: RPZ carries plaintext names, so a hashed list cannot be "
+    "served; remove it from rpz.lists (it is still enforced by blockd itself)"
+)
+
+
+def _rpz(config: Config) -> Iterator[str]:
+    """Say what would stop the RPZ zone from being served: its key, a hashed served list."""
+    rpz = config.rpz
+    if not rpz.enabled:
+        return
+    if rpz.tsig_key_file is not None:
+        try:
+            read_tsig_key(rpz.tsig_key_file)
+        except TsigKeyError as e:
+            yield f"rpz.tsig_key_file: {e}"
+    try:
+        store = ListStore(config.state.dir)
+        trust = load_trust(config.trust.pinned, store.trust_updates(), datetime.now(UTC))
+    except TrustError:
+        return  # said under trust.pinned
+    for i, ref in enumerate(rpz.lists):
+        authority_id, _, list_id = ref.partition("/")
+        authority = trust.authority(authority_id)
+        if (authority is not None and set(authority.formats) == {"sha256"}) or stored_format(
+            store, trust, authority_id, list_id
+        ) == "sha256":
+            yield f"rpz.lists.{i}: {ref} {HASHED_NOT_SERVED}"
+
+
+def stored_format(store: ListStore, trust: TrustPolicy, authority: str, list_id: str) -> str | None:
+    """Return the entry format of a list's enforced stored version, if it verifies."""
+    version = store.state(authority, list_id).active
+    if version is None:
+        return None
+    try:
+        envelope, _ = store.load_version(authority, list_id, version)
+        verified = verify_list(
+            envelope, trust, datetime.now(UTC), expect=(authority, list_id), freshness=False
+        )
+    except (OSError, ValueError, Rejected):
+        return None
+    return verified.payload.format if verified is not None else None

@@ -163,3 +163,10 @@ def one(app: App) -> QueryPath:
     """Return the query path of a blockd that answers in one process."""
     assert app.path is not None, "blockd runs worker processes"
     return app.path
+
+
+async def eventually(check: Any, within: float = 10.0) -> None:
+    """Wait until check() is true (what the server records after the client has its data)."""
+    async with asyncio.timeout(within):
+        while not check():  # noqa: ASYNC110 - polling the server's own state
+            await asyncio.sleep(0.05)

@@ -40,6 +40,7 @@ from blockd.metrics import (
     FleetStatus,
     Metrics,
     MetricsState,
+    RpzStatus,
     WitnessStatus,
     WorkerStatus,
     metrics_table,
@@ -108,6 +109,7 @@ def state(now: float = T) -> MetricsState:
         ],
         workers=lambda: [WorkerStatus(1, True, 0, 7), WorkerStatus(2, False, 3, None)],
         fleet=lambda: FleetStatus(redis_up=False, syncer=True, nodes=3, divergent=1),
+        rpz=lambda: RpzStatus({"axfr": 2, "ixfr": 5}, {"tsig": 1}, 17, 1234),
     )
 
 
@@ -383,6 +385,22 @@ def test_fleet_says_redis_syncer_size_and_divergence_and_nothing_outside_a_fleet
     assert value(s, "blockd_fleet_divergent_nodes") == 1
     alone = scrape(Metrics(EventBus()))
     assert not {n for n in names(alone) if n.startswith("blockd_fleet_")}
+
+
+def test_the_served_zone_shows_transfers_refusals_serial_and_entries() -> None:
+    s = scrape(populated())
+    assert value(s, "blockd_rpz_transfers_total", kind="axfr") == 2
+    assert value(s, "blockd_rpz_transfers_total", kind="ixfr") == 5
+    assert value(s, "blockd_rpz_transfers_total", kind="ixfr-axfr") == 0
+    assert value(s, "blockd_rpz_refused_total", reason="tsig") == 1
+    assert value(s, "blockd_rpz_refused_total", reason="not-client") == 0
+    assert value(s, "blockd_rpz_zone_serial") == 17
+    assert value(s, "blockd_rpz_zone_entries") == 1234
+
+
+def test_no_zone_metrics_while_rpz_is_off() -> None:
+    off = Metrics(EventBus(), MetricsState())
+    assert not any(n.startswith("blockd_rpz_") for n in names(scrape(off)))
 
 
 def test_metrics_md_is_the_catalogue() -> None:

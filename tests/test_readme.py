@@ -25,7 +25,7 @@ from blockd import control
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCKD = Path(sys.executable).parent / "blockd"
-DEMO_PORTS = (5300, 8080, 8443, 9153, 8081)  # DNS, HTTP, HTTPS, admin, demo origin
+DEMO_PORTS = (5300, 8080, 8443, 9153, 8081, 8853, 8444)  # DNS, HTTP, HTTPS, admin, origin, DoT, DoH
 
 # What each command must print (a regular expression over stdout and stderr), keyed by a
 # fragment of the command as the README writes it. A command the README adds must be
@@ -43,6 +43,13 @@ PROMISES: dict[str, tuple[str, ...]] = {
     "partial.demo.test/other": (r"HTTP/1\.1 200",),
     "Host: blocked.demo.test": (r"HTTP/1\.1 451",),
     "https://blocked.demo.test:8443/": (r"alert",),
+    "-p 8853 +tls blocked.demo.test": (
+        r"blocked\.demo\.test\.\s+\d+\s+IN\s+A\s+127\.0\.0\.1",
+        "EDE: 16",
+    ),
+    "-p 8444 +https blocked.demo.test": (r"HTTP/2", r"IN\s+A\s+127\.0\.0\.1"),
+    "_dns.resolver.arpa SVCB": (r"alpn=h2", r"alpn=dot", r"dns\.demo\.test\."),
+    "https://dns.demo.test:8444/dns-query": (r"2 200 application/dns-message",),
     "audit export": (r"bundle",),
     "audit verify": (r"\bOK\b",),
     "blockd status": (r"demo-authority/demo-hosts\s+1\s", r"daemon\s+enforces demo-authority/"),
@@ -130,7 +137,10 @@ def demo_daemon(tmp_path: Path) -> Iterator[tuple[Path, dict[int, int]]]:
 def test_the_first_screen_works_as_written(
     demo_daemon: tuple[Path, dict[int, int]], tmp_path: Path
 ) -> None:
-    subprocess.run([ROOT / "tools" / "ensure-deb", "dig:dnsutils", "curl:curl"], check=True)
+    subprocess.run(
+        [ROOT / "tools" / "ensure-deb", "dig:dnsutils", "curl:curl", "kdig:knot-dnsutils"],
+        check=True,
+    )
     config, ports = demo_daemon
     commands = first_screen()
     assert len(commands) >= 10, commands
@@ -140,6 +150,7 @@ def test_the_first_screen_works_as_written(
     for written in commands:
         command = with_ports(written, ports).replace("config/blockd.toml", str(config))
         command = command.replace("demo-bundle.json", str(tmp_path / "demo-bundle.json"))
+        command = command.replace("state/demo/", f"{tmp_path / 'state'}/")
         command = re.sub(r"^curl ", "curl -sSi --max-time 10 ", command)
         if command.startswith("make demo"):  # what it runs, with a state of the test's own
             assert "\ndemo: $(STAMP)\n\t$(BIN)/blockd demo\n" in (ROOT / "Makefile").read_text()

@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import dns.message
+import dns.query
 import dnslib
 import pytest
 
@@ -88,10 +91,9 @@ async def until(check: Callable[[], Any], within: float = 15.0) -> Any:
         await asyncio.sleep(0.05)
 
 
-@contextlib.asynccontextmanager
-async def run(conf: Path) -> AsyncIterator[Blockd]:
-    """Start `blockd run` on conf; yield once it said it is ready; stop it after."""
-    proc = await asyncio.create_subprocess_exec(
+async def spawn(conf: Path) -> asyncio.subprocess.Process:
+    """Start `blockd run` on conf, its output (stdout and stderr) on one unbuffered pipe."""
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "blockd.cli",
@@ -103,6 +105,12 @@ async def run(conf: Path) -> AsyncIterator[Blockd]:
         stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+@contextlib.asynccontextmanager
+async def run(conf: Path) -> AsyncIterator[Blockd]:
+    """Start `blockd run` on conf; yield once it said it is ready; stop it after."""
+    proc = await spawn(conf)
     b = Blockd(proc, conf)
 
     async def read() -> None:
@@ -145,9 +153,14 @@ def addresses(reply: dnslib.DNSRecord | None) -> list[str]:
     return [] if reply is None else [str(rr.rdata) for rr in reply.rr]
 
 
-def demo_with_workers(tmp: Path, upstream: Upstream, **daemon: object) -> Path:
+def demo_with_workers(
+    tmp: Path, upstream: Upstream, *, encrypted: bool = False, **daemon: object
+) -> Path:
     settings = "".join(f"{k} = {v}\n" for k, v in {"workers": 2, **daemon}.items())
-    text = demo_config(tmp, upstream.addr, http={"tls_listen": []})
+    dns: dict[str, Any] = {}
+    if encrypted:
+        dns["encrypted"] = {"dot_listen": ["127.0.0.1:0"], "doh_listen": ["127.0.0.1:0"]}
+    text = demo_config(tmp, upstream.addr, http={"tls_listen": []}, **dns)
     conf = tmp / "blockd.toml"
     conf.write_text(text.replace("[admin]", f"[daemon]\n{settings}[admin]"))
     return conf
@@ -174,6 +187,9 @@ async def test_workers_share_the_ports_and_the_fleet_counts_as_one(
         workers = await b.workers()
         assert [w["worker"] for w in workers] == [1, 2]
         assert all(w["state"] == "serving" for w in workers)
+        _, page = await b.get("/status")
+        assert "<h2>Workers</h2><p>2 of 2 answering.</p>" in page
+        assert f"<td>{workers[1]['pid']}</td>" in page
         pids = {w["pid"] for w in workers}
         assert len(pids) == 2 and b.proc.pid not in pids
         # Both workers hold the DNS port: two UDP sockets, one per process.
@@ -378,17 +394,7 @@ async def test_a_port_in_use_stops_the_start_with_its_name(
                 'listen = ["127.0.0.1:0"]', f'listen = ["127.0.0.1:{port}"]', 1
             )
         )
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "blockd.cli",
-            "run",
-            "--config",
-            str(conf),
-            cwd=ROOT,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
+        proc = await spawn(conf)
         out, _ = await asyncio.wait_for(proc.communicate(), 30)
     text = out.decode()
     assert proc.returncode == 2, text
@@ -508,3 +514,48 @@ async def test_swapping_the_policy_under_load_loses_no_query_and_mixes_no_policy
         assert not problems, problems[:10]
         assert answered > 100
         assert await b.metric("blockd_list_version", authority="auth", list="hosts") == 5
+
+
+async def test_workers_serve_dot_and_doh_on_shared_ports(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    async with run(demo_with_workers(tmp_path, upstream, encrypted=True)) as b:
+        await ready_and_synced(b)
+        banner = "\n".join(b.lines)
+        dot = int(re.search(r"dns\s+dot\s+127\.0\.0\.1:(\d+)", banner)[1])  # type: ignore[index]
+        doh = int(re.search(r"dns\s+doh\s+127\.0\.0\.1:(\d+)", banner)[1])  # type: ignore[index]
+        cert = tmp_path / "state" / "tls" / "demo-cert.pem"  # made once, by the supervisor
+        ctx = ssl.create_default_context(cafile=str(cert))
+        for _ in range(6):  # new connections: the kernel spreads them over both workers
+            reply = await asyncio.to_thread(
+                dns.query.tls,
+                dns.message.make_query("blocked.demo.test", "A"),
+                "127.0.0.1",
+                port=dot,
+                ssl_context=ctx,
+                server_hostname="dns.demo.test",
+                timeout=5,
+            )
+            assert [x.to_text() for rrset in reply.answer for x in rrset] == ["127.0.0.1"]
+            reply = await asyncio.to_thread(
+                dns.query.https,
+                dns.message.make_query("blocked.demo.test", "A"),
+                f"https://127.0.0.1:{doh}/dns-query",
+                verify=ctx,
+                timeout=5,
+            )
+            assert [x.to_text() for rrset in reply.answer for x in rrset] == ["127.0.0.1"]
+        # DDR from any worker announces the ports the supervisor chose for all of them.
+        ddr = dnslib.DNSRecord.question("_dns.resolver.arpa", "SVCB")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(2)
+            s.sendto(ddr.pack(), ("127.0.0.1", b.dns))
+            raw = s.recv(4096)
+        assert dot.to_bytes(2, "big") in raw and doh.to_bytes(2, "big") in raw
+
+        async def counted() -> bool:
+            dot_n = await b.metric("blockd_dns_queries_total", result="blocked", transport="dot")
+            doh_n = await b.metric("blockd_dns_queries_total", result="blocked", transport="doh")
+            return dot_n == 6 and doh_n == 6
+
+        await until(counted)

@@ -22,10 +22,18 @@ from blockd.config.base import (
     split_endpoint,
 )
 from blockd.config.dns import DnsConfig
-from blockd.config.feeds import GuardsConfig, ListConfig, ProtectedName, StateConfig, TrustConfig
+from blockd.config.feeds import (
+    GuardsConfig,
+    ListConfig,
+    ProtectedName,
+    StateConfig,
+    TrustConfig,
+    rpz_endpoint,
+)
 from blockd.config.fleet import FleetConfig
 from blockd.config.http import HttpConfig
 from blockd.config.root import Config, json_schema, load, parse
+from blockd.config.rpz import RpzConfig, TsigKey, TsigKeyError, read_tsig_key
 
 __all__ = [
     "AdminConfig",
@@ -45,13 +53,18 @@ __all__ = [
     "Port",
     "ProtectedName",
     "RecordsConfig",
+    "RpzConfig",
     "Seconds",
     "SelfTestConfig",
     "StateConfig",
     "TrustConfig",
+    "TsigKey",
+    "TsigKeyError",
     "binding",
     "json_schema",
     "load",
     "parse",
+    "read_tsig_key",
+    "rpz_endpoint",
     "split_endpoint",
 ]

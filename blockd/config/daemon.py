@@ -30,8 +30,9 @@ class DaemonConfig(_Section):
     )
     worker_timeout: Seconds = Field(
         default=10,
+        ge=2,  # under two report intervals, healthy workers would be killed over and over
         description="A worker that has not reported for this long is killed and restarted "
-        "(it reports every second, so this catches a stuck event loop).",
+        "(it reports every second, so this catches a stuck event loop); at least 2.",
     )
 
     @field_validator("workers", mode="before")

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from blockd.config.base import Endpoint, IPv4, IPv6, Network, Text, _Section
+from blockd.config.encrypted import EncryptedDnsConfig
 
 
 class DnsConfig(_Section):
@@ -79,3 +80,4 @@ class DnsConfig(_Section):
         default=4096, ge=16, le=1_000_000, description="Queries in progress before UDP drops."
     )
     cache_entries: int = Field(default=100_000, ge=0, le=10_000_000)
+    encrypted: EncryptedDnsConfig = EncryptedDnsConfig()

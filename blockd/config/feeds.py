@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
 from blockd.config.base import Seconds, _Section
 from blockd.ids import Ident
@@ -40,7 +42,21 @@ class ListConfig(_Section):
     authority: Ident
     list: Ident
     source: str = Field(
-        pattern=r"^(https|file)://", description="https:// or file:// URL of the envelope."
+        pattern=r"^(https|file|rpz)://",
+        description="https:// or file:// URL of the envelope; or rpz://PRIMARY:PORT/ZONE, a "
+        "zone transferred from the authority's primary and bound to its signed manifest.",
+    )
+    manifest: str | None = Field(
+        default=None,
+        pattern=r"^(https|file)://",
+        description="With an rpz:// source (required there, refused elsewhere): https:// or "
+        "file:// URL of the authority's signed manifest (a list envelope naming the zone, its "
+        "SOA serial and ZONEMD digest).",
+    )
+    tsig_key_file: Path | None = Field(
+        default=None,
+        description="With an rpz:// source: the TSIG key (as tsig-keygen writes it) the "
+        "transfer is signed with.",
     )
     action: Literal["notice", "nxdomain"] = Field(
         default="notice", description="DNS answer for wholly blocked hosts."
@@ -54,10 +70,53 @@ class ListConfig(_Section):
         "URLs cannot be seen, so none is blocked), refuse closes it with a TLS alert.",
     )
 
+    @model_validator(mode="after")
+    def _rpz_source(self) -> Self:
+        if self.is_rpz:
+            rpz_endpoint(self.source)
+            if self.manifest is None:
+                raise ValueError(
+                    f"lists {self.ref}: an rpz:// source needs manifest, the URL of the "
+                    "authority's signed manifest: TSIG proves who sent a zone, not who wrote it"
+                )
+        elif self.manifest is not None or self.tsig_key_file is not None:
+            raise ValueError(f"lists {self.ref}: manifest and tsig_key_file go with rpz:// only")
+        return self
+
+    @property
+    def is_rpz(self) -> bool:
+        """Say whether the list arrives as a zone transfer."""
+        return self.source.startswith("rpz://")
+
     @property
     def ref(self) -> str:
         """Return 'authority/list'."""
         return f"{self.authority}/{self.list}"
+
+
+_ZONE = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*")
+
+
+def rpz_endpoint(source: str) -> tuple[str, int, str]:
+    """Return the primary's address, port and the zone of an rpz:// source; ValueError if bad."""
+    try:
+        parts = urlsplit(source)
+        host, port = parts.hostname, parts.port or 53
+    except ValueError as e:
+        raise ValueError(f"{source!r}: {e}") from None
+    zone = parts.path.strip("/").lower().removesuffix(".")
+    if (
+        parts.scheme != "rpz"
+        or not host
+        or parts.username
+        or parts.query
+        or parts.fragment
+        or not _ZONE.fullmatch(zone)
+    ):
+        raise ValueError(
+            f"{source!r}: expected rpz://PRIMARY:PORT/ZONE, e.g. rpz://192.0.2.1:53/rpz.authority.example"
+        )
+    return host, port, zone
 
 
 def _protected_name(value: str) -> str:

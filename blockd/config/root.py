@@ -24,6 +24,7 @@ from blockd.config.dns import DnsConfig
 from blockd.config.feeds import GuardsConfig, ListConfig, StateConfig, TrustConfig
 from blockd.config.fleet import FleetConfig
 from blockd.config.http import HttpConfig
+from blockd.config.rpz import RpzConfig
 
 RECORDS_NEED_ONE_PROCESS = (
     "audit.records (subscriber records) needs workers = 1: a record names a subscriber, and "
@@ -58,6 +59,7 @@ class Config(_Section):
         description="Run as one node of a fleet sharing list versions over Redis; without "
         "it blockd runs alone.",
     )
+    rpz: RpzConfig = RpzConfig()
     # SHA-256 of the file (or TOML text) this was read from; copies keep it.
     _source_sha256: str = PrivateAttr(default="")
 
@@ -71,8 +73,21 @@ class Config(_Section):
         problem = duplicate_lists([c.ref for c in self.lists])
         if problem:
             raise ValueError(problem)
+        e = self.dns.encrypted
+        if e.enabled and not self.demo and (e.certificate is None or e.private_key is None):
+            raise ValueError(
+                "dns.encrypted: certificate and private_key are required with dot_listen or "
+                "doh_listen (only the demo generates a certificate)"
+            )
         if self.daemon.workers != 1 and self.audit.records.enabled:
             raise ValueError(f"daemon.workers: {RECORDS_NEED_ONE_PROCESS}")
+        configured = [c.ref for c in self.lists]
+        for i, ref in enumerate(self.rpz.lists):
+            if ref not in configured:
+                raise ValueError(
+                    f"rpz.lists.{i}: {ref!r} is not a configured list "
+                    f"(configured: {', '.join(configured) or 'none'})"
+                )
         return self
 
     def digest(self) -> str:
@@ -112,12 +127,33 @@ class Config(_Section):
                     }
                 ),
                 "state": self.state.model_copy(update={"dir": fix(self.state.dir)}),
+                "dns": self.dns.model_copy(
+                    update={
+                        "encrypted": self.dns.encrypted.model_copy(
+                            update={
+                                "certificate": fix(c)
+                                if (c := self.dns.encrypted.certificate)
+                                else None,
+                                "private_key": fix(k)
+                                if (k := self.dns.encrypted.private_key)
+                                else None,
+                            }
+                        )
+                    }
+                ),
                 "admin": self.admin.model_copy(
                     update={
                         "token_file": fix(self.admin.token_file) if self.admin.token_file else None,
                         "control_socket": fix(self.admin.control_socket)
                         if self.admin.control_socket
                         else None,
+                    }
+                ),
+                "rpz": self.rpz.model_copy(
+                    update={
+                        "tsig_key_file": fix(self.rpz.tsig_key_file)
+                        if self.rpz.tsig_key_file
+                        else None
                     }
                 ),
                 "audit": self.audit.model_copy(
@@ -148,6 +184,8 @@ class Config(_Section):
                         update={
                             "source": fix_url(c.source),
                             "ca_file": fix(c.ca_file) if c.ca_file else None,
+                            "manifest": fix_url(c.manifest) if c.manifest else None,
+                            "tsig_key_file": fix(c.tsig_key_file) if c.tsig_key_file else None,
                         }
                     )
                     for c in self.lists

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple, Protocol
 
-from blockd.dns import cache, wire
+from blockd.dns import cache, ddr, wire
 from blockd.dns.answers import AnswerPolicy
 from blockd.dns.cache import AnswerCache
 from blockd.dns.forward import ForwardError
@@ -113,6 +113,8 @@ class DnsPipeline:
         # Start strategy fail-closed: REFUSED for what the policy does not decide, until the
         # app says every configured list is in force.
         self.closed = False
+        # What _dns.resolver.arpa announces (DDR): blockd's DoT and DoH listeners, if any.
+        self.ddr = ddr.Ddr(())
 
     @property
     def answers(self) -> AnswerPolicy:
@@ -165,6 +167,9 @@ class DnsPipeline:
         if not self.access.allows(client):
             self.bus.publish(DnsProblem("refused", "access-list", transport))
             return wire.build_response(q, wire.REFUSED)
+        # 2b. resolver.arpa: answered here (DDR), never forwarded
+        if q.qname.endswith(ddr.ZONE) and ddr.under(q.qname):
+            return self.ddr.answer(q)
         # 3. policy
         answer = self._policy(q, data, client, snapshot, transport)
         if answer is not None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import struct
 from collections.abc import Callable
 
 from blockd.config import DnsConfig, binding, split_endpoint
 from blockd.dns import mmsg, wire
 from blockd.dns.pipeline import DnsPipeline
-from blockd.events import DnsProblem, EventBus
+from blockd.events import DnsProblem, DnsTransport, EventBus
 
 log = logging.getLogger(__name__)
 MAX_TCP_PIPELINE = 64  # queries in progress per TCP connection
@@ -172,6 +173,7 @@ class DnsServer:
         """Prepare; nothing listens until start(). reuse_port: share the ports (workers)."""
         self.cfg = cfg
         self.reuse_port = reuse_port
+        self.tls: ssl.SSLContext | None = None  # set to serve DNS over TLS (dot_listen)
         self.pipeline = pipeline
         self.bus = bus
         self.max_inflight = cfg.max_inflight
@@ -210,12 +212,45 @@ class DnsServer:
             self._udp.append(sock)
             self._tcp.append(server)
             self.bound += [("udp", host, port), ("tcp", host, port)]
+        if self.tls is None:
+            return
+        for endpoint in self.cfg.encrypted.dot_listen:
+            host, port = split_endpoint(endpoint)
+            with binding("dns dot", host, port):
+                server = await asyncio.start_server(
+                    self._serve_dot,
+                    host,
+                    port,
+                    limit=65536 + 2,
+                    ssl=self.tls,
+                    ssl_handshake_timeout=self.cfg.encrypted.handshake_timeout,
+                    reuse_port=self.reuse_port or None,
+                )
+            self._tcp.append(server)
+            self.bound.append(("dot", host, server.sockets[0].getsockname()[1]))
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self._connections) >= self.cfg.max_tcp_connections:
             self.bus.publish(DnsProblem("dropped", "tcp-connections", "tcp"))
             writer.close()
             return
+        await self._serve_stream(reader, writer, "tcp", self.cfg.tcp_idle_timeout)
+
+    async def _serve_dot(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._connections) >= self.cfg.encrypted.max_connections:
+            self.bus.publish(DnsProblem("dropped", "connections", "dot"))
+            writer.close()
+            return
+        await self._serve_stream(reader, writer, "dot", self.cfg.encrypted.idle_timeout)
+
+    async def _serve_stream(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        transport: DnsTransport,
+        idle: float,
+    ) -> None:
+        """Answer length-prefixed queries (RFC 7766: pipelined, answered as they complete)."""
         self._connections.add(writer)
         peer = writer.get_extra_info("peername")
         client = str(peer[0]) if peer else ""
@@ -224,7 +259,7 @@ class DnsServer:
 
         async def answer(data: bytes) -> None:
             try:
-                reply = await self.pipeline.handle(data, client, "tcp")
+                reply = await self.pipeline.handle(data, client, transport)
                 if reply is not None:
                     async with lock:
                         writer.write(struct.pack("!H", len(reply)) + reply)
@@ -232,11 +267,11 @@ class DnsServer:
             except (ConnectionError, RuntimeError):
                 pass
             except Exception:
-                log.exception("tcp query failed")
+                log.exception("%s query failed", transport)
 
         try:
             while True:
-                async with asyncio.timeout(self.cfg.tcp_idle_timeout):
+                async with asyncio.timeout(idle):
                     header = await reader.readexactly(2)
                     (size,) = struct.unpack("!H", header)
                     data = await reader.readexactly(size)
@@ -245,7 +280,7 @@ class DnsServer:
                 task = asyncio.get_running_loop().create_task(answer(data))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
             pass
         finally:
             if pending:

@@ -162,7 +162,11 @@ def feed_hosts(config: Config) -> list[str]:
     A list that blocked its own source (or the trust mirror) would freeze enforcement:
     neither a fix nor a revocation could reach this resolver any more.
     """
-    sources = [config.trust.updates, *(c.source for c in config.lists)]
+    sources = [
+        config.trust.updates,
+        *(c.source for c in config.lists),
+        *(c.manifest for c in config.lists),
+    ]
     hosts = {urlsplit(u).hostname for u in sources if u}
     return sorted(h for h in hosts if h and not _is_address(h))
 

@@ -21,6 +21,7 @@ from blockd.feeds.model import (
     Format,
     ListPayload,
     PayloadError,
+    RpzBinding,
     TestEntry,
     TrustPolicy,
     dump,
@@ -44,6 +45,7 @@ def list_payload(
     expires: datetime,
     body_name: str | None = None,
     test_entries: Sequence[TestEntry] = (),
+    rpz: RpzBinding | None = None,
 ) -> tuple[ListPayload, bytes | None]:
     """Build a list payload, inline or with a body file beside it (returned too).
 
@@ -64,6 +66,7 @@ def list_payload(
             if body is not None and body_name
             else None,
             test_entries=list(test_entries),
+            rpz=rpz,
         )
     except ValidationError as e:
         raise PayloadError(f"list payload: {validation_problems(e)}") from None

@@ -162,6 +162,17 @@ class TestEntry(_Strict):
         return self
 
 
+class RpzBinding(_Strict):
+    """The zone a list version was delivered as: the transfer must be exactly this zone."""
+
+    zone: str = Field(
+        pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$",
+        max_length=253,
+    )
+    serial: int = Field(ge=0, lt=2**32)
+    zonemd: str = Field(pattern=r"^[0-9a-f]{96}$")
+
+
 class ListPayload(_Strict):
     """One signed version of one authority's list."""
 
@@ -176,9 +187,12 @@ class ListPayload(_Strict):
     entries: builtins.list[str] | None = None
     body: Body | None = None
     test_entries: builtins.list[TestEntry] = Field(default_factory=builtins.list, max_length=100)
+    rpz: RpzBinding | None = None
 
     @model_validator(mode="after")
     def _entries_or_body(self) -> Self:
+        if self.rpz is not None and (self.body is None or self.format != "hosts"):
+            raise ValueError("a list bound to a zone (rpz) has format hosts and a body")
         if (self.entries is None) == (self.body is None):
             raise ValueError("give exactly one of entries (inline) or body (file beside)")
         if self.entries is not None and len(self.entries) != self.entry_count:

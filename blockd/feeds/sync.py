@@ -16,14 +16,15 @@ import random
 import time
 from datetime import UTC, datetime
 
-from blockd.config import Config, ListConfig
+from blockd.config import Config, ListConfig, TsigKeyError, read_tsig_key, rpz_endpoint
 from blockd.events import EventBus, FeedUnchanged
+from blockd.feeds import dsse, rpzin
 from blockd.feeds.fetch import Fetcher, FetchError, FetchPolicy, resolve_beside
 from blockd.feeds.holder import Clock, Outcome, PolicyHolder, release_memory
-from blockd.feeds.model import TrustPolicy
+from blockd.feeds.model import PayloadError, RpzBinding, TrustPolicy, parse_list
 from blockd.feeds.store import ListState, ListStatus, ListStore
 from blockd.feeds.trust import fetch_trust_updates
-from blockd.feeds.verify import Rejected, check_body
+from blockd.feeds.verify import Rejected, VerifiedList, check_body
 from blockd.policy.snapshot import PolicySnapshot
 
 __all__ = ["FeedSync", "ListStatus", "release_memory"]
@@ -138,16 +139,12 @@ class FeedSync:
         authority = self.holder.trusted().authority(cfg.authority)
         cap = authority.max_bytes if authority else 1 << 20
         deadline = time.monotonic() + cfg.deadline
-        result = await self._fetch(cfg, cfg.source, self._fetch_policy(cfg, cap), state)
-        if result is None:
-            self.bus.publish(FeedUnchanged(cfg.authority, cfg.list, state.active))
+        if cfg.is_rpz:
+            return await self._sync_zone(cfg, state, cap, deadline)
+        got = await self._envelope(cfg, cfg.source, cap, state)
+        if got is None:
             return "unchanged"
-        envelope, etag, last_modified = result
-        verified = self.holder.verify(cfg, envelope, state)
-        if verified is None:
-            state.etag, state.last_modified = etag, last_modified
-            self.bus.publish(FeedUnchanged(cfg.authority, cfg.list, state.active))
-            return "unchanged"
+        verified, envelope, etag, last_modified = got
         body = None
         if verified.payload.body is not None:
             left = deadline - time.monotonic()
@@ -163,6 +160,87 @@ class FeedSync:
         outcome = await self.holder.accept(cfg, state, verified, envelope, body)
         state.etag, state.last_modified = etag, last_modified
         return outcome
+
+    async def _envelope(
+        self, cfg: ListConfig, url: str, cap: int, state: ListState
+    ) -> tuple[VerifiedList, bytes, str | None, str | None] | None:
+        """Fetch and verify the envelope at url; None (FeedUnchanged published) if not new."""
+        result = await self._fetch(cfg, url, self._fetch_policy(cfg, cap), state)
+        if result is None:
+            self.bus.publish(FeedUnchanged(cfg.authority, cfg.list, state.active))
+            return None
+        envelope, etag, last_modified = result
+        verified = self.holder.verify(cfg, envelope, state)
+        if verified is None:
+            state.etag, state.last_modified = etag, last_modified
+            self.bus.publish(FeedUnchanged(cfg.authority, cfg.list, state.active))
+            return None
+        return verified, envelope, etag, last_modified
+
+    async def _sync_zone(
+        self, cfg: ListConfig, state: ListState, cap: int, deadline: float
+    ) -> Outcome:
+        """Sync a list delivered as a zone: its manifest first, the transfer only when new.
+
+        The manifest is a list envelope verified by the holder's own rules; the zone must be
+        the one it names (serial and ZONEMD), and the hosts it converts to must be the body
+        the manifest signs. Manifest and body then take the path of any fetched list.
+        """
+        assert cfg.manifest is not None  # the configuration requires it with rpz://
+        got = await self._envelope(cfg, cfg.manifest, cap, state)
+        if got is None:
+            return "unchanged"
+        verified, envelope, etag, last_modified = got
+        binding = verified.payload.rpz
+        host, port, zone = rpz_endpoint(cfg.source)
+        if binding is None:
+            raise verified.reject("zone-mismatch", "the manifest binds no zone (no rpz field)")
+        if binding.zone != zone:
+            raise verified.reject(
+                "zone-mismatch", f"the manifest is for zone {binding.zone}, not {zone}"
+            )
+        self._check_serial(cfg, state, verified, binding)
+        try:
+            key = read_tsig_key(cfg.tsig_key_file) if cfg.tsig_key_file else None
+        except TsigKeyError as e:
+            raise verified.reject("transfer", str(e)) from None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise verified.reject("deadline", "no time left to transfer the zone")
+        try:
+            transferred = await rpzin.transfer(host, port, zone, key, left)
+            found = await asyncio.to_thread(rpzin.read, transferred)
+            rpzin.check(found, binding)
+        except rpzin.TransferError as e:
+            raise verified.reject("transfer", str(e)) from None
+        except rpzin.ZoneError as e:
+            raise verified.reject(e.reason, str(e)) from None
+        body = found.body()
+        check_body(verified, body)
+        outcome = await self.holder.accept(cfg, state, verified, envelope, body)
+        state.etag, state.last_modified = etag, last_modified
+        return outcome
+
+    def _check_serial(
+        self, cfg: ListConfig, state: ListState, verified: VerifiedList, binding: RpzBinding
+    ) -> None:
+        """Refuse a manifest whose zone serial is older (RFC 1982) than the one enforced."""
+        if state.active is None:
+            return
+        try:
+            old_envelope, _ = self.store.load_version(cfg.authority, cfg.list, state.active)
+            old = parse_list(dsse.parse(old_envelope).payload).rpz
+        except (OSError, dsse.EnvelopeError, PayloadError):
+            return  # the stored version is checked again wherever it is used
+        if old is None or old.zone != binding.zone:
+            return
+        diff = (binding.serial - old.serial) % 2**32
+        if diff >= 2**31:  # equal is fine: the same zone under a new manifest (new expiry)
+            raise verified.reject(
+                "rollback",
+                f"zone {binding.zone} serial {binding.serial} is not newer than the enforced "
+                f"version's {old.serial}",
+            )
 
     def _fetch_policy(
         self, cfg: ListConfig, cap: int, deadline: float | None = None

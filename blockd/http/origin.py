@@ -98,9 +98,17 @@ class OriginResolver:
         return port in self._wildcard_ports and (ip.is_loopback or ip.is_unspecified)
 
     async def connect(
-        self, host: str, port: int, connect_timeout: float, limit: int = 65536
+        self,
+        host: str,
+        port: int,
+        connect_timeout: float,
+        limit: int = 65536,
+        protocol: Callable[[asyncio.StreamReader], asyncio.StreamReaderProtocol] | None = None,
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """Open a connection to host's origin on port; raise OriginError (slug: reason)."""
+        """Open a connection to host's origin on port; raise OriginError (slug: reason).
+
+        protocol(reader) makes the connection's protocol (default: a StreamReaderProtocol).
+        """
         addresses = await self.addresses(host)
         if any(self.is_own(a, port) for a in addresses):
             raise OriginError("loop", f"{host} points at one of our own listeners")
@@ -111,7 +119,7 @@ class OriginResolver:
         for address in addresses:
             try:
                 async with asyncio.timeout(connect_timeout):
-                    return await asyncio.open_connection(address, port, limit=limit)
+                    return await _open(address, port, limit, protocol or _streams)
             except (OSError, TimeoutError):
                 continue
         raise OriginError("connect-failed", f"cannot connect to {host}")
@@ -173,3 +181,20 @@ class OriginResolver:
         out = [str(rr.rdata) for rr in reply.rr if rr.rtype == want]
         ttl = min((rr.ttl for rr in reply.rr if rr.rtype == want), default=MAX_TTL)
         return out, max(0, min(ttl, MAX_TTL))
+
+
+def _streams(reader: asyncio.StreamReader) -> asyncio.StreamReaderProtocol:
+    return asyncio.StreamReaderProtocol(reader)
+
+
+async def _open(
+    address: str,
+    port: int,
+    limit: int,
+    protocol: Callable[[asyncio.StreamReader], asyncio.StreamReaderProtocol],
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open a connection as asyncio.open_connection does, with protocol(reader)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=limit, loop=loop)
+    transport, proto = await loop.create_connection(lambda: protocol(reader), address, port)
+    return reader, asyncio.StreamWriter(transport, proto, reader, loop)

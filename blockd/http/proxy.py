@@ -12,8 +12,9 @@ connection (each may answer and stop):
             resolved through the upstream resolvers (never blockd's own answers); only
             public addresses unless the operator fixed the origin (http.origins); one of
             our own listeners is refused (508, a loop)
-4. relay    the request, then the response streamed back unchanged; an upgrade (101) turns
-            the connection into a tunnel
+4. relay    the request, then the response streamed back unchanged (one framed by
+            Content-Length, or bodiless, from the origin connection's callbacks:
+            blockd.http.passthrough); an upgrade (101) turns the connection into a tunnel
 Nothing about the client is kept; every decision is an HttpDecision event.
 """
 
@@ -28,9 +29,11 @@ from typing import Any
 from blockd.events import EventBus, HttpDecision, HttpProblem
 from blockd.feeds.model import Authority
 from blockd.http import h1, relay
+from blockd.http.deadline import Deadline
 from blockd.http.decide import decide
 from blockd.http.notice import NoticePage
 from blockd.http.origin import OriginError, OriginResolver
+from blockd.http.passthrough import OriginProtocol, Passthrough
 from blockd.policy.snapshot import PolicySnapshot
 from blockd.policy.verdict import Verdict
 
@@ -113,9 +116,11 @@ class HttpFront:
         """Serve one client connection until it closes, errs or idles out."""
         origin: _Origin | None = None
         first = True
+        deadline = Deadline()
+        local = _local_port(writer)
         try:
             while True:
-                head = await self._read_head(reader, writer, first)
+                head = await self._read_head(reader, writer, first, deadline)
                 if head is None:
                     return
                 first = False
@@ -124,7 +129,7 @@ class HttpFront:
                 except h1.HttpError as e:
                     self._reject(writer, e)
                     return
-                keep, origin = await self._handle(req, reader, writer, origin)
+                keep, origin = await self._handle(req, reader, writer, origin, deadline, local)
                 if not keep:
                     return
         except relay.Stalled:
@@ -132,25 +137,29 @@ class HttpFront:
         except (ConnectionError, relay.PeerGone):
             pass
         finally:
+            deadline.close()
             if origin is not None:
                 origin.close()
             relay.close(writer, self.limits.write_timeout)
 
     async def _read_head(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bool
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        first: bool,
+        deadline: Deadline,
     ) -> bytes | None:
         """Return the next request head, or None when the client is done or misbehaved."""
         # The first head must arrive within header_timeout (slowloris); a later one, on a
         # kept-alive connection, within idle_timeout.
-        limit = self.limits.header_timeout if first else self.limits.idle_timeout
+        until = deadline.after(self.limits.header_timeout if first else self.limits.idle_timeout)
         try:
-            async with asyncio.timeout(limit):
-                head = await reader.readuntil(b"\r\n\r\n")
-                # RFC 9112 2.2: ignore empty lines before a request line (a few, not forever).
-                for _ in range(MAX_LEADING_CRLF):
-                    if not head.startswith(b"\r\n"):
-                        break
-                    head = head[2:] or await reader.readuntil(b"\r\n\r\n")
+            head = await deadline.wait(reader.readuntil(b"\r\n\r\n"), until)
+            # RFC 9112 2.2: ignore empty lines before a request line (a few, not forever).
+            for _ in range(MAX_LEADING_CRLF):
+                if not head.startswith(b"\r\n"):
+                    break
+                head = head[2:] or await deadline.wait(reader.readuntil(b"\r\n\r\n"), until)
             h1.head_end(head)  # the request-line limit
             return head
         except TimeoutError:
@@ -184,13 +193,14 @@ class HttpFront:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         origin: _Origin | None,
+        deadline: Deadline,
+        local: int | None,
     ) -> tuple[bool, _Origin | None]:
         """Answer one request; return (keep the connection, origin connection to reuse)."""
         if req.method == "CONNECT":
             self.bus.publish(HttpProblem("rejected", "bad-host", "http"))
             writer.write(plain_response(405, "This proxy only serves plain HTTP requests."))
             return False, origin
-        local = _local_port(writer)
         d = decide(self.source(), req.host, req.path, lambda host: (self._origin_port(host), local))
         if d.outcome == "bad-request":
             self.bus.publish(HttpProblem("rejected", "bad-host", "http"))
@@ -208,7 +218,8 @@ class HttpFront:
             return False, origin
         assert d.host is not None
         self.bus.publish(HttpDecision(None, "pass", "http"))
-        return await self._forward(req, d.host, self._origin_port(d.host), reader, writer, origin)
+        port = self._origin_port(d.host)
+        return await self._forward(req, d.host, port, reader, writer, origin, deadline)
 
     def _origin_port(self, host: str) -> int:
         """Return the one port blockd connects to for host."""
@@ -244,6 +255,7 @@ class HttpFront:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         origin: _Origin | None,
+        deadline: Deadline,
     ) -> tuple[bool, _Origin | None]:
         """Send the request to the origin and stream its response back."""
         if origin is not None and (origin.key != (host, port) or origin.closed):
@@ -256,10 +268,11 @@ class HttpFront:
                 self.bus.publish(HttpProblem("origin", e.reason, "http"))
                 writer.write(plain_response(e.status))
                 return False, None
+        origin.expect(writer, req.method)  # before the request: every byte of the answer
         origin.writer.write(_origin_head(req))
         if req.framing == "none":  # hot path: no body to send, so no second task
             try:
-                keep = await self._relay_response(req, reader, writer, origin)
+                keep = await self._relay_response(req, reader, writer, origin, deadline)
             except (h1.HttpError, TimeoutError, relay.PeerGone, OSError) as e:
                 origin.close()
                 self._origin_failed(writer, origin, e)
@@ -320,9 +333,24 @@ class HttpFront:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         o: _Origin,
+        deadline: Deadline | None = None,
     ) -> bool:
-        """Relay the origin's response (and any 1xx before it); return keep-alive."""
+        """Relay the origin's response (and any 1xx before it); return keep-alive.
+
+        deadline: the current task's, if it has one.
+        """
         limits = self.limits
+        p = o.passthrough
+        if p is not None:  # hot path: Content-Length or no body, from the origin's callbacks
+            o.passthrough = None
+            try:
+                whole = await p.run(writer, limits.origin_timeout, limits.write_timeout, deadline)
+            finally:
+                o.answered = o.answered or p.answered
+            if whole:
+                assert p.response is not None
+                o.keep = p.response.keep_alive and not p.overrun
+                return req.keep_alive
         while True:
             try:
                 async with asyncio.timeout(limits.origin_timeout):
@@ -361,7 +389,7 @@ class HttpFront:
     async def _connect(self, host: str, port: int) -> _Origin:
         try:
             r, w = await self.resolver.connect(
-                host, port, self.limits.connect_timeout, limit=h1.MAX_HEAD
+                host, port, self.limits.connect_timeout, limit=h1.MAX_HEAD, protocol=OriginProtocol
             )
         except OriginError as e:
             raise _Refused(508 if e.reason == "loop" else 502, e.reason) from None
@@ -391,10 +419,19 @@ class _Origin:
         self.linger = linger
         self.keep = True
         self.answered = False
+        protocol = writer.transport.get_protocol()
+        assert isinstance(protocol, OriginProtocol)
+        self.protocol = protocol
+        self.passthrough: Passthrough | None = None
 
     @property
     def closed(self) -> bool:
-        return self.writer.is_closing() or self.reader.at_eof()
+        return self.writer.is_closing() or self.reader.at_eof() or self.protocol.spoiled
+
+    def expect(self, client: asyncio.StreamWriter, method: str) -> None:
+        """Get ready for the response to a `method` request, for client."""
+        if not self.protocol.streaming:
+            self.passthrough = Passthrough(self.protocol, client.transport, method)
 
     def close(self) -> None:
         relay.close(self.writer, self.linger)

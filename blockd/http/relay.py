@@ -37,13 +37,26 @@ class Stalled(PeerGone):
         self.writer = writer
 
 
+MIN_PROGRESS = 16 * 1024  # bytes a reading client takes per `within` seconds, at least
+
+
 async def drain(writer: asyncio.StreamWriter, within: float) -> None:
-    """Wait until the peer has taken enough of what was written; Stalled after `within` s."""
-    try:
-        async with asyncio.timeout(within):
-            await writer.drain()
-    except TimeoutError:
-        raise Stalled(writer) from None
+    """Wait until the peer has taken enough of what was written.
+
+    Stalled when it takes less than MIN_PROGRESS bytes in `within` seconds: a slow but
+    steady reader keeps its connection however large the buffer it drains, one that trickles
+    (or reads nothing) does not.
+    """
+    transport = writer.transport
+    while True:
+        before = transport.get_write_buffer_size()
+        try:
+            async with asyncio.timeout(within):
+                await writer.drain()
+            return
+        except TimeoutError:
+            if before - transport.get_write_buffer_size() < MIN_PROGRESS:
+                raise Stalled(writer) from None
 
 
 def close(writer: asyncio.StreamWriter, linger: float) -> None:

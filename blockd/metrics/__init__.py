@@ -89,6 +89,7 @@ __all__ = [
     "LatencyHistogram",
     "Metrics",
     "MetricsState",
+    "RpzStatus",
     "Spec",
     "Tally",
     "WitnessStatus",
@@ -138,6 +139,16 @@ class FleetStatus:
 
 
 @dataclass(frozen=True)
+class RpzStatus:
+    """The served policy zone as metrics see it."""
+
+    transfers: Mapping[str, int]  # completed transfers by kind (axfr, ixfr, ixfr-axfr)
+    refused: Mapping[str, int]  # refused requests by reason
+    serial: int | None  # of the zone served; None before the first build
+    entries: int | None  # trigger names in it
+
+
+@dataclass(frozen=True)
 class WorkerStatus:
     """One worker process as metrics see it."""
 
@@ -166,6 +177,7 @@ class MetricsState:
     witnesses: Callable[[], Sequence[WitnessStatus]] = tuple  # configured witnesses
     workers: Callable[[], Sequence[WorkerStatus]] = tuple  # empty: one process answers
     fleet: Callable[[], FleetStatus | None] = _nothing  # None: not in a fleet
+    rpz: Callable[[], RpzStatus | None] = _nothing  # None: [rpz] is off
 
 
 Tally = defaultdict[Labels, int]  # label values in their Spec's order -> count

@@ -137,6 +137,16 @@ CATALOGUE = _catalogue(
      "Tree size of the latest checkpoint the witness cosigned (compare blockd_audit_log_entries)."),
     ("blockd_witness_cosigned_timestamp_seconds", "gauge", "witness",
      "When the witness made its latest cosignature (its timestamp, Unix time)."),
+    ("blockd_rpz_transfers_total", "counter", "kind", "Transfers of the served policy zone "
+     "([rpz]) completed, by kind: axfr, ixfr, ixfr-axfr (an IXFR answered with the whole "
+     "zone)."),
+    ("blockd_rpz_refused_total", "counter", "reason", "Requests to the policy zone's listener "
+     "refused: not-client (not in rpz.clients), unsigned (no TSIG), tsig (bad key, "
+     "signature or time), malformed."),
+    ("blockd_rpz_zone_serial", "gauge", "", "SOA serial of the policy zone served; absent "
+     "before the first zone is built."),
+    ("blockd_rpz_zone_entries", "gauge", "", "Trigger names in the policy zone served (a "
+     "name with its subdomains counts once)."),
     ("blockd_selftest_passed", "gauge", "",
      "1 if the last self-test run passed, 0 if it failed; absent before the first run."),
     ("blockd_selftest_last_run_timestamp_seconds", "gauge", "",
@@ -158,6 +168,8 @@ DNS_RESULTS = ("blocked", "routed", "forwarded", "cached",
                "refused", "malformed", "servfail", "dropped")
 # fmt: on
 SYNC_OUTCOMES = ("accepted", "unchanged", "quarantined", "rejected")
+RPZ_TRANSFER_KINDS = ("axfr", "ixfr", "ixfr-axfr")
+RPZ_REFUSALS = ("not-client", "unsigned", "tsig", "malformed")
 # Outcomes of one submission to a witness (blockd.audit.witnessing).
 WITNESS_OUTCOMES = ("cosigned", "conflict", "fork", "inconsistent", "refused", "invalid", "error")
 

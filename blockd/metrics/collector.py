@@ -24,6 +24,8 @@ from blockd.events import DNS_TRANSPORTS
 from blockd.metrics.catalogue import (
     CATALOGUE,
     DNS_RESULTS,
+    RPZ_REFUSALS,
+    RPZ_TRANSFER_KINDS,
     SYNC_OUTCOMES,
     WITNESS_OUTCOMES,
     Labels,
@@ -59,6 +61,7 @@ class Collector(registry.Collector):
         yield from self._lists(lists)
         yield from self._audit_and_selftest()
         yield from self._fleet()
+        yield from self._rpz()
 
     def _runtime(self) -> Iterator[Metric]:
         yield _gauge("blockd_build_info", {(self.m.version,): 1})
@@ -208,6 +211,19 @@ class Collector(registry.Collector):
             yield _gauge("blockd_selftest_passed", {(): int(result.passed)})
             yield _gauge("blockd_selftest_last_run_timestamp_seconds", {(): at})
             yield _gauge("blockd_selftest_checks", {(): result.checks})
+
+    def _rpz(self) -> Iterator[Metric]:
+        rpz = self.m.state.rpz()
+        if rpz is None:
+            return
+        kinds: dict[Labels, float] = {(k,): n for k, n in rpz.transfers.items()}
+        yield _counter("blockd_rpz_transfers_total", kinds, [(k,) for k in RPZ_TRANSFER_KINDS])
+        reasons: dict[Labels, float] = {(r,): n for r, n in rpz.refused.items()}
+        yield _counter("blockd_rpz_refused_total", reasons, [(r,) for r in RPZ_REFUSALS])
+        if rpz.serial is not None:
+            yield _gauge("blockd_rpz_zone_serial", {(): rpz.serial})
+        if rpz.entries is not None:
+            yield _gauge("blockd_rpz_zone_entries", {(): rpz.entries})
 
     def _workers(self) -> Iterator[Metric]:
         workers = self.m.state.workers()

@@ -20,6 +20,7 @@ from blockd.policy.suffixes import crosses_suffix
 from blockd.policy.verdict import ListSource, Verdict
 
 VERDICT_CACHE = 65536  # matched keys whose verdicts are kept ready
+ROUTE_CACHE = 4096  # routed hosts whose walk is kept ready (the URL proxy's few hosts)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class PolicySnapshot:
     # (question, column, digest) of every key a self-test probe entry put in the lists
     _probes: frozenset[tuple[str, int, int]] = field(default=frozenset(), repr=False)
     _verdicts: dict[tuple[str, int, int], Verdict] = field(default_factory=dict, repr=False)
+    _routes: dict[str, tuple[Verdict, tuple[str, ...]]] = field(default_factory=dict, repr=False)
 
     @property
     def versions(self) -> Mapping[str, int]:
@@ -95,10 +97,22 @@ class PolicySnapshot:
 
         Pass both to url_verdict (as `walked`) to check URLs on name without walking again.
         """
+        # Hot path (every proxied request): the proxy sees few hosts, those DNS routes to it,
+        # each many times, and with pre-hashed lists a walk is a SHA-256 per label; routed
+        # hosts' walks are kept (the snapshot never changes).
+        hit = self._routes.get(name)
+        if hit is not None:
+            return hit
         block, route, routed = self._walk(name)
         if block is not None:
             return self._verdict(block, "host"), ()
-        return (None if route is None else self._verdict(route, "route")), tuple(routed)
+        if route is None:
+            return None, ()
+        found = self._verdict(route, "route"), tuple(routed)
+        if len(self._routes) >= ROUTE_CACHE:
+            self._routes.clear()
+        self._routes[name] = found
+        return found
 
     def _walk(self, name: str) -> tuple[tuple[int, int] | None, tuple[int, int] | None, list[str]]:
         """Check every suffix of name: (block owner, first route owner, routed suffixes)."""

@@ -28,7 +28,7 @@ from blockd.feeds.model import TrustPolicy
 from blockd.http.notice import NoticePage
 from blockd.metrics import WorkerStatus
 from blockd.workers import channel, messages
-from blockd.workers.fleet import Fleet, ReportError
+from blockd.workers.totals import ReportError, Totals
 from blockd.workers.zygote import Zygote, ZygoteGone
 
 STABLE = 30.0  # seconds a worker must run for its next crash to count as the first
@@ -72,14 +72,14 @@ class Workers:
         count: int,
         bus: EventBus,
         zygote: Zygote,
-        fleet: Fleet,
+        totals: Totals,
         policy_dir: Path,
     ) -> None:
         """Prepare count slots; nothing runs until start()."""
         self.config = config
         self.bus = bus
         self.zygote = zygote
-        self.fleet = fleet
+        self.totals = totals
         self.policy_dir = policy_dir
         self.slots = [Slot(i) for i in range(1, count + 1)]
         self.trust: TrustPolicy | None = None
@@ -165,7 +165,7 @@ class Workers:
 
     def upstreams(self) -> list[UpstreamState]:
         """Return the upstreams as the workers together see them."""
-        return self.fleet.upstreams
+        return self.totals.upstreams
 
     def statuses(self) -> list[WorkerStatus]:
         """Return each worker's liveness, restarts and policy generation, for metrics."""
@@ -174,10 +174,13 @@ class Workers:
             for s in self.slots
         ]
 
+    def serving(self) -> int:
+        """Return how many workers answer now."""
+        return sum(s.state == "serving" for s in self.slots)
+
     def problem(self) -> str | None:
         """Say what is wrong with the workers for readiness, or None."""
-        serving = sum(s.state == "serving" for s in self.slots)
-        if not serving:
+        if not self.serving():
             return "no worker is answering"
         looping = [s for s in self.slots if s.state != "serving" and s.crashes > 1]
         if looping:
@@ -254,15 +257,17 @@ class Workers:
 
     def _on_message(self, slot: Slot, message: dict[str, Any]) -> str | None:
         kind = message.get("t")
-        if kind == "failed":
-            return str(message.get("message", "failed"))[:500]
+        if kind == "failed":  # str() only of a str: a nested list's would recurse too deep
+            text = message.get("message")
+            return (text if isinstance(text, str) else "failed")[:500]
         if kind == "applied":
             generation = message.get("generation")
             slot.generation = generation if type(generation) is int else slot.generation
             return None
         if kind not in ("ready", "report"):
-            raise ReportError(f"unknown message {str(kind)[:40]!r}")
-        self.fleet.absorb(slot.index, message)
+            name = kind if isinstance(kind, str) else type(kind).__name__
+            raise ReportError(f"unknown message {name[:40]!r}")
+        self.totals.absorb(slot.index, message)
         generation = message.get("generation")
         slot.generation = generation if type(generation) is int else slot.generation
         if kind == "ready":
@@ -270,17 +275,22 @@ class Workers:
         return None
 
     def _ready(self, slot: Slot, bound: object) -> None:
+        again = slot.state == "serving"  # a worker says ready once: never a second recovery
         slot.state = "serving"
         if not self.bound and isinstance(bound, list):
-            self.bound = [(str(k), str(a), int(p)) for k, a, p in bound if isinstance(p, int)]
+            self.bound = [
+                (b[0], b[1], b[2])
+                for b in bound
+                if isinstance(b, list) and len(b) == 3 and _strs(b[0], b[1]) and type(b[2]) is int
+            ]
         if slot.ready is not None and not slot.ready.done():
             slot.ready.set_result(None)
-        elif slot.restarts:
+        elif slot.restarts and not again:
             self.bus.publish(WorkerRecovered(slot.index, slot.restarts))
 
     async def _ended(self, slot: Slot) -> int | None:
         """Close the slot's channel; return the exit code once the zygote reports it."""
-        self.fleet.forget(slot.index)
+        self.totals.forget(slot.index)
         if slot.writer is not None:
             slot.writer.close()
             slot.writer = None
@@ -354,9 +364,16 @@ class Workers:
         dns = [self._choose(e, udp=True) for e in c.dns.listen]
         http = [self._choose(e) for e in c.http.listen]
         tls = [self._choose(e) for e in c.http.tls_listen]
+        e = c.dns.encrypted
+        encrypted = e.model_copy(
+            update={
+                "dot_listen": [self._choose(x) for x in e.dot_listen],
+                "doh_listen": [self._choose(x) for x in e.doh_listen],
+            }
+        )
         return c.model_copy(
             update={
-                "dns": c.dns.model_copy(update={"listen": dns}),
+                "dns": c.dns.model_copy(update={"listen": dns, "encrypted": encrypted}),
                 "http": c.http.model_copy(update={"listen": http, "tls_listen": tls}),
             }
         )
@@ -390,6 +407,10 @@ def _reuse(sock: socket.socket) -> socket.socket:
     if sock.family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     return sock
+
+
+def _strs(*values: object) -> bool:
+    return all(isinstance(v, str) for v in values)
 
 
 def _fail(slot: Slot, error: Exception) -> None:

@@ -65,6 +65,7 @@ def check_model(cls: type[BaseModel], rows: dict[str, str]) -> None:
         ("2. List payload", "", ListPayload),
         ("2. List payload", "body.", Body),
         ("2. List payload", "test_entries[].", model.TestEntry),
+        ("2. List payload", "rpz.", model.RpzBinding),
         ("3. Trust policy payload", "", TrustPolicy),
         ("3. Trust policy payload", "regulator.", Regulator),
         ("3. Trust policy payload", "authorities[].", Authority),

@@ -27,7 +27,7 @@ from blockd.app import App
 from blockd.config import parse
 from blockd.events import HttpDecision, HttpProblem
 from blockd.http import sni
-from tests.daemon import demo_config, one
+from tests.daemon import demo_config, eventually, one
 from tests.factories import Recorder
 from tests.http.test_sni import client_hello, extension, refragment, server_name
 
@@ -60,6 +60,15 @@ class Origin:
         if request.path == "/big":
             resp = web.StreamResponse(headers={"X-Origin": "yes"})
             resp.enable_chunked_encoding()
+            await resp.prepare(request)
+            piece = b"x" * 65536
+            for _ in range(BIG // len(piece)):
+                await resp.write(piece)
+            await resp.write_eof()
+            return resp
+        if request.path == "/big-length":  # framed by Content-Length: the passthrough
+            resp = web.StreamResponse(headers={"X-Origin": "yes"})
+            resp.content_length = BIG
             await resp.prepare(request)
             piece = b"x" * 65536
             for _ in range(BIG // len(piece)):
@@ -339,6 +348,18 @@ async def test_large_responses_stream_through(daemon: App) -> None:
             total += len(data)
     writer.close()
     assert total > BIG  # the body plus its chunk framing, relayed as it came
+
+
+async def test_large_length_framed_responses_pass_through_exactly(daemon: App) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port(daemon))
+    request = b"GET /big-length HTTP/1.1\r\nHost: partial.demo.test\r\n\r\n"
+    for _ in range(2):  # kept alive: the second on the same connections
+        writer.write(request)
+        async with asyncio.timeout(30):
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert b"Content-Length: %d" % BIG in head
+            assert await reader.readexactly(BIG) == b"x" * BIG
+    writer.close()
 
 
 async def test_websocket_upgrade_is_tunnelled(daemon: App) -> None:
@@ -927,13 +948,6 @@ def stalled_client(app: App, request: bytes, times: int) -> socket.socket:
     return sock
 
 
-async def eventually(check: Any, within: float = 10.0) -> None:
-    """Wait until check() is true."""
-    async with asyncio.timeout(within):
-        while not check():  # noqa: ASYNC110 - polling the server's own state
-            await asyncio.sleep(0.05)
-
-
 def reset_or_closed(sock: socket.socket) -> bool:
     """Say whether the server has ended the connection (drain what the window holds)."""
     try:
@@ -949,15 +963,16 @@ def reset_or_closed(sock: socket.socket) -> bool:
 NOTICE = b"GET / HTTP/1.1\r\nHost: blocked.demo.test\r\n\r\n"
 
 
+@pytest.mark.parametrize("big", ["/big", "/big-length"])
 async def test_a_client_that_never_reads_is_cut_off_after_the_write_timeout(
-    tmp_path: Path, upstream: Upstream, origin: Origin, tls_origin: TlsOrigin
+    tmp_path: Path, upstream: Upstream, origin: Origin, tls_origin: TlsOrigin, big: str
 ) -> None:
     app = await start(tmp_path, upstream, origin, tls_origin, write_timeout=0.5, max_connections=4)
     try:
         problems = Recorder(app.bus)
         notices = [stalled_client(app, NOTICE, 2000) for _ in range(2)]
-        big = b"GET /big HTTP/1.1\r\nHost: partial.demo.test\r\n\r\n"
-        bodies = [stalled_client(app, big, 1) for _ in range(2)]  # every slot taken
+        request = f"GET {big} HTTP/1.1\r\nHost: partial.demo.test\r\n\r\n".encode()
+        bodies = [stalled_client(app, request, 1) for _ in range(2)]  # every slot taken
         stalled = notices + bodies
         await eventually(lambda: one(app).http.connections == 4)
         await eventually(lambda: one(app).http.connections == 0)
@@ -972,22 +987,28 @@ async def test_a_client_that_never_reads_is_cut_off_after_the_write_timeout(
         await app.stop()
 
 
+@pytest.mark.parametrize("big", ["/big", "/big-length"])
 async def test_a_reading_client_is_never_cut_off(
-    tmp_path: Path, upstream: Upstream, origin: Origin, tls_origin: TlsOrigin
+    tmp_path: Path, upstream: Upstream, origin: Origin, tls_origin: TlsOrigin, big: str
 ) -> None:
     # A slow but steady reader keeps its connection: the timeout is per write, not per body.
-    app = await start(tmp_path, upstream, origin, tls_origin, write_timeout=0.5)
+    # The slow part (2 MB at 64 KB per 80 ms: about 2.6 s) outlasts the 2 s write timeout;
+    # a shorter timeout would trip on a loaded machine that pauses this process for it.
+    app = await start(tmp_path, upstream, origin, tls_origin, write_timeout=2.0)
+    problems = Recorder(app.bus)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port(app), limit=65536)
-        writer.write(b"GET /big HTTP/1.1\r\nHost: partial.demo.test\r\nConnection: close\r\n\r\n")
+        writer.write(
+            f"GET {big} HTTP/1.1\r\nHost: partial.demo.test\r\nConnection: close\r\n\r\n".encode()
+        )
         total = 0
         async with asyncio.timeout(60):
             while data := await reader.read(65536):
                 total += len(data)
                 if total < 2 * 1024 * 1024:
-                    await asyncio.sleep(0.02)
+                    await asyncio.sleep(0.08)
         writer.close()
-        assert total > BIG
+        assert total > BIG, problems.of(HttpProblem)
     finally:
         await app.stop()
 

@@ -123,6 +123,22 @@ def test_a_walked_host_gives_the_same_url_verdicts() -> None:
             assert walked == snap.url_verdict(url)
 
 
+def test_a_routed_host_answers_the_same_every_time_past_the_route_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("blockd.policy.snapshot.ROUTE_CACHE", 3)
+    lines = [hashed_entry("url", "p.example/a/"), hashed_entry("route", "p.example")]
+    hosts = indexed("hosts", "hosts", ["blocked.p.example"])
+    snap = snapshot(indexed("hashed", "sha256", lines), hosts)
+    names = [f"h{i}.p.example" for i in range(8)] + ["p.example", "blocked.p.example", "q.example"]
+    first = [snap.host_route(n) for n in names]
+    assert first[-3][1] == ("p.example",)
+    assert first[-2][0] is not None and first[-2][0].action == "notice"  # a block wins
+    assert first[-1] == (None, ())
+    for _ in range(3):  # kept or walked again after the cache is cleared: the same answers
+        assert [snap.host_route(n) for n in names] == first
+
+
 def test_verdicts_are_identical_in_shape_and_reveal_no_entry() -> None:
     snap = snapshot(indexed("hosts", "hosts", ["a.example", "b.example"]))
     va, vb = snap.host_verdict("a.example"), snap.host_verdict("x.b.example")

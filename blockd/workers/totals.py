@@ -1,4 +1,4 @@
-"""What the workers count, merged in the supervisor: one set of totals for the fleet.
+"""What the workers count, merged in the supervisor: one set of totals for all of them.
 
 Each worker reports its totals every second. The supervisor adds the difference from the
 same worker's previous report into its own counters (the ones /metrics and the audit log
@@ -33,6 +33,11 @@ ROWS: dict[str, tuple[int, dict[int, type]]] = {
     "http_problems": (3, {}),
 }
 MAX_ROWS = 100_000
+# Label sets the supervisor keeps per counter, all workers together: far above what lists,
+# versions, actions, transports and reasons make (a few thousand), far below what would let
+# a compromised worker grow the supervisor's memory and /metrics without end.
+MAX_LABEL_SETS = 50_000
+MAX_COUNT = 2**63 - 1  # a worker's total; above it /metrics (float64) could overflow when summed
 
 
 class ReportError(ValueError):
@@ -66,8 +71,8 @@ class Tallies:
     http_problems: Tally = field(default_factory=lambda: defaultdict(int))
 
 
-class Fleet:
-    """Merge worker reports into the supervisor's counters; answer for the fleet."""
+class Totals:
+    """Merge worker reports into the supervisor's counters; answer for all of them."""
 
     def __init__(self, tallies: Tallies, upstreams: list[tuple[str, int]]) -> None:
         """Count into tallies; report on upstreams (address, port) as configured."""
@@ -89,6 +94,10 @@ class Fleet:
             "http": t.http,
             "http_problems": t.http_problems,
         }
+        for name, target in targets.items():
+            unseen = sum(1 for key in new.rows[name] if key not in target)
+            if len(target) + unseen > MAX_LABEL_SETS:
+                raise ReportError(f"{name}: over {MAX_LABEL_SETS} label sets in all")
         for name, target in targets.items():
             _add(target, new.rows[name], old.rows.get(name, {}))
         _add(t.dns.cached, new.cached, old.cached)
@@ -155,6 +164,8 @@ def parse(report: Mapping[str, Any]) -> WorkerTotals:
             if not isinstance(rows, list) or len(rows) > MAX_ROWS:
                 raise ReportError(f"{name}: not a list of rows")
             out.rows[name] = {_key(row, arity, types): _count(row[-1]) for row in rows}
+            if len(out.rows[name]) != len(rows):
+                raise ReportError(f"{name}: the same labels twice")
         out.cached = _counts(report["cached"])
         out.forwarded = _counts(report["forwarded"])
         counts, total = report["upstream_seconds"]
@@ -165,8 +176,12 @@ def parse(report: Mapping[str, Any]) -> WorkerTotals:
         hits, misses, entries = report["cache"]
         out.cache = (_count(hits), _count(misses), _count(entries))
         out.http_connections = _count(report["http_connections"])
-        out.upstreams = [_upstream(u) for u in report["upstreams"]][:64]
-    except (KeyError, TypeError, ValueError) as e:
+        upstreams = report["upstreams"]
+        if not isinstance(upstreams, list):
+            raise ReportError("upstreams: not a list of upstream rows")
+        out.upstreams = [_upstream(u) for u in upstreams][:64]
+    # RecursionError: the repr() in a message, of a label nested as deep as JSON allows
+    except (KeyError, TypeError, ValueError, RecursionError) as e:
         if isinstance(e, ReportError):
             raise
         raise ReportError(f"malformed report: {type(e).__name__}: {e}") from None
@@ -185,8 +200,8 @@ def _key(row: object, arity: int, types: Mapping[int, type]) -> Key:
 
 
 def _count(value: object) -> int:
-    if type(value) is not int or value < 0:
-        raise ReportError(f"a count must be a whole number >= 0, got {value!r:.40}")
+    if type(value) is not int or not 0 <= value <= MAX_COUNT:
+        raise ReportError(f"a count must be a whole number from 0 to 2**63-1, got {value!r:.40}")
     return value
 
 

@@ -1,0 +1,1 @@
+"""Hostile tests for the worker processes: what a compromised worker may send."""
