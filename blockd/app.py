@@ -13,7 +13,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from blockd import __version__, health, selftest
+from blockd import __version__, health, selftest, tasks
 from blockd.admin import Admin
 from blockd.audit.log import open_log
 from blockd.audit.recorder import AuditRecorder
@@ -379,10 +379,10 @@ class App:
                 self.front.add_own(address, port)
             loop = asyncio.get_running_loop()
             self._sync_task = loop.create_task(self._sync_forever())
-            stack.push_async_callback(lambda: _cancel(self._sync_task))  # reload replaces it
+            stack.push_async_callback(lambda: tasks.cancel(self._sync_task))  # reload replaces it
             if self.config.selftest.interval:
                 self._selftest_task = loop.create_task(self._selftests())
-                stack.push_async_callback(_cancel, self._selftest_task)
+                stack.push_async_callback(tasks.cancel, self._selftest_task)
             self._stack = stack.pop_all()  # started: stop() unwinds it
 
     async def _close_audit(self) -> None:
@@ -469,7 +469,7 @@ class App:
             log.warning("fleet settings changed: they take effect on restart")
         self._derive(new, notice)
         if self._sync_task is not None:
-            self._sync_task.cancel()
+            await tasks.cancel(self._sync_task)  # ended before the next starts: one session
             self._sync_task = asyncio.get_running_loop().create_task(self._sync_forever())
         self.bus.publish(OperatorAction("reload", str(self.config_path), self.config_digest()))
         log.info("configuration reloaded from %s", self.config_path)
@@ -528,13 +528,6 @@ class App:
         r = self.readiness()
         lines.append(f"  {'ready' if r.ready else 'NOT READY'}: {r.reason}")
         return "\n".join(lines)
-
-
-async def _cancel(task: asyncio.Task[None] | None) -> None:
-    """Cancel a background task and wait until it has ended."""
-    if task is not None:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 def _upstreams(config: Config) -> list[tuple[str, int]]:

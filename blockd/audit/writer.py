@@ -185,5 +185,9 @@ class LogWriter:
     def close(self) -> None:
         """Stop the helper process."""
         if self._pool is not None:
+            if self.idle:  # a helper starved at idle priority could take minutes to exit
+                for pid in getattr(self._pool, "_processes", None) or ():
+                    with contextlib.suppress(OSError):
+                        os.sched_setscheduler(pid, os.SCHED_OTHER, os.sched_param(0))
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from blockd import __version__
+from blockd import __version__, tasks
 from blockd.config.fleet import FleetConfig
 from blockd.events import EventBus, FeedAccepted, PolicyActivated
 from blockd.feeds.sync import FeedSync
@@ -138,11 +138,18 @@ class FleetNode:
         try:
             await pubsub.subscribe(self.keys.channel)  # before catching up: nothing is missed
             await self.catch_up(r)
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._listen(r, pubsub))
-                tg.create_task(self._beat(r))
-        except* (RedisError, OSError) as group:
-            raise group.exceptions[0] from None
+            # Not a TaskGroup: in Python 3.11 one reports a child's error instead of its
+            # parent's cancellation when both come at once, and the node would never stop.
+            loops = {
+                asyncio.ensure_future(self._listen(r, pubsub)),
+                asyncio.ensure_future(self._beat(r)),
+            }
+            try:
+                done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                await tasks.cancel(*loops)
+            for task in done:
+                task.result()  # the session's end: a Redis error (the loops never return)
         finally:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -201,9 +208,7 @@ class FleetNode:
 
     async def _stop_syncing(self) -> None:
         task, self._sync_task = self._sync_task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await tasks.cancel(task)
 
     # -- the syncer publishes ---------------------------------------------------------
 

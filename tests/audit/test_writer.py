@@ -96,6 +96,25 @@ async def test_the_helper_runs_at_idle_priority_unless_told_otherwise(tmp_path: 
             writer.close()
 
 
+async def test_an_idle_helper_is_lifted_to_normal_priority_to_stop(tmp_path: Path) -> None:
+    """Stopping waits for the helper to exit: at idle priority, on a busy machine, it could
+    wait for minutes."""
+    writer = LogWriter(tmp_path, "isp.example/blockd/t", "op", idle=True)
+    await writer.append(entries(0, 1))
+    pid, pool = _helper_pid(writer), writer._pool
+    assert pool is not None and os.sched_getscheduler(pid) == os.SCHED_IDLE
+    seen: list[int] = []
+    shutdown = pool.shutdown
+
+    def observed(wait: bool = True, *, cancel_futures: bool = False) -> None:
+        seen.append(os.sched_getscheduler(pid))  # the policy it exits at
+        shutdown(wait, cancel_futures=cancel_futures)
+
+    pool.shutdown = observed  # type: ignore[method-assign]
+    writer.close()
+    assert seen == [os.SCHED_OTHER] and not _alive(pid)
+
+
 async def test_a_starved_idle_helper_is_replaced_by_a_normal_one(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,13 +17,19 @@ from typing import TYPE_CHECKING
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
 
+from blockd import tasks
 from blockd.app import App
 from blockd.cli import main
+from blockd.config import parse
+from blockd.config.fleet import FleetConfig
 from blockd.events import FeedRejected
-from blockd.fleet import bus
+from blockd.fleet import bus, connect
 from blockd.fleet.keys import Keys
 from blockd.fleet.lease import Lease
+from blockd.fleet.node import FleetNode
 from tests.daemon import ask, running
 from tests.factories import Recorder, authority, key, signed_list, signed_trust, trust
 from tests.fleet.conftest import RedisServer
@@ -325,3 +332,46 @@ async def test_a_node_with_an_empty_state_directory_catches_up_from_redis(fleet:
             await until(lambda: fresh.readiness().ready, "the new node is ready")
             assert version(fresh) == 2 and not fetched(fresh)
             assert await blocked(fresh, "two.example")
+
+
+async def test_a_node_stopped_as_its_redis_connection_breaks_stops(fleet: Fleet) -> None:
+    """A stop that meets a failing session ends the node (in Python 3.11 a TaskGroup reports
+    a child's error instead of its parent's cancellation when both come at once)."""
+    app = App(parse(fleet.config("a"), fleet.tmp))
+    assert app.config.fleet is not None
+    runner: asyncio.Task[None] | None = None
+
+    class Breaking(PubSub):
+        async def get_message(self, *args: object, **kwargs: object) -> None:
+            assert runner is not None
+            runner.cancel()  # the daemon stops...
+            raise RedisConnectionError("connection reset")  # ...as the connection breaks
+
+    def client(cfg: FleetConfig, password: str | None) -> Redis:
+        r = connect.client(cfg, password)
+        r.pubsub = lambda **kw: Breaking(r.connection_pool, **kw)  # type: ignore[method-assign]
+        return r
+
+    node = FleetNode(app.config.fleet, app.feeds, app.bus, make_client=client)
+    runner = asyncio.create_task(node.run())
+    done, _ = await asyncio.wait({runner}, timeout=WAIT)
+    await tasks.cancel(runner)
+    assert runner in done and runner.cancelled(), "the node kept running after it was stopped"
+
+
+async def test_a_node_stops_whatever_it_is_doing_when_stopped(fleet: Fleet) -> None:
+    """Stopping a node mid-command ends it: Python 3.11's wait_for, which redis-py uses for
+    every write, drops a cancellation that comes as the write completes."""
+    async with fleet.node("a") as a:  # the syncer: the other node only follows
+        await until(lambda: version(a) == 1, "a syncs v1")
+        app = App(parse(fleet.config("b"), fleet.tmp))
+        app.feeds.holder.load()
+        assert app.config.fleet is not None
+        rng = random.Random(20)
+        for _ in range(25):
+            node = FleetNode(app.config.fleet, app.feeds, app.bus)
+            runner = asyncio.create_task(node.run())
+            await asyncio.sleep(rng.uniform(0, 0.03))  # connecting, catching up, beating...
+            async with asyncio.timeout(WAIT):
+                await tasks.cancel(runner)
+            assert runner.cancelled()
