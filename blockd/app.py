@@ -149,7 +149,11 @@ class App:
         self.fleet_node: FleetNode | None = None
         if config.fleet is not None:
             self.fleet_node = FleetNode(
-                config.fleet, self.feeds, self.bus, checkpoint=self._latest_checkpoint
+                config.fleet,
+                self.feeds,
+                self.bus,
+                checkpoint=self._latest_checkpoint,
+                audit_key=self.audit.log.signer.verifier.vkey if self.audit else None,
             )
         self.metrics = Metrics(
             self.bus,

@@ -53,14 +53,20 @@ class FleetNode:
         events: EventBus,
         *,
         checkpoint: Checkpoint = _no_checkpoint,
+        audit_key: str | None = None,
         make_client: Callable[[FleetConfig, str | None], Redis] = connect.client,
     ) -> None:
-        """Prepare; the password file is read now (ConfigError if it may not be used)."""
+        """Prepare; the password file is read now (ConfigError if it may not be used).
+
+        checkpoint returns the audit log's latest signed checkpoint and audit_key is the
+        vkey it is signed with: both go in every heartbeat, for `blockd fleet audit`.
+        """
         self.cfg = cfg
         self.feeds = feeds
         self.keys = Keys(cfg.prefix)
         self.lease = Lease(self.keys, cfg.node, cfg.lease)
         self.checkpoint = checkpoint
+        self.audit_key = audit_key
         self._password = cfg.password()
         self._make_client = make_client
         self.redis_up = False
@@ -285,6 +291,7 @@ class FleetNode:
             heartbeat=self.cfg.heartbeat,
             checkpoint=checkpoint,
             blockd=__version__,
+            audit_key=self.audit_key,
         )
         await status.beat(r, self.keys, beat)
         self.fleet = await status.read(r, self.keys, time.time())
