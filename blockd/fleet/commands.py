@@ -58,9 +58,11 @@ def _survey(a: argparse.Namespace) -> tuple[FleetConfig, status.Survey]:
 
 def cmd_status(a: argparse.Namespace) -> int:
     """Show every node of the fleet: versions enforced, heartbeat age, divergence."""
+    from blockd.fleet import status
+
     _, survey = _survey(a)
     if a.json:
-        print(json.dumps(as_json(survey), indent=2, sort_keys=True))
+        print(json.dumps(status.as_json(survey), indent=2, sort_keys=True))
     else:
         print(as_text(survey))
     return 0 if all(not n.stale and not n.divergent for n in survey.nodes) else 1
@@ -110,32 +112,6 @@ def audit_bundle(survey: status.Survey, prefix: str, node: str) -> dict[str, Any
                 divergent=n.divergent,
                 blockd=n.beat.blockd,
             )
-            for n in survey.nodes
-        ],
-        "skipped": [{"node": node, "reason": why} for node, why in survey.skipped],
-    }
-
-
-def as_json(survey: status.Survey) -> dict[str, Any]:
-    """Return the survey as JSON-ready values."""
-    return {
-        "newest": dict(survey.newest),
-        "live": survey.live,
-        "divergent": survey.divergent,
-        "nodes": [
-            {
-                "node": n.beat.node,
-                "syncer": n.beat.syncer,
-                "versions": dict(n.beat.versions),
-                "policy_generation": n.beat.generation,
-                "heartbeat_age": round(n.age, 1),
-                "stale": n.stale,
-                "divergent": n.divergent,
-                "behind": {ref: {"has": h, "newest": v} for ref, (h, v) in n.behind.items()},
-                "blockd": n.beat.blockd,
-                "audit_checkpoint": n.beat.checkpoint,
-                "audit_key": n.beat.audit_key,
-            }
             for n in survey.nodes
         ],
         "skipped": [{"node": node, "reason": why} for node, why in survey.skipped],

@@ -14,6 +14,8 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -191,6 +193,39 @@ def survey(
 def again(s: Survey, now: float) -> Survey:
     """Judge the heartbeats of an earlier survey again at now (ages move on)."""
     return survey([n.beat for n in s.nodes], s.newest, now, s.skipped)
+
+
+def as_json(survey: Survey) -> dict[str, Any]:
+    """Return the survey as JSON-ready values."""
+    return {
+        "read_at": iso(survey.at),
+        "newest": dict(survey.newest),
+        "live": survey.live,
+        "divergent": survey.divergent,
+        "nodes": [
+            {
+                "node": n.beat.node,
+                "syncer": n.beat.syncer,
+                "versions": dict(n.beat.versions),
+                "policy_generation": n.beat.generation,
+                "heartbeat": iso(n.beat.time),
+                "heartbeat_age": round(n.age, 1),
+                "stale": n.stale,
+                "divergent": n.divergent,
+                "behind": {ref: {"has": h, "newest": v} for ref, (h, v) in n.behind.items()},
+                "blockd": n.beat.blockd,
+                "audit_checkpoint": n.beat.checkpoint,
+                "audit_key": n.beat.audit_key,
+            }
+            for n in survey.nodes
+        ],
+        "skipped": [{"node": node, "reason": why} for node, why in survey.skipped],
+    }
+
+
+def iso(ts: float) -> str:
+    """Return a Unix time as ISO 8601 UTC to the second."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 async def beat(r: Redis, keys: Keys, b: Beat) -> None:
