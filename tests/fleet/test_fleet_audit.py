@@ -95,6 +95,10 @@ async def test_a_bundle_of_every_nodes_checkpoint_verifies_and_edits_fail(fleet:
         keys, r = Keys("test"), redis(fleet.redis)
         try:  # a node whose audit log has signed nothing, and one whose heartbeat is junk
             await status.beat(r, keys, status.Beat("quiet", time.time(), {"auth/hosts": 1}))
+            # a checkpoint with a key that did not sign it, written straight into Redis
+            cp = beats["a"].checkpoint
+            mismatch = status.Beat("mismatch", time.time(), {}, checkpoint=cp, audit_key=vkey(b))
+            await status.beat(r, keys, mismatch)
             await r.hset(keys.node("junk"), mapping={"time": "1", "versions": "x" * 70_000})
             await r.zadd(keys.nodes, {"junk": time.time()})
         finally:
@@ -111,7 +115,7 @@ async def test_a_bundle_of_every_nodes_checkpoint_verifies_and_edits_fail(fleet:
     assert "a regulator pins each node's key" in err
     data = json.loads(out.read_text("utf-8"))
     assert data["format"] == "blockd-fleet-audit/1" and data["prefix"] == "test"
-    assert {n["node"] for n in data["nodes"]} == {"a", "b", "quiet"}
+    assert {n["node"] for n in data["nodes"]} == {"a", "b", "mismatch", "quiet"}
     assert data["skipped"] == [{"node": "junk", "reason": "versions: longer than 65536 bytes"}]
     for app, name in ((a, "a"), (b, "b")):
         entry = node(data, name)
@@ -125,9 +129,13 @@ async def test_a_bundle_of_every_nodes_checkpoint_verifies_and_edits_fail(fleet:
     assert code == 1
     assert "FAIL  quiet: no signed checkpoint" in said
     assert said.count("key not pinned") == 2 and "OK    a: checkpoint " in said
-    assert "FAILED: 1 of 3 node(s)" in said
+    assert "FAIL  mismatch: does not verify with the key in the bundle" in said
+    assert "FAILED: 2 of 4 node(s)" in said
 
-    two = edit(out, lambda d: d["nodes"].remove(node(d, "quiet")))
+    def only_ab(d: dict[str, Any]) -> None:
+        d["nodes"] = [n for n in d["nodes"] if n["node"] in ("a", "b")]
+
+    two = edit(out, only_ab)
     code, said, _ = cli("audit", "verify-fleet", str(two))
     assert code == 0 and "OK: 2 node(s) verified" in said
     assert "WARNING: 2 node key(s) not pinned" in said and "independent source" in said
