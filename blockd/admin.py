@@ -81,6 +81,10 @@ class Operated(Protocol):
         """Re-read the configuration file; say what happened."""
         ...
 
+    def fleet_view(self) -> dict[str, Any] | None:
+        """Return this node and the fleet as it last read it; None outside a fleet."""
+        ...
+
 
 class Admin:
     """The admin HTTP server of one daemon."""
@@ -116,6 +120,7 @@ class Admin:
         r.add_get("/api/v1/status", self.status)
         r.add_get("/api/v1/checkpoint", self.checkpoint)
         r.add_get("/api/v1/audit/export", self.export)
+        r.add_get("/api/v1/fleet", self.fleet)
         r.add_post("/api/v1/sync", self.sync)
         r.add_post("/api/v1/lists/{authority}/{list}/approve", self.approve)
         r.add_post("/api/v1/lists/{authority}/{list}/rollback", self.rollback)
@@ -227,6 +232,13 @@ class Admin:
         if not notes:
             return _problem(404, "no checkpoint signed yet")
         return web.Response(text=notes[-1], content_type="text/plain")
+
+    async def fleet(self, request: web.Request) -> web.Response:
+        """Return this node, Redis, and every node of the fleet as this node last read them."""
+        view = self.app.fleet_view()
+        if view is None:
+            return _problem(404, "not in a fleet: this blockd has no [fleet] section")
+        return web.json_response(view)
 
     async def export(self, request: web.Request) -> web.Response:
         """Sign a checkpoint and return a bundle; ?from= and ?to= (UTC) select entries."""
@@ -444,7 +456,7 @@ def list_rows(statuses: list[ListStatus], now: datetime) -> list[dict[str, Any]]
 
 
 def render_status(app: Operated, now: datetime | None = None) -> str:
-    """Return the status page: readiness, lists, trust, upstreams, audit checkpoint, listeners.
+    """Return the status page: readiness, lists, trust, upstreams, audit, workers, fleet, listeners.
 
     Every value is HTML-escaped (list names, reasons, a checkpoint note are not ours to
     trust); the page has no scripts.
@@ -489,6 +501,7 @@ pre{{white-space:pre-wrap;background:#f4f4f4;padding:.5rem}}.bad{{color:#a00}}</
 <h2>Upstream resolvers</h2>{_upstreams_section(r.checks.get("upstreams", {}))}
 <h2>Audit checkpoint</h2>{_checkpoint_section(app, now)}
 {_workers_section(r.checks.get("workers"))}
+{_fleet_section(app.fleet_view())}
 <h2>Listeners</h2><ul>{listeners}</ul>
 </main></body></html>
 """
@@ -567,6 +580,59 @@ def _workers_section(check: Mapping[str, Any] | None) -> str:
         f"<h2>Workers</h2><p>{_text(check.get('serving'))} of {_text(check.get('configured'))}"
         f" answering.</p>{said}<table><thead><tr>{head}</tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _fleet_section(view: Mapping[str, Any] | None) -> str:
+    """Return the Fleet table: every node as this node last read Redis, flags marked bad."""
+    if view is None:
+        return ""  # this blockd runs alone
+    redis = (
+        "Redis up"
+        if view.get("redis") == "up"
+        else f'<span class="bad">Redis DOWN ({_text(view.get("problem"))})</span>'
+    )
+    role = " (the syncer)" if view.get("syncer") else ""
+    read = view.get("read_at")
+    summary = (
+        f"{len(view.get('nodes', []))} node(s), {_text(view.get('live'))} live, "
+        f"{_text(view.get('divergent'))} divergent, as read {_text(read)}"
+        if read
+        else "Not read from Redis yet"
+    )
+    rows = []
+    for n in view.get("nodes", []):
+        flags = [
+            f for f, on in (("STALE", n.get("stale")), ("DIVERGENT", n.get("divergent"))) if on
+        ]
+        versions = ", ".join(
+            f"{ref} {'none' if v is None else f'v{v}'}"
+            for ref, v in sorted((n.get("versions") or {}).items())
+        )
+        age = n.get("heartbeat_age")
+        cells = (
+            n.get("node"),
+            "syncer" if n.get("syncer") else "follower",
+            f"{age:.0f} s ago" if isinstance(age, int | float) else None,
+            n.get("policy_generation"),
+            versions or None,
+            " ".join(flags) or "ok",
+        )
+        bad = ' class="bad"' if flags else ""
+        rows.append(f"<tr{bad}>{''.join(f'<td>{_text(c)}</td>' for c in cells)}</tr>")
+    skipped = "".join(
+        f'<li class="bad">{_text(s.get("node"))}: {_text(s.get("reason"))}</li>'
+        for s in view.get("skipped", [])
+    )
+    head = "".join(
+        f'<th scope="col">{h}</th>'
+        for h in ("node", "role", "heartbeat", "policy", "versions", "state")
+    )
+    return (
+        f"<h2>Fleet</h2><p>This node: <strong>{_text(view.get('node'))}</strong>{role}; "
+        f"{redis}. {summary}.</p><table><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+        + (f"<p>Heartbeats skipped as malformed:</p><ul>{skipped}</ul>" if skipped else "")
     )
 
 

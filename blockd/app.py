@@ -12,6 +12,7 @@ import logging
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from blockd import __version__, health, selftest, tasks
 from blockd.admin import Admin
@@ -149,7 +150,11 @@ class App:
         self.fleet_node: FleetNode | None = None
         if config.fleet is not None:
             self.fleet_node = FleetNode(
-                config.fleet, self.feeds, self.bus, checkpoint=self._latest_checkpoint
+                config.fleet,
+                self.feeds,
+                self.bus,
+                checkpoint=self._latest_checkpoint,
+                audit_key=self.audit.log.signer.verifier.vkey if self.audit else None,
             )
         self.metrics = Metrics(
             self.bus,
@@ -244,6 +249,10 @@ class App:
             survey.live if survey is not None else None,
             survey.divergent if survey is not None else None,
         )
+
+    def fleet_view(self) -> dict[str, Any] | None:
+        """Return this node and the fleet as it last read it; None outside a fleet."""
+        return self.fleet_node.view() if self.fleet_node is not None else None
 
     async def _latest_checkpoint(self) -> str | None:
         """Return the audit log's latest signed checkpoint, for the fleet's heartbeat."""

@@ -326,3 +326,10 @@ async def test_guessing_is_slowed_for_the_window_then_forgiven(tmp_path: Path) -
     now[0] += FAILURE_WINDOW + 1
     assert (await attempt(TOKEN)).status == 200
     assert slept == [PENALTY]  # the window passed: no wait
+
+
+async def test_the_fleet_endpoint_says_this_blockd_runs_alone(daemon: App) -> None:
+    status, body, headers = await call(daemon, "GET", "/api/v1/fleet")
+    assert status == 404 and headers["Content-Type"].startswith("application/problem+json")
+    assert body == {"status": 404, "detail": "not in a fleet: this blockd has no [fleet] section"}
+    assert (await call(daemon, "GET", "/api/v1/fleet", token=None))[0] == 401

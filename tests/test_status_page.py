@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from blockd.admin import Operated, render_status
 from blockd.audit.log import MerkleLog, open_log
@@ -37,16 +38,24 @@ class FakeDaemon:
     facts: Facts
     feeds: _Feeds
     audit: _Audit | None = None
+    fleet: dict[str, Any] | None = None
 
     def readiness(self) -> Readiness:
         return assess(self.facts)
+
+    def fleet_view(self) -> dict[str, Any] | None:
+        return self.fleet
 
     def listeners(self) -> list[tuple[str, str, int]]:
         return [("udp", "127.0.0.1", 5300)]
 
 
 def daemon(
-    *, ref: str = HOSTS, upstreams: list[UpstreamFact] | None = None, audit: MerkleLog | None = None
+    *,
+    ref: str = HOSTS,
+    upstreams: list[UpstreamFact] | None = None,
+    audit: MerkleLog | None = None,
+    fleet: dict[str, Any] | None = None,
 ) -> Operated:
     expires = NOW + timedelta(days=7)
     facts = Facts(
@@ -62,7 +71,7 @@ def daemon(
         ],
     )
     status = ListStatus(ref, 3, 12, NOW - timedelta(hours=1), expires, ListState(active=3))
-    fake = FakeDaemon(facts, _Feeds([status]), _Audit(audit) if audit is not None else None)
+    fake = FakeDaemon(facts, _Feeds([status]), _Audit(audit) if audit is not None else None, fleet)
     return fake  # type: ignore[return-value]  # a structural stand-in for the App
 
 
@@ -121,3 +130,78 @@ def test_a_note_that_does_not_verify_is_shown_escaped_and_said_so(tmp_path: Path
     page = render_status(daemon(audit=log), NOW)
     assert "does not verify" in page
     assert "<script" not in page.lower() and "&lt;script&gt;" in page
+
+
+def fleet_view(**changes: Any) -> dict[str, Any]:
+    """A fleet as the admin API gives it: three nodes, one behind, one silent."""
+    node = {"syncer": False, "policy_generation": 14, "stale": False, "divergent": False}
+    view: dict[str, Any] = {
+        "node": "pop1-resolver1",
+        "redis": "up",
+        "problem": None,
+        "down_since": None,
+        "syncer": True,
+        "read_at": "2026-11-23T11:59:58Z",
+        "newest": {HOSTS: 3},
+        "live": 2,
+        "divergent": 1,
+        "nodes": [
+            {
+                **node,
+                "node": "pop1-resolver1",
+                "syncer": True,
+                "versions": {HOSTS: 3},
+                "heartbeat_age": 2.2,
+            },
+            {
+                **node,
+                "node": "pop1-resolver2",
+                "versions": {HOSTS: 2},
+                "heartbeat_age": 1.0,
+                "divergent": True,
+                "policy_generation": 13,
+            },
+            {
+                **node,
+                "node": "pop2-resolver1",
+                "versions": {HOSTS: None},
+                "heartbeat_age": 61.0,
+                "stale": True,
+            },
+        ],
+        "skipped": [],
+    }
+    return view | changes
+
+
+def test_the_fleet_table_lists_every_node_and_flags_the_ones_behind_or_silent() -> None:
+    page = render_status(daemon(fleet=fleet_view()), NOW)
+    words = text_of(page)
+    assert "Fleet This node: pop1-resolver1 (the syncer); Redis up." in words
+    assert "3 node(s), 2 live, 1 divergent, as read 2026-11-23T11:59:58Z" in words
+    assert f"pop1-resolver1 syncer 2 s ago 14 {HOSTS} v3 ok" in words
+    assert f"pop1-resolver2 follower 1 s ago 13 {HOSTS} v2 DIVERGENT" in words
+    assert f"pop2-resolver1 follower 61 s ago 14 {HOSTS} none STALE" in words
+    assert page.count('<tr class="bad"><td>pop') == 2
+
+
+def test_without_a_fleet_there_is_no_fleet_table() -> None:
+    assert "<h2>Fleet</h2>" not in render_status(daemon(), NOW)
+
+
+def test_the_fleet_table_says_redis_is_down_and_escapes_what_redis_carries() -> None:
+    view = fleet_view(
+        redis="down",
+        syncer=False,
+        problem=f"ConnectionError: {SCRIPT}",
+        skipped=[{"node": "junk", "reason": f"versions: {SCRIPT}"}],
+    )
+    view["nodes"][1]["node"] = SCRIPT
+    view["nodes"][1]["versions"] = {SCRIPT: 1}
+    page = render_status(daemon(fleet=view), NOW)
+    assert "<script" not in page.lower()
+    words = text_of(page)
+    assert "This node: pop1-resolver1 ; Redis DOWN (ConnectionError: &lt;script&gt;" in words
+    assert "Heartbeats skipped as malformed: junk: versions: &lt;script&gt;" in words
+    before = text_of(render_status(daemon(fleet=fleet_view(read_at=None, nodes=[])), NOW))
+    assert "Not read from Redis yet" in before

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from blockd.audit import bundle, cosignature, note, report
+from blockd.audit import bundle, cosignature, fleetbundle, note, report
 from blockd.audit.entries import Entry, entry_of, utc
 from blockd.audit.log import MerkleLog, open_log
 from blockd.audit.span import entry_span
@@ -205,6 +205,45 @@ def cmd_verify(a: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_verify_fleet(a: argparse.Namespace) -> int:
+    """Check every node's checkpoint in a `blockd fleet audit` bundle; exit 1 on any failure."""
+    lines = a.keys.read_text().splitlines() if a.keys else []
+    pins = fleetbundle.Pins.parse(a.key, lines)
+    try:
+        data = fleetbundle.read(a.bundle.read_bytes())
+    except (OSError, ValueError) as e:
+        print(f"FAILED: {a.bundle}: cannot read the bundle: {e}")
+        return 1
+    verdict = fleetbundle.verify(data, pins)
+    if not verdict.ok:
+        print(f"FAILED: {verdict.message}")
+        return 1
+    print(
+        f"fleet audit bundle exported {verdict.exported_at or '(no time)'}: "
+        f"{len(verdict.nodes)} node(s). Only the checkpoints are signed; versions and "
+        "heartbeat times are what each node wrote to Redis."
+    )
+    for n in verdict.nodes:
+        word = "OK" if n.ok and (n.pinned or not a.strict) else "FAIL"
+        print(f"{word:<5} {n.node}: {n.message}")
+    unpinned = sum(n.ok and not n.pinned for n in verdict.nodes)
+    failed = sum(not n.ok for n in verdict.nodes) + (unpinned if a.strict else 0)
+    if unpinned:
+        print(
+            f"WARNING: {unpinned} node key(s) not pinned: the keys in the bundle come from "
+            "Redis, which is not trusted; pin each node's key from an independent source "
+            "(--key, --keys)" + (" (--strict: a failure)" if a.strict else "")
+        )
+    if not verdict.nodes:
+        print("FAILED: the bundle lists no node")
+        return 1
+    if failed:
+        print(f"FAILED: {failed} of {len(verdict.nodes)} node(s)")
+        return 1
+    print(f"OK: {len(verdict.nodes)} node(s) verified")
+    return 0
+
+
 def cmd_report(a: argparse.Namespace) -> int:
     """Write the transparency report from a verified bundle (or this machine's log)."""
     if a.bundle:
@@ -283,6 +322,21 @@ def register(
     sp.add_argument("--to", dest="end", type=_time, help="entries before this time (UTC)")
     sp.add_argument("--previous", type=Path, help="a checkpoint a regulator holds: prove growth")
     sp.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    sp = add(
+        "verify-fleet",
+        cmd_verify_fleet,
+        "check every node's signed checkpoint in a `blockd fleet audit` bundle",
+    )
+    sp.add_argument("bundle", type=Path)
+    sp.add_argument(
+        "--key",
+        action="append",
+        default=[],
+        metavar="VKEY",
+        help="a node's log vkey you hold from an independent source (repeatable)",
+    )
+    sp.add_argument("--keys", type=Path, help="file of pinned keys, one a line: VKEY or NODE VKEY")
+    sp.add_argument("--strict", action="store_true", help="fail a node whose key is not pinned")
     for name, fn, doc in (
         ("verify", cmd_verify, "verify a bundle offline with the operator's public key"),
         ("report", cmd_report, "the transparency report (html, json or csv)"),

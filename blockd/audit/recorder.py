@@ -92,6 +92,7 @@ class AuditRecorder:
         self.on_checkpoint: Callable[[], None] | None = None  # told after each signature
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._flushing = asyncio.Lock()
         for kind, shape in SHAPES.items():  # not Event: decisions, the hot ones, are counted
             bus.subscribe(kind, self._queue(shape, issubclass(kind, CHECKPOINT_AFTER)))
 
@@ -153,7 +154,15 @@ class AuditRecorder:
         }
 
     async def flush(self, *, checkpoint: bool = False, close_period: bool = False) -> None:
-        """Write what is pending; close the counting period if it ended (or if asked)."""
+        """Write what is pending; close the counting period if it ended (or if asked).
+
+        One flush at a time: two at once would both send the oldest unsent batch and then
+        both drop it from the queue, dropping the next one unsent.
+        """
+        async with self._flushing:
+            await self._flush(checkpoint, close_period)
+
+    async def _flush(self, checkpoint: bool, close_period: bool) -> None:
         now = self.clock()
         if close_period or now >= self._period_start + self.period:
             end = now if close_period else self._period_start + self.period

@@ -43,8 +43,13 @@ def _sentinel(value: str) -> str:
     return value
 
 
+def is_ident(value: str) -> bool:
+    """Say whether value may be a node id or prefix: 1-63 of A-Z a-z 0-9 . _ -."""
+    return _ID.fullmatch(value) is not None
+
+
 def _ident(value: str) -> str:
-    if not _ID.fullmatch(value):
+    if not is_ident(value):
         raise ValueError("must be 1-63 of A-Z a-z 0-9 . _ - (starting with a letter or digit)")
     return value
 

@@ -1,8 +1,10 @@
-"""`blockd fleet status`: every node, what it enforces, its heartbeat; who diverges.
+"""`blockd fleet status` and `blockd fleet audit`: every node as its heartbeat tells it.
 
-Reads Redis directly with the configuration's [fleet] settings (no daemon needed), so an
-operator can run it from any node. Exit status 0 when every node is live and enforces the
-newest published versions, 1 when any diverges or is stale, 2 on a usage error.
+Both read Redis directly with the configuration's [fleet] settings (no daemon needed), so
+an operator can run them from any node. `status` exits 0 when every node is live and
+enforces the newest published versions, 1 when any diverges or is stale, 2 on a usage
+error. `audit` writes one bundle of every node's latest signed audit checkpoint and the key
+it says signs it, for `blockd audit verify-fleet` (blockd.audit.fleetbundle).
 """
 
 from __future__ import annotations
@@ -10,11 +12,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from blockd.audit import fleetbundle
+from blockd.audit.entries import utc
 from blockd.config import load as load_config
+from blockd.config.fleet import FleetConfig
 from blockd.fleet.keys import Keys
 from blockd.usage import UsageError
 
@@ -22,8 +29,8 @@ if TYPE_CHECKING:  # every blockd command builds this parser: Redis is imported 
     from blockd.fleet import status
 
 
-def cmd_status(a: argparse.Namespace) -> int:
-    """Show every node of the fleet: versions enforced, heartbeat age, divergence."""
+def _survey(a: argparse.Namespace) -> tuple[FleetConfig, status.Survey]:
+    """Read every heartbeat from the configured Redis; warn of each one skipped."""
     from redis.exceptions import RedisError
 
     from blockd.fleet import connect, status
@@ -44,34 +51,70 @@ def cmd_status(a: argparse.Namespace) -> int:
         survey = asyncio.run(read())
     except (RedisError, OSError) as e:
         raise UsageError(f"fleet: cannot read Redis ({cfg.where()}): {e}") from None
+    for node, why in survey.skipped:
+        print(f"warning: heartbeat of node {node!r} skipped: {why}", file=sys.stderr)
+    return cfg, survey
+
+
+def cmd_status(a: argparse.Namespace) -> int:
+    """Show every node of the fleet: versions enforced, heartbeat age, divergence."""
+    from blockd.fleet import status
+
+    _, survey = _survey(a)
     if a.json:
-        print(json.dumps(as_json(survey), indent=2, sort_keys=True))
+        print(json.dumps(status.as_json(survey), indent=2, sort_keys=True))
     else:
         print(as_text(survey))
     return 0 if all(not n.stale and not n.divergent for n in survey.nodes) else 1
 
 
-def as_json(survey: status.Survey) -> dict[str, Any]:
-    """Return the survey as JSON-ready values."""
+def cmd_audit(a: argparse.Namespace) -> int:
+    """Write one bundle of every node's latest signed audit checkpoint and its key."""
+    cfg, survey = _survey(a)
+    data = audit_bundle(survey, cfg.prefix, cfg.node)
+    text = fleetbundle.dumps(data)
+    for n in survey.nodes:
+        if n.beat.checkpoint is None:
+            print(f"warning: node {n.beat.node} has no signed checkpoint yet", file=sys.stderr)
+        elif n.beat.audit_key is None:
+            print(f"warning: node {n.beat.node} publishes no audit key", file=sys.stderr)
+    print(
+        "note: the keys in this bundle come from Redis; a regulator pins each node's key "
+        "from an independent source (blockd audit verify-fleet --key)",
+        file=sys.stderr,
+    )
+    if a.output:
+        a.output.write_text(text, "utf-8")
+        print(f"wrote {a.output}: {len(survey.nodes)} node(s)", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def audit_bundle(survey: status.Survey, prefix: str, node: str) -> dict[str, Any]:
+    """Return the fleet audit bundle of a survey: each node's checkpoint, key and claims."""
     return {
+        "format": fleetbundle.FORMAT,
+        "prefix": prefix,
+        "exported_at": utc(survey.at),
+        "exported_by": node,
         "newest": dict(survey.newest),
-        "live": survey.live,
-        "divergent": survey.divergent,
         "nodes": [
-            {
-                "node": n.beat.node,
-                "syncer": n.beat.syncer,
-                "versions": dict(n.beat.versions),
-                "policy_generation": n.beat.generation,
-                "heartbeat_age": round(n.age, 1),
-                "stale": n.stale,
-                "divergent": n.divergent,
-                "behind": {ref: {"has": h, "newest": v} for ref, (h, v) in n.behind.items()},
-                "blockd": n.beat.blockd,
-                "audit_checkpoint": n.beat.checkpoint,
-            }
+            fleetbundle.node_record(
+                n.beat.node,
+                utc(n.beat.time),
+                n.beat.versions,
+                n.beat.checkpoint,
+                n.beat.audit_key,
+                policy_generation=n.beat.generation,
+                syncer=n.beat.syncer,
+                stale=n.stale,
+                divergent=n.divergent,
+                blockd=n.beat.blockd,
+            )
             for n in survey.nodes
         ],
+        "skipped": [{"node": node, "reason": why} for node, why in survey.skipped],
     }
 
 
@@ -101,7 +144,7 @@ def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     config_arg: Callable[[argparse.ArgumentParser], None],
 ) -> None:
-    """Add `blockd fleet status` to the command line."""
+    """Add `blockd fleet status` and `blockd fleet audit` to the command line."""
     fleet = sub.add_parser("fleet", help="the fleet of resolvers sharing lists over Redis")
     fsub = fleet.add_subparsers(dest="fleet_command", required=True, metavar="COMMAND")
     doc = (cmd_status.__doc__ or "").strip()
@@ -109,3 +152,8 @@ def register(
     sp.set_defaults(fn=cmd_status)
     config_arg(sp)
     sp.add_argument("--json", action="store_true", help="print JSON")
+    doc = (cmd_audit.__doc__ or "").strip()
+    sp = fsub.add_parser("audit", help=doc, description=doc)
+    sp.set_defaults(fn=cmd_audit)
+    config_arg(sp)
+    sp.add_argument("-o", "--output", type=Path, help="write here instead of stdout")

@@ -21,6 +21,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -53,14 +54,20 @@ class FleetNode:
         events: EventBus,
         *,
         checkpoint: Checkpoint = _no_checkpoint,
+        audit_key: str | None = None,
         make_client: Callable[[FleetConfig, str | None], Redis] = connect.client,
     ) -> None:
-        """Prepare; the password file is read now (ConfigError if it may not be used)."""
+        """Prepare; the password file is read now (ConfigError if it may not be used).
+
+        checkpoint returns the audit log's latest signed checkpoint and audit_key is the
+        vkey it is signed with: both go in every heartbeat, for `blockd fleet audit`.
+        """
         self.cfg = cfg
         self.feeds = feeds
         self.keys = Keys(cfg.prefix)
         self.lease = Lease(self.keys, cfg.node, cfg.lease)
         self.checkpoint = checkpoint
+        self.audit_key = audit_key
         self._password = cfg.password()
         self._make_client = make_client
         self.redis_up = False
@@ -78,6 +85,28 @@ class FleetNode:
     def syncer(self) -> bool:
         """Say whether this node is the syncer now."""
         return self.lease.held
+
+    def view(self) -> dict[str, Any]:
+        """Return this node and the fleet as it last read it, JSON-ready (for the admin API).
+
+        Heartbeat ages are judged now: when Redis is down, the other nodes age until it
+        returns. Before the first read, `read_at` is None and `nodes` empty.
+        """
+        survey = self.fleet
+        since = self.down_since
+        fleet: dict[str, Any] = {"read_at": None, "newest": {}, "live": 0, "divergent": 0}
+        fleet |= {"nodes": [], "skipped": []}
+        if survey is not None:
+            fleet = status.as_json(status.again(survey, time.time()))
+            fleet["read_at"] = status.iso(survey.at)
+        return {
+            "node": self.cfg.node,
+            "redis": "up" if self.redis_up else "down",
+            "problem": self.problem,
+            "down_since": status.iso(since) if since is not None else None,
+            "syncer": self.syncer,
+            **fleet,
+        }
 
     def _on_accepted(self, event: FeedAccepted) -> None:
         # Publishing reads the version from the store once it is in force (see _publish).
@@ -285,6 +314,7 @@ class FleetNode:
             heartbeat=self.cfg.heartbeat,
             checkpoint=checkpoint,
             blockd=__version__,
+            audit_key=self.audit_key,
         )
         await status.beat(r, self.keys, beat)
         self.fleet = await status.read(r, self.keys, time.time())

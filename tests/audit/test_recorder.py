@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -320,3 +321,22 @@ async def test_a_failing_write_is_told_once_and_its_entries_wait(tmp_path: Path)
     assert [type(e) for e in told] == [AuditWriteFailed, AuditWriteRecovered]
     assert vars(recorder)["problem"] is None
     assert [e["version"] for e in logged(recorder, "feed-unchanged")] == [1, 2, 2, 2]
+
+
+async def test_flushes_at_once_log_every_batch_once(tmp_path: Path) -> None:
+    """Two flushes at once (the loop's and a caller's) neither lose nor repeat a batch."""
+    bus = EventBus()
+    log = open_log(tmp_path / "audit", "isp.example/blockd/t", "op")
+    writer = LogWriter(tmp_path / "audit", "isp.example/blockd/t", "op")
+    recorder = AuditRecorder(log, bus, writer=writer)
+    try:
+        flushes = []
+        for i in range(6):
+            bus.publish(OperatorAction("sync", f"call {i}", "0" * 64))
+            flushes.append(asyncio.ensure_future(recorder.flush(checkpoint=i % 2 == 0)))
+        await asyncio.gather(*flushes)
+        await recorder.flush()
+    finally:
+        writer.close()
+    details = [e["detail"] for e in logged(recorder, "operator-action")]
+    assert details == [f"call {i}" for i in range(6)]

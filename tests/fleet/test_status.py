@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from blockd.fleet import bus
 from blockd.fleet.commands import as_text
-from blockd.fleet.status import Beat, survey
+from blockd.fleet.status import MAX_CHECKPOINT, BadHeartbeat, Beat, survey
 
 NOW = 1_800_000_000.0
 
@@ -29,13 +31,44 @@ def test_a_node_behind_or_ahead_diverges_and_a_silent_one_is_stale() -> None:
 
 
 def test_a_heartbeat_round_trips_and_junk_is_dropped() -> None:
-    beat = Beat("a", NOW, {"iwf/hosts": 7, "iwf/urls": None}, 3, True, 5.0, "cp\n", "0.1.0")
+    beat = Beat(
+        "a", NOW, {"iwf/hosts": 7, "iwf/urls": None}, 3, True, 5.0, "cp\n", "0.1.0", "k+1+AA"
+    )
     raw = {k.encode(): v.encode() for k, v in beat.fields().items()}
     assert Beat.parse("a", raw) == beat
-    assert Beat.parse("a", {b"time": b"soon"}) is None
-    assert Beat.parse("a", {}) is None
     odd = Beat.parse("a", {b"time": b"1", b"versions": b'{"x": "7", "y": true}'})
-    assert odd is not None and odd.versions == {"x": None, "y": None}
+    assert odd.versions == {"x": None, "y": None}
+    assert Beat.parse("a", {b"time": b"1", b"colour": b"x" * 100_000}).node == "a"  # not read
+
+
+@pytest.mark.parametrize(
+    ("node", "raw", "why"),
+    [
+        ("a", {}, "no time"),
+        ("a", {b"time": b"soon"}, "not a number"),
+        ("a", {b"time": b"nan"}, "not a number"),
+        ("a", {b"time": b"inf"}, "not a number"),
+        ("a", {b"time": b"1", b"versions": b"[1]"}, "versions"),
+        ("a", {b"time": b"1", b"versions": b"[" * 5000 + b"]" * 5000}, "not a number or not JSON"),
+        ("a", {b"time": b"1", b"heartbeat": b"-5"}, "out of range"),
+        ("a", {b"time": b"1", b"checkpoint": b"x" * (MAX_CHECKPOINT + 1)}, "longer than"),
+        ("a", {b"time": b"1", b"checkpoint": b"\xff\xfe"}, "not UTF-8"),
+        ("a", {b"time": b"1", b"checkpoint": b"o\n1\x1b[2J\n"}, "control character"),
+        ("a", {b"time": b"1", b"audit_key": b"k\x00"}, "not printable"),
+        ("a b", {b"time": b"1"}, "node id"),
+        ("<script>", {b"time": b"1"}, "node id"),
+    ],
+)
+def test_junk_heartbeats_are_refused_saying_why(
+    node: str, raw: dict[bytes, bytes], why: str
+) -> None:
+    with pytest.raises(BadHeartbeat, match=why):
+        Beat.parse(node, raw)
+
+
+def test_a_checkpoint_too_long_to_publish_is_not_cut() -> None:
+    beat = Beat("a", NOW, {}, checkpoint="x" * (MAX_CHECKPOINT + 1))
+    assert beat.fields()["checkpoint"] == ""
 
 
 def test_notifications_are_only_hints() -> None:
