@@ -150,6 +150,50 @@ def example(name: str, replace: dict[str, str]) -> str:
     return text
 
 
+def pdns_conf(
+    home: Path, port: int, zone: str, primary: int, upstream: int, key_name: str, secret: str
+) -> Path:
+    """Write a PowerDNS Recursor config dir: the example's rpzPrimary, forwarding the rest.
+
+    The examples' refresh and packetcache-ttl (60 s) become 1 s: 4.8 takes a new serial when
+    it polls, not on NOTIFY, and its packet cache answers without the policy. Returns the
+    directory, for --config-dir.
+    """
+    lua = home / "blockd-rpz.lua"
+    lua.write_text(
+        example(
+            "pdns-recursor.lua",
+            {
+                "192.0.2.53:5301": f"127.0.0.1:{primary}",
+                "rpz.blockd": zone,
+                '"blockd-rpz"': f'"{key_name}"',
+                "<the secret of blockd's rpz.key>": secret,
+                "refresh = 60": "refresh = 1",
+                "/var/lib/powerdns": str(home),
+            },
+        )
+    )
+    conf = example(
+        "pdns-recursor.conf",
+        {"/etc/powerdns/blockd-rpz.lua": str(lua), "packetcache-ttl=60": "packetcache-ttl=1"},
+    )
+    (home / "recursor.conf").write_text(
+        conf
+        + f"""local-address=127.0.0.1
+local-port={port}
+socket-dir={home}
+daemon=no
+disable-syslog=yes
+loglevel=6
+threads=1
+security-poll-suffix=
+dnssec=off
+forward-zones-recurse=.=127.0.0.1:{upstream}
+"""
+    )
+    return home
+
+
 def kresd_conf(home: Path, port: int, zone_file: Path, upstream: int) -> Path:
     """Write a Knot Resolver config: the example's policy.rpz, the rest sent to upstream."""
     conf = home / "kresd.conf"

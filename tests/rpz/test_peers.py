@@ -27,7 +27,7 @@ import pytest
 from blockd.app import App
 from blockd.events import ZoneTransferred
 from tests.daemon import eventually, running
-from tests.rpz.common import ZONE, key_file, publish_hosts, rpz_config
+from tests.rpz.common import SECRET, ZONE, key_file, publish_hosts, rpz_config
 from tests.rpz.interop import (
     FETCH,
     NXDOMAIN,
@@ -36,6 +36,7 @@ from tests.rpz.interop import (
     ensure_peer_tools,
     free_port,
     kresd_conf,
+    pdns_conf,
     program,
     rcode,
     started,
@@ -139,6 +140,31 @@ def add_clean(upstream: Upstream) -> None:
     for name, address in CLEAN.items():
         upstream.add(name, "A", address)
     upstream.add(BLOCKED, "A", "192.0.2.3")  # what a resolver ignoring the zone would answer
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+async def test_pdns_recursor_transfers_with_tsig_and_enforces_the_zone(
+    tools: None, tmp_path: Path, home: Path, upstream: Upstream, action: str
+) -> None:
+    add_clean(upstream)
+    port = free_port()
+    text = with_action(rpz_config(tmp_path, upstream.addr), action)
+    async with running(text, tmp_path) as app:
+        conf = pdns_conf(home, port, ZONE, rpz_port(app), upstream.addr[1], "xfr-key", SECRET)
+        log = tmp_path / "pdns_recursor.log"
+        argv = [program("pdns_recursor"), f"--config-dir={conf}"]
+        with started(argv, log):
+            transfers = await enforce_and_follow(app, tmp_path, port, log, upstream, action)
+        assert app.rpz is not None and app.rpz.zone is not None
+        serial = app.rpz.zone.serial
+    # One AXFR at the start; then IXFR only: every poll is one (blockd answers the SOA alone
+    # while the serial is the recursor's), and the change came as differences.
+    kinds = [t.kind for t in transfers]
+    assert kinds[0] == "AXFR" and set(kinds[1:]) == {"IXFR"}, kinds
+    text = log.read_text()
+    assert "Using TSIG key for authentication" in text and "RPZ load completed" in text, text
+    assert 'msg="RPZ mutations"' in text and f'newserial="{serial}"' in text, text
+    assert (home / f"{ZONE}.zone").exists()  # dumpFile: the copy seedFile starts from
 
 
 def fetch(key: Path, primary: int, out: Path) -> subprocess.CompletedProcess[str]:
