@@ -15,6 +15,7 @@ Each list action is tried: `notice` (local data, the notice address) and `nxdoma
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -29,8 +30,10 @@ from blockd.events import ZoneTransferred
 from tests.daemon import eventually, running
 from tests.rpz.common import SECRET, ZONE, key_file, publish_hosts, rpz_config
 from tests.rpz.interop import (
+    EXAMPLES,
     FETCH,
     NXDOMAIN,
+    ROOT,
     answers,
     ask,
     ensure_peer_tools,
@@ -268,3 +271,21 @@ def test_blockd_rpz_fetch_replaces_the_file_only_with_a_complete_transfer(
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
         assert done.returncode == 0, done
         assert out.read_text() == f"{SOA}\n{ENTRY}\n"
+
+
+def test_the_readme_shows_the_tested_examples() -> None:
+    """The README's snippets for these two resolvers are lines of the files the tests run
+    (the cron line: of the comment in knot-resolver.conf giving the script's arguments)."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("**PowerDNS Recursor and Knot Resolver**")
+    section = readme[start : readme.index("### ", start)]
+    blocks = re.findall(r"```(?:lua)?\n(.*?)```", section, re.S)
+    assert len(blocks) == 3, blocks
+
+    def code(text: str) -> str:  # without comments and indentation, as one line
+        lines = (line.split("--")[0].split("# ")[0].strip() for line in text.splitlines())
+        return " ".join(line for line in lines if line)
+
+    raw = "\n".join(p.read_text() for p in sorted(EXAMPLES.iterdir()))
+    for block in blocks:
+        assert code(block) in code(raw) or " ".join(block.split()) in " ".join(raw.split()), block
