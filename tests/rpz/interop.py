@@ -1,7 +1,9 @@
 """Real resolvers from Debian's packages as RPZ secondaries of a running blockd, on loopback.
 
 Shared by the interop tests and bench/rpz_bench.py: config text for Unbound and BIND that
-transfers the policy zone from blockd (or any primary), started as child processes.
+transfers the policy zone from blockd (or any primary), started as child processes; and, for
+PowerDNS Recursor and Knot Resolver, the examples in deploy/resolvers/ with the test's
+addresses and paths put in, so that what the README offers is what the tests run.
 """
 
 from __future__ import annotations
@@ -19,12 +21,28 @@ import dns.query
 import dns.rcode
 
 ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "deploy" / "resolvers"
+FETCH = EXAMPLES / "blockd-rpz-fetch"
 
 
 def ensure_tools() -> None:
     """Install Unbound, BIND and dig from Debian when missing."""
     subprocess.run(
         [str(ROOT / "tools" / "ensure-deb"), "unbound:unbound", "named:bind9", "dig:dnsutils"],
+        check=True,
+    )
+
+
+def ensure_peer_tools() -> None:
+    """Install PowerDNS Recursor, Knot Resolver (with lua-cqueues, for watch) and dig."""
+    subprocess.run(
+        [
+            str(ROOT / "tools" / "ensure-deb"),
+            "pdns_recursor:pdns-recursor",
+            "kresd:knot-resolver",
+            "lua-cqueues",
+            "dig:dnsutils",
+        ],
         check=True,
     )
 
@@ -118,6 +136,77 @@ zone "{zone}" {{
     file "{tmp}/rpz.db";
     allow-notify {{ 127.0.0.1; }};
 }};
+"""
+    )
+    return conf
+
+
+def example(name: str, replace: dict[str, str]) -> str:
+    """Return deploy/resolvers/<name> with each placeholder replaced, all of them required."""
+    text = (EXAMPLES / name).read_text()
+    for old, new in replace.items():
+        assert old in text, f"deploy/resolvers/{name} no longer has {old!r}"
+        text = text.replace(old, new)
+    return text
+
+
+def pdns_conf(
+    home: Path, port: int, zone: str, primary: int, upstream: int, key_name: str, secret: str
+) -> Path:
+    """Write a PowerDNS Recursor config dir: the example's rpzPrimary, forwarding the rest.
+
+    The examples' refresh and packetcache-ttl (60 s) become 1 s: 4.8 takes a new serial when
+    it polls, not on NOTIFY, and its packet cache answers without the policy. Returns the
+    directory, for --config-dir.
+    """
+    lua = home / "blockd-rpz.lua"
+    lua.write_text(
+        example(
+            "pdns-recursor.lua",
+            {
+                "192.0.2.53:5301": f"127.0.0.1:{primary}",
+                "rpz.blockd": zone,
+                '"blockd-rpz"': f'"{key_name}"',
+                "<the secret of blockd's rpz.key>": secret,
+                "refresh = 60": "refresh = 1",
+                "/var/lib/powerdns": str(home),
+            },
+        )
+    )
+    conf = example(
+        "pdns-recursor.conf",
+        {"/etc/powerdns/blockd-rpz.lua": str(lua), "packetcache-ttl=60": "packetcache-ttl=1"},
+    )
+    (home / "recursor.conf").write_text(
+        conf
+        + f"""local-address=127.0.0.1
+local-port={port}
+socket-dir={home}
+daemon=no
+disable-syslog=yes
+loglevel=6
+threads=1
+security-poll-suffix=
+dnssec=off
+forward-zones-recurse=.=127.0.0.1:{upstream}
+"""
+    )
+    return home
+
+
+def kresd_conf(home: Path, port: int, zone_file: Path, upstream: int) -> Path:
+    """Write a Knot Resolver config: the example's policy.rpz, the rest sent to upstream."""
+    conf = home / "kresd.conf"
+    rpz = example("knot-resolver.conf", {"/var/lib/knot-resolver/rpz.blockd.zone": str(zone_file)})
+    conf.write_text(
+        f"""net.listen('127.0.0.1', {port}, {{ kind = 'dns' }})
+net.ipv6 = false
+cache.size = 10 * MB
+-- the test's upstream signs nothing: no root trust anchor to keep fresh
+trust_anchors.remove('.')
+{rpz}
+-- after the policy zone: everything else goes to the test's upstream, without validation
+policy.add(policy.all(policy.STUB({{'127.0.0.1@{upstream}'}})))
 """
     )
     return conf
