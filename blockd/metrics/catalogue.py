@@ -139,7 +139,8 @@ CATALOGUE = _catalogue(
      "When the witness made its latest cosignature (its timestamp, Unix time)."),
     ("blockd_rpz_transfers_total", "counter", "kind", "Transfers of the served policy zone "
      "([rpz]) completed, by kind: axfr, ixfr, ixfr-axfr (an IXFR answered with the whole "
-     "zone)."),
+     "zone), ixfr-current (an IXFR from a secondary already current: the SOA alone, not "
+     "audited)."),
     ("blockd_rpz_refused_total", "counter", "reason", "Requests to the policy zone's listener "
      "refused: not-client (not in rpz.clients), unsigned (no TSIG), tsig (bad key, "
      "signature or time), malformed."),
@@ -168,7 +169,7 @@ DNS_RESULTS = ("blocked", "routed", "forwarded", "cached",
                "refused", "malformed", "servfail", "dropped")
 # fmt: on
 SYNC_OUTCOMES = ("accepted", "unchanged", "quarantined", "rejected")
-RPZ_TRANSFER_KINDS = ("axfr", "ixfr", "ixfr-axfr")
+RPZ_TRANSFER_KINDS = ("axfr", "ixfr", "ixfr-axfr", "ixfr-current")
 RPZ_REFUSALS = ("not-client", "unsigned", "tsig", "malformed")
 # Outcomes of one submission to a witness (blockd.audit.witnessing).
 WITNESS_OUTCOMES = ("cosigned", "conflict", "fork", "inconsistent", "refused", "invalid", "error")

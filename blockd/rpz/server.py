@@ -84,7 +84,7 @@ class RpzServer:
         self.digest = ""
         self.history: deque[Change] = deque()
         self.refused: Counter[str] = Counter()  # by reason: not-client, unsigned, tsig, malformed
-        self.transfers: Counter[str] = Counter()  # by kind: axfr, ixfr, ixfr-axfr
+        self.transfers: Counter[str] = Counter()  # by kind: axfr, ixfr, ixfr-axfr, ixfr-current
         self.bound: list[tuple[str, str, int]] = []
         self._path = config.state.dir / "rpz" / "serial.json"
         self._pending: Mapping[str, int] | None = None
@@ -343,8 +343,8 @@ class RpzServer:
         for rrset in msg.authority:
             if rrset.rdtype == dns.rdatatype.SOA and len(rrset):
                 serial = rrset[0].serial
-        if serial == z.serial:
-            return "IXFR", iter([z.soa_record()])
+        if serial == z.serial:  # a secondary polling: nothing to send but the SOA
+            return "IXFR-CURRENT", iter([z.soa_record()])
         steps = list(self.history)
         start = next((i for i, c in enumerate(steps) if c.old == serial), None)
         if serial is None or start is None or steps[-1].new != z.serial:
@@ -384,6 +384,8 @@ class RpzServer:
                 serial = self.zone.serial if self.zone else 0
                 await _stream(writer, messages)
                 self.transfers[kind.lower()] += 1
+                if kind == "IXFR-CURRENT":
+                    continue  # counted, not audited: it disclosed no name
                 signed = (
                     f" (TSIG key {self.key.name.to_text().rstrip('.')})"
                     if checked.signer and self.key
