@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit demo demo-feeds bench bench-compile bench-mapped bench-dns bench-workers bench-http bench-audit bench-hello bench-rpz bench-encrypted clean help venv quick
+.PHONY: run test lint typecheck unit demo demo-feeds bench bench-compile bench-mapped bench-dns bench-workers bench-http bench-audit bench-hello bench-rpz bench-encrypted bench-fleet clean help venv quick
 
 help:
 	@echo "make run          start blockd on the demo policy (DNS :5300, HTTP :8080, HTTPS :8443)"
@@ -52,7 +52,7 @@ demo: $(STAMP)
 demo-feeds: $(STAMP)
 	$(BIN)/python -m blockd.demo feeds/demo
 
-bench: bench-compile bench-mapped bench-dns bench-workers bench-http bench-audit bench-hello bench-rpz bench-encrypted
+bench: bench-compile bench-mapped bench-dns bench-workers bench-http bench-audit bench-hello bench-rpz bench-encrypted bench-fleet
 
 bench-compile: $(STAMP)
 	$(BIN)/python bench/policy_bench.py
@@ -81,6 +81,9 @@ bench-rpz: $(STAMP)
 
 bench-encrypted: $(STAMP)
 	$(BIN)/python bench/encrypted_bench.py
+
+bench-fleet: $(STAMP)
+	$(BIN)/python bench/fleet_bench.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -197,11 +197,14 @@ class FleetNode:
 
     async def _beat(self, r: Redis) -> None:
         while True:
+            # Cleared before the round, not after: a wake that comes while it runs (a policy
+            # activated as the heartbeat is written, a version accepted while the last one
+            # publishes) brings another round at once instead of waiting a whole heartbeat.
+            self._wake.clear()
             await self._elect(r)
             if self.syncer:
                 await self._publish(r)
             await self._heartbeat(r)
-            self._wake.clear()
             # asyncio.wait, not a timeout around the wait: in Python 3.11 a timeout expiring
             # as the task is cancelled can swallow the cancellation, and the session's task
             # group (and so App.stop) would wait for this loop forever.
