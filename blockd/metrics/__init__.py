@@ -142,7 +142,7 @@ class FleetStatus:
 class RpzStatus:
     """The served policy zone as metrics see it."""
 
-    transfers: Mapping[str, int]  # completed transfers by kind (axfr, ixfr, ixfr-axfr, ixfr-current)
+    transfers: Mapping[str, int]  # completed transfers by kind (RPZ_TRANSFER_KINDS)
     refused: Mapping[str, int]  # refused requests by reason
     serial: int | None  # of the zone served; None before the first build
     entries: int | None  # trigger names in it
