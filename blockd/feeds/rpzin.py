@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from pathlib import Path
 
 import dns.asyncquery
 import dns.exception
@@ -31,6 +32,7 @@ import dns.zone
 from blockd.config import TsigKey
 from blockd.feeds.authoring import body_bytes
 from blockd.feeds.model import RpzBinding
+from blockd.files import atomic_write
 
 _APEX_TYPES = {dns.rdatatype.SOA, dns.rdatatype.NS, dns.rdatatype.ZONEMD}
 _LOCAL_DATA = {dns.rdatatype.A, dns.rdatatype.AAAA}
@@ -174,28 +176,60 @@ class TransferError(Exception):
 
 
 async def transfer(
-    host: str, port: int, zone: str, key: TsigKey | None, seconds: float
+    host: str,
+    port: int,
+    zone: str,
+    key: TsigKey | None,
+    seconds: float,
+    base: dns.zone.Zone | None = None,
 ) -> dns.zone.Zone:
-    """Transfer zone by AXFR from host:port, TSIG-signed with key; TransferError if it fails.
+    """Transfer zone from host:port, TSIG-signed with key; TransferError if it fails.
 
-    dnspython checks the TSIG of every message of the answer when the query is signed.
+    With base (the copy of the zone this node holds, changed in place), an IXFR asks for the
+    differences since base's serial; a primary that keeps no history answers with the whole
+    zone, which replaces base. Without, an AXFR. dnspython checks the TSIG of every message
+    of the answer when the query is signed.
     """
-    out = dns.zone.Zone(zone + ".")
+    out = base if base is not None else dns.zone.Zone(zone + ".")
+    kind = "AXFR" if base is None else "IXFR"
     ring = None
     keyname = None
     if key is not None:
         tkey = dns.tsig.Key(key.name + ".", key.secret, dns.tsig.HMAC_SHA256)
         ring, keyname = {tkey.name: tkey}, tkey.name
-    query, _ = dns.xfr.make_query(out, serial=None, keyring=ring, keyname=keyname)
+    # serial 0: an IXFR from out's own SOA serial; None: an AXFR
+    serial = 0 if base is not None else None
+    query, _ = dns.xfr.make_query(out, serial=serial, keyring=ring, keyname=keyname)
     try:
         async with asyncio.timeout(seconds):
             await dns.asyncquery.inbound_xfr(host, out, query, port=port, lifetime=seconds)
     except TimeoutError:
         raise TransferError(
-            f"AXFR of {zone} from {host}:{port}: no answer in {seconds:.0f} s"
+            f"{kind} of {zone} from {host}:{port}: no answer in {seconds:.0f} s"
         ) from None
     except (dns.exception.DNSException, OSError, EOFError) as e:
         raise TransferError(
-            f"AXFR of {zone} from {host}:{port} failed: {type(e).__name__}: {e}"
+            f"{kind} of {zone} from {host}:{port} failed: {type(e).__name__}: {e}"
         ) from None
     return out
+
+
+def save(zone: dns.zone.Zone, path: Path) -> None:
+    """Keep a transferred zone as a zone file, the base of the next IXFR."""
+    atomic_write(path, zone.to_text(relativize=False).encode(), mode=0o600)
+
+
+def load(path: Path, name: str, serial: int) -> dns.zone.Zone | None:
+    """Return the zone kept at path if it is zone name at serial (None: missing or other).
+
+    Only a base for an IXFR: what the IXFR makes of it is verified (ZONEMD, the manifest)
+    as any transfer.
+    """
+    try:
+        zone = dns.zone.from_file(str(path), origin=name + ".", relativize=True)
+    except (OSError, dns.exception.DNSException, UnicodeDecodeError):
+        return None
+    soa = zone.get_rdataset("@", dns.rdatatype.SOA)
+    if soa is None or not len(soa) or int(soa[0].serial) != serial:
+        return None
+    return zone

@@ -152,6 +152,10 @@ class ListStore:
         d = self._dir(authority, list_id)
         return d / f"{version}.dsse", d / f"{version}.body"
 
+    def zone_path(self, authority: str, list_id: str, version: int) -> Path:
+        """Return where the zone a version was transferred as is kept (RPZ lists)."""
+        return self._dir(authority, list_id) / f"{version}.zone"
+
     def load_version(
         self, authority: str, list_id: str, version: int
     ) -> tuple[bytes, bytes | None]:

@@ -199,39 +199,56 @@ class FeedSync:
             raise verified.reject(
                 "zone-mismatch", f"the manifest is for zone {binding.zone}, not {zone}"
             )
-        self._check_serial(cfg, state, verified, binding)
+        old = self._enforced_binding(cfg, state)
+        self._check_serial(verified, binding, old)
         try:
             key = read_tsig_key(cfg.tsig_key_file) if cfg.tsig_key_file else None
         except TsigKeyError as e:
             raise verified.reject("transfer", str(e)) from None
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise verified.reject("deadline", "no time left to transfer the zone")
-        try:
-            transferred = await rpzin.transfer(host, port, zone, key, left)
-            found = await asyncio.to_thread(rpzin.read, transferred)
-            rpzin.check(found, binding)
-        except rpzin.TransferError as e:
-            raise verified.reject("transfer", str(e)) from None
-        except rpzin.ZoneError as e:
-            raise verified.reject(e.reason, str(e)) from None
+        base = None  # the zone of the version in force, for an IXFR
+        if old is not None and old.zone == zone and state.active is not None:
+            kept = self.store.zone_path(cfg.authority, cfg.list, state.active)
+            base = await asyncio.to_thread(rpzin.load, kept, zone, old.serial)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise verified.reject("deadline", "no time left to transfer the zone")
+            try:
+                transferred = await rpzin.transfer(host, port, zone, key, left, base)
+                found = await asyncio.to_thread(rpzin.read, transferred)
+                rpzin.check(found, binding)
+                break
+            except (rpzin.TransferError, rpzin.ZoneError) as e:
+                if base is None:
+                    reason = e.reason if isinstance(e, rpzin.ZoneError) else "transfer"
+                    raise verified.reject(reason, str(e)) from None
+                log.warning("%s: %s; transferring the whole zone instead", cfg.ref, e)
+                base = None
         body = found.body()
         check_body(verified, body)
         outcome = await self.holder.accept(cfg, state, verified, envelope, body)
         state.etag, state.last_modified = etag, last_modified
+        if outcome in ("accepted", "quarantined"):
+            kept = self.store.zone_path(cfg.authority, cfg.list, verified.payload.version)
+            try:
+                await asyncio.to_thread(rpzin.save, transferred, kept)
+            except OSError as e:  # only the next IXFR's base: an AXFR does without
+                log.warning("%s: cannot keep the zone for the next IXFR: %s", cfg.ref, e)
         return outcome
 
-    def _check_serial(
-        self, cfg: ListConfig, state: ListState, verified: VerifiedList, binding: RpzBinding
-    ) -> None:
-        """Refuse a manifest whose zone serial is older (RFC 1982) than the one enforced."""
+    def _enforced_binding(self, cfg: ListConfig, state: ListState) -> RpzBinding | None:
+        """Return the zone binding of the version in force (None: none, or not a zone)."""
         if state.active is None:
-            return
+            return None
         try:
             old_envelope, _ = self.store.load_version(cfg.authority, cfg.list, state.active)
-            old = parse_list(dsse.parse(old_envelope).payload).rpz
+            return parse_list(dsse.parse(old_envelope).payload).rpz
         except (OSError, dsse.EnvelopeError, PayloadError):
-            return  # the stored version is checked again wherever it is used
+            return None  # the stored version is checked again wherever it is used
+
+    @staticmethod
+    def _check_serial(verified: VerifiedList, binding: RpzBinding, old: RpzBinding | None) -> None:
+        """Refuse a manifest whose zone serial is older (RFC 1982) than the one enforced."""
         if old is None or old.zone != binding.zone:
             return
         diff = (binding.serial - old.serial) % 2**32
