@@ -17,6 +17,8 @@ redirects, other types, and IP/NSDNAME/NSIP/client-IP triggers.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -200,9 +202,17 @@ async def transfer(
     # serial 0: an IXFR from out's own SOA serial; None: an AXFR
     serial = 0 if base is not None else None
     query, _ = dns.xfr.make_query(out, serial=serial, keyring=ring, keyname=keyname)
+    failures = []
     try:
         async with asyncio.timeout(seconds):
-            await dns.asyncquery.inbound_xfr(host, out, query, port=port, lifetime=seconds)
+            for address in await _addresses(host, port):
+                try:
+                    await dns.asyncquery.inbound_xfr(
+                        address, out, query, port=port, lifetime=seconds
+                    )
+                    return out
+                except OSError as e:  # not reached: the primary's next address
+                    failures.append(f"{address}: {e.strerror or e}")
     except TimeoutError:
         raise TransferError(
             f"{kind} of {zone} from {host}:{port}: no answer in {seconds:.0f} s"
@@ -211,7 +221,25 @@ async def transfer(
         raise TransferError(
             f"{kind} of {zone} from {host}:{port} failed: {type(e).__name__}: {e}"
         ) from None
-    return out
+    raise TransferError(f"{kind} of {zone} from {host}:{port}: {'; '.join(failures)}")
+
+
+async def _addresses(host: str, port: int) -> list[str]:
+    """Return the primary's addresses: itself if an address, else what its name resolves to.
+
+    Whoever answers for the name can at worst withhold the list: TSIG, ZONEMD and the
+    manifest decide what is accepted.
+    """
+    try:
+        ipaddress.ip_address(host)
+        return [host]
+    except ValueError:
+        pass
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise TransferError(f"cannot resolve the primary {host}: {e}") from None
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 def save(zone: dns.zone.Zone, path: Path) -> None:

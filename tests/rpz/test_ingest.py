@@ -64,13 +64,13 @@ def sign_manifest(tmp: Path, version: int, text: str) -> None:
     (tmp / "manifest.dsse").write_bytes((tmp / f"manifest-{version}.dsse").read_bytes())
 
 
-def config(tmp: Path, port: int) -> str:
+def config(tmp: Path, port: int, primary: str = "127.0.0.1") -> str:
     """Demo config whose demo-hosts list arrives from the primary as a zone."""
     text = rpz_config(tmp, signed=False)  # the served zone is not what is tested here
     old = f'source = "file://{tmp}/feeds/demo-hosts.dsse"'
     assert old in text
     new = (
-        f'source = "rpz://127.0.0.1:{port}/{ZONE}"\n'
+        f'source = "rpz://{primary}:{port}/{ZONE}"\n'
         f'manifest = "file://{tmp}/manifest.dsse"\n'
         f'tsig_key_file = "{tmp}/xfr.key"\n'
         "deadline = 10"
@@ -205,7 +205,9 @@ async def test_a_new_version_comes_by_ixfr_and_a_bad_base_falls_back_to_axfr(
     argv = [program("named"), "-g", "-c", str(primary_conf(tmp_path, port, ixfr=True))]
     with started(argv, log) as proc:
         wait_for(lambda: _serial(tmp_path) == 1, 15, "BIND serving the zone", log)
-        async with running(config(tmp_path, port), tmp_path, sync=False) as app:
+        # the primary named by its host name, resolved at each transfer
+        text = config(tmp_path, port, primary="localhost")
+        async with running(text, tmp_path, sync=False) as app:
             cfg = app.feeds.holder.list_config(f"{AUTHORITY}/demo-hosts")
             store = app.feeds.store
 
