@@ -142,35 +142,30 @@ def ensure_redis() -> str:
 
 
 def start_redis(procs: Processes, binary: str, work: Path) -> int:
-    """Start redis-server on a free loopback port (nothing saved); return the port."""
-    port = free_port()
+    """Start redis-server on a free loopback port (nothing saved); return the port.
+
+    A port found free can be taken by another program before redis-server binds it: then
+    redis-server exits, and another port is tried.
+    """
     (work / "redis").mkdir()
-    procs.start(
-        [
-            binary,
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(work / "redis"),
-        ],
-        work / "redis.log",
-    )
-    deadline = time.monotonic() + 10
-    r = redis.Redis(port=port)
-    while True:
-        try:
-            if r.ping():
-                return port
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"redis-server did not answer on port {port}") from None
-            time.sleep(0.05)
+    log = work / "redis.log"
+    for _ in range(5):
+        port = free_port()
+        argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+        argv += ["--appendonly", "no", "--dir", str(work / "redis")]
+        proc = procs.start(argv, log)
+        deadline = time.monotonic() + 30
+        r = redis.Redis(port=port)
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                if r.ping():
+                    return port
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        if proc.poll() is None:
+            break  # running but not answering: not a lost port
+    tail = log.read_text(errors="replace")[-2000:]
+    raise SystemExit(f"redis-server did not answer on port {port}:\n{tail}")
 
 
 # -- the authority -----------------------------------------------------------------------------
