@@ -1,0 +1,289 @@
+"""The fleet when parts of it fail, with real processes on loopback: a Redis primary killed
+under Sentinel, one node or the syncer cut off from Redis, the syncer killed as it publishes.
+
+Throughout, every node must keep answering DNS from a verified policy; afterwards, every
+node must enforce the newest version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from redis.asyncio import Redis
+
+from blockd.fleet import bus
+from blockd.fleet.keys import Keys
+from tests.fleet.nodes import (
+    LEASE,
+    REF,
+    WAIT,
+    Asking,
+    Fleet,
+    blocked,
+    is_syncer,
+    one_syncer,
+    redis,
+    redis_down,
+    syncer,
+    until,
+    version,
+)
+from tests.fleet.relay import Relay
+from tests.fleet.servers import RedisServer, Sentinel
+
+if TYPE_CHECKING:
+    from tests.dnsupstream import Upstream
+
+pytestmark = pytest.mark.slow
+SERVICE = "blockd"
+KEYS = Keys("test")
+RECONNECT = 2 * WAIT  # a node cut off long enough backs off for up to 30 s between tries
+
+
+@contextlib.asynccontextmanager
+async def relay(target: int) -> AsyncIterator[Relay]:
+    r = Relay(target)
+    await r.start()
+    try:
+        yield r
+    finally:
+        await r.close()
+
+
+async def latest(r: Redis) -> int | None:
+    return (await bus.latest(r, KEYS, [REF])).get(REF)
+
+
+# -- Sentinel: the primary fails, a replica takes its place ----------------------------------
+
+
+class SentinelSet:
+    """A primary, a replica that replicates through a relay (so the test can make it fall
+    behind), and three Sentinels (quorum two) naming the primary of service "blockd"."""
+
+    def __init__(self, redis_binary: str, sentinel_binary: str, directory: Path) -> None:
+        """Prepare the processes; start() starts them."""
+        self.directory = directory
+        self.primary = RedisServer(redis_binary, directory)
+        self.redis_binary = redis_binary
+        self.sentinel_binary = sentinel_binary
+        self.replica: RedisServer | None = None
+        self.sentinels: list[Sentinel] = []
+
+    async def start(self, link: Relay) -> None:
+        """Start the primary, the replica through link, then the Sentinels; wait until the
+        Sentinels know one another and the replica."""
+        self.replica = RedisServer(self.redis_binary, self.directory, replica_of=link.port)
+        self.replica.start()
+        r = Redis(port=self.replica.port)
+        try:
+            await until(lambda: _link_up(r), "the replica replicates the primary")
+        finally:
+            await r.aclose()
+        self.sentinels = [
+            Sentinel(
+                self.sentinel_binary,
+                self.directory,
+                service=SERVICE,
+                primary=self.primary.port,
+                quorum=2,
+            )
+            for _ in range(3)
+        ]
+        for s in self.sentinels:
+            s.start()
+        for s in self.sentinels:
+            c = Redis(port=s.port)
+            try:
+                await until(functools.partial(_watching, c), f"Sentinel {s.port} sees its peers")
+            finally:
+                await c.aclose()
+
+    @property
+    def server(self) -> str:
+        """Return a node's [fleet] lines naming the Sentinels and the service."""
+        listed = ", ".join(f'"{s.address}"' for s in self.sentinels)
+        return f'sentinels = [{listed}]\nservice = "{SERVICE}"'
+
+    async def primary_port(self) -> int | None:
+        """Return the primary's port as every Sentinel names it; None while they differ."""
+        ports = set()
+        for s in self.sentinels:
+            c = Redis(port=s.port)
+            try:
+                found: Any = await c.sentinel_get_master_addr_by_name(SERVICE)
+            finally:
+                await c.aclose()
+            ports.add(int(found[1]))
+        return ports.pop() if len(ports) == 1 else None
+
+    def stop(self) -> None:
+        """Stop every process."""
+        for p in [*self.sentinels, self.replica, self.primary]:
+            if p is not None:
+                p.stop()
+
+
+async def _link_up(r: Redis) -> bool:
+    info = await r.info("replication")
+    return bool(info.get("master_link_status") == "up")
+
+
+async def _watching(c: Redis) -> bool:
+    state: Any = await c.sentinel_master(SERVICE)
+    return bool(state["num-other-sentinels"] == 2 and state["num-slaves"] == 1)
+
+
+@pytest.fixture
+def sentinel_set(redis_binary: str, sentinel_binary: str, tmp_path: Path) -> Iterator[SentinelSet]:
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    s = SentinelSet(redis_binary, sentinel_binary, directory)
+    s.primary.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+async def test_sentinel_fails_over_and_the_nodes_follow_the_new_primary(
+    tmp_path: Path, sentinel_set: SentinelSet, upstream: Upstream
+) -> None:
+    """Kill the primary: the Sentinels promote the replica, every node finds it through them,
+    the syncer republishes the version the replica never received, and the next reaches all."""
+    s = sentinel_set
+    async with relay(s.primary.port) as link:
+        await s.start(link)
+        assert s.replica is not None
+        new_primary = s.replica.port
+        fleet = Fleet(tmp_path, s.primary, upstream)
+        async with (
+            fleet.node("a", server=s.server) as a,
+            fleet.node("b", server=s.server) as b,
+            contextlib.AsyncExitStack() as stack,
+        ):
+            await until(lambda: one_syncer(a, b), "one syncer")
+            await until(lambda: version(a) == 1 == version(b), "both enforce v1")
+            replica = Redis(port=new_primary)
+            stack.push_async_callback(replica.aclose)
+            async with Asking([a, b]) as asking:
+                # The replica falls behind: v2 reaches the primary and both nodes, not it.
+                link.cut()
+                await until(lambda: _not(_link_up(replica)), "the replica lost its primary")
+                fleet.publish(2, ["one.example", "two.example"])
+                await syncer(a, b).feeds.sync_all()
+                await until(lambda: version(a) == 2 == version(b), "both enforce v2")
+                assert await latest(replica) == 1  # the write the failover is to lose
+                s.primary.kill()
+
+                async def promoted() -> bool:
+                    return await s.primary_port() == new_primary
+
+                await until(promoted, "the Sentinels promote the replica", within=RECONNECT)
+                await until(
+                    lambda: not redis_down(a) and not redis_down(b) and one_syncer(a, b),
+                    "both nodes reach the new primary, one of them the syncer",
+                    within=RECONNECT,
+                )
+                # Nothing stepped back, and the syncer republished what it enforces.
+                assert version(a) == 2 == version(b)
+                await until(lambda: _is(latest(replica), 2), "v2 republished to the new primary")
+                fleet.publish(3, ["one.example", "three.example"])
+                await syncer(a, b).feeds.sync_all()
+                await until(lambda: version(a) == 3 == version(b), "both enforce v3")
+                assert await latest(replica) == 3
+            assert asking.asked > 0 and not asking.wrong, asking.wrong
+            assert await blocked(a, "three.example") and await blocked(b, "three.example")
+
+
+async def _not(check: Awaitable[bool]) -> bool:
+    return not await check
+
+
+async def _is(value: Awaitable[object], wanted: object) -> bool:
+    return await value == wanted
+
+
+# -- partitions: one node, or the syncer, cut off from Redis ---------------------------------
+
+V2 = ["one.example", "two.example"]
+V3 = ["one.example", "two.example", "three.example"]
+
+
+async def test_a_node_cut_off_from_redis_keeps_its_policy_and_catches_up(fleet: Fleet) -> None:
+    async with relay(fleet.redis.port) as link, fleet.node("a") as a:
+        await until(lambda: is_syncer(a), "a is the syncer")
+        async with fleet.node("b", server=f'redis = "{link.url}"') as b:
+            await until(lambda: version(a) == 1 == version(b), "both enforce v1")
+            r = redis(fleet.redis)
+            try:
+                async with Asking([a, b]) as asking:
+                    link.cut()
+                    await until(lambda: redis_down(b), "b sees Redis down")
+                    for v, entries in ((2, V2), (3, V3)):
+                        fleet.publish(v, entries)
+                        await a.feeds.sync_all()
+                        assert version(a) == v
+                    await until(lambda: _is(latest(r), 3), "a published v3")
+                    # b is behind, says so, and keeps answering from the policy it has
+                    assert version(b) == 1 and redis_down(b)
+                    ready = b.readiness()
+                    assert ready.ready and "Redis unreachable" in ready.reason
+                    assert await blocked(b, "one.example")
+                    assert not await blocked(b, "three.example")
+                    link.restore()
+                    await until(lambda: version(b) == 3, "b catches up to v3", within=RECONNECT)
+                    assert not redis_down(b)
+                assert asking.asked > 0 and not asking.wrong, asking.wrong
+            finally:
+                await r.aclose()
+            assert await blocked(b, "three.example")
+            assert is_syncer(a) and not is_syncer(b)
+
+
+async def test_a_syncer_cut_off_loses_the_lease_and_cannot_publish_with_it(fleet: Fleet) -> None:
+    async with (
+        relay(fleet.redis.port) as link,
+        fleet.node("a", server=f'redis = "{link.url}"') as a,
+    ):
+        await until(lambda: is_syncer(a), "a is the syncer")
+        async with fleet.node("b") as b:
+            await until(lambda: version(a) == 1 == version(b), "both enforce v1")
+            assert a.fleet_node is not None
+            stale = a.fleet_node.lease.holder  # what a's publications carried: '<token> a'
+            attempted = a.feeds.store.state("auth", "hosts").last_attempt
+            r = redis(fleet.redis)
+            try:
+                async with Asking([a, b]) as asking:
+                    link.cut()
+                    await until(lambda: is_syncer(b), "b takes over", within=LEASE + WAIT)
+                    assert not is_syncer(a)
+                    fleet.publish(2, V2)
+                    await b.feeds.sync_all()
+                    await until(lambda: _is(latest(r), 2), "b published v2")
+                    published = await r.hgetall(KEYS.version(REF, 2))
+                    assert published[b"node"] == b"b"
+                    assert int(published[b"token"]) > int(stale.split()[0])
+                    # A publication of the old syncer's (delayed in the network, or sent
+                    # after a stall) carries its old token: the script refuses it.
+                    fleet.publish(3, V3)
+                    envelope = fleet.signed[3]
+                    assert await bus.publish(r, KEYS, stale, REF, 3, envelope, None) == "fenced"
+                    assert await latest(r) == 2
+                    assert version(a) == 1  # cut off: it kept its policy and fetched nothing
+                    assert a.feeds.store.state("auth", "hosts").last_attempt == attempted
+                    link.restore()
+                    await b.feeds.sync_all()
+                    await until(
+                        lambda: version(a) == 3 == version(b), "both enforce v3", within=RECONNECT
+                    )
+                    assert not redis_down(a) and is_syncer(b) and not is_syncer(a)
+                    assert await latest(r) == 3
+                assert asking.asked > 0 and not asking.wrong, asking.wrong
+            finally:
+                await r.aclose()
