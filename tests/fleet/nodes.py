@@ -29,6 +29,7 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 WAIT = 20.0  # seconds any one convergence may take before the test fails
 LEASE, HEARTBEAT = 2, 0.5
 REF = "auth/hosts"
+AUTHORITY = authority(max_entries=200_000, max_bytes=16 << 20)  # room for a large list
 
 
 def sign(version: int, entries: list[str]) -> bytes:
@@ -49,7 +50,7 @@ class Fleet:
         self.redis = redis
         self.upstream = upstream
         (tmp / "trust.dsse").write_bytes(
-            signed_trust(trust([authority()], expires=NOW + timedelta(days=30)))
+            signed_trust(trust([AUTHORITY], expires=NOW + timedelta(days=30)))
         )
         self.src = tmp / "hosts.dsse"
         self.signed: dict[int, bytes] = {}  # version -> the envelope the authority signed
@@ -58,7 +59,9 @@ class Fleet:
     def publish(self, version: int, entries: list[str]) -> None:
         """Sign a new version at the authority's source."""
         self.signed[version] = sign(version, entries)
-        self.src.write_bytes(self.signed[version])
+        new = self.src.with_suffix(".new")  # whole, as an authority serves it: a node
+        new.write_bytes(self.signed[version])  # syncing meanwhile reads the old or the new
+        new.replace(self.src)
 
     def config(
         self,
@@ -111,6 +114,7 @@ interval = {interval:g}
         """Run one node (it syncs only as the fleet decides); stop it after."""
         (self.tmp / name).mkdir(exist_ok=True)
         text = self.config(name, start=start, server=server)
+        (self.tmp / name / "blockd.toml").write_text(text)  # for reading after a failure
         async with running(text, self.tmp / name, sync=False) as app:
             yield app
 

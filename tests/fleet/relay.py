@@ -2,7 +2,8 @@
 
 Cut, it closes every connection it relays and refuses new ones (it accepts and resets them
 at once, keeping its port): for the client, the network to the server is gone. Restored,
-it relays new connections again.
+it relays new connections again. Stalled, it relays only so many more bytes from clients,
+then holds the rest: the server has part of a command, and the test knows it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class Relay:
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._budget: int | None = None  # bytes still relayed to the server while stalled
+        self.stalled = asyncio.Event()  # set when a client's bytes are held
 
     @property
     def url(self) -> str:
@@ -43,9 +46,16 @@ class Relay:
         for writer in list(self._open):
             writer.transport.abort()
 
+    def stall(self, after: int) -> None:
+        """Relay `after` more bytes from clients to the server, then hold the rest (until
+        cut) and set `stalled`."""
+        self._budget = after
+        self.stalled.clear()
+
     def restore(self) -> None:
-        """Relay new connections again."""
+        """Relay new connections again, all their bytes."""
         self._cut = False
+        self._budget = None
 
     @property
     def cut_off(self) -> bool:
@@ -85,8 +95,8 @@ class Relay:
         if writer.transport.is_closing():
             up_writer.transport.abort()
         pipes = {
-            asyncio.ensure_future(_pipe(reader, up_writer)),
-            asyncio.ensure_future(_pipe(up_reader, writer)),
+            asyncio.ensure_future(self._pipe(reader, up_writer, to_server=True)),
+            asyncio.ensure_future(self._pipe(up_reader, writer, to_server=False)),
         }
         try:
             await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
@@ -96,9 +106,17 @@ class Relay:
             self._open -= pair
             await tasks.cancel(*pipes)
 
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(OSError):
-        while data := await reader.read(CHUNK):
-            writer.write(data)
-            await writer.drain()
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, to_server: bool
+    ) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(CHUNK):
+                if to_server and self._budget is not None:
+                    data, held = data[: self._budget], len(data) > self._budget
+                    self._budget -= len(data)
+                    if held:
+                        writer.write(data)
+                        self.stalled.set()
+                        await asyncio.Future()  # until cut: the connection is aborted
+                writer.write(data)
+                await writer.drain()

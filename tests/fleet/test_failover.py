@@ -7,6 +7,7 @@ node must enforce the newest version.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Iterator
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from redis.asyncio import Redis
 
+from blockd import tasks
 from blockd.fleet import bus
 from blockd.fleet.keys import Keys
 from tests.fleet.nodes import (
@@ -35,6 +37,7 @@ from tests.fleet.nodes import (
 )
 from tests.fleet.relay import Relay
 from tests.fleet.servers import RedisServer, Sentinel
+from tests.test_workers import Blockd, addresses, query, run
 
 if TYPE_CHECKING:
     from tests.dnsupstream import Upstream
@@ -287,3 +290,123 @@ async def test_a_syncer_cut_off_loses_the_lease_and_cannot_publish_with_it(fleet
                 assert asking.asked > 0 and not asking.wrong, asking.wrong
             finally:
                 await r.aclose()
+
+
+# -- the syncer, a real `blockd run`, killed as it publishes ---------------------------------
+
+BIG = [f"host{i}.example" for i in range(50_000)]
+NEW = [f"new{i}.example" for i in range(1000)]  # few enough for the guards (see GuardsConfig)
+
+
+@contextlib.asynccontextmanager
+async def blockd_run(fleet: Fleet, node: str, server: str) -> AsyncIterator[Blockd]:
+    """Run `blockd run` as node (syncing every second while it is the syncer)."""
+    (fleet.tmp / node).mkdir(exist_ok=True)
+    conf = fleet.tmp / node / "blockd.toml"
+    conf.write_text(fleet.config(node, interval=1, server=server))
+    async with run(conf) as process:
+        yield process
+
+
+class Watch:
+    """Read Redis over and over, in the background: every time, the newest pointer must
+    lead to a whole version, byte for byte the envelope the authority signed."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        """Prepare to watch fleet's Redis."""
+        self.fleet = fleet
+        self.reads = 0
+        self.seen: set[int] = set()
+        self.wrong: list[str] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Watch:
+        self._task = asyncio.get_running_loop().create_task(self._watch())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await tasks.cancel(self._task)
+
+    async def _watch(self) -> None:
+        r = redis(self.fleet.redis)
+        try:
+            while True:
+                async with r.pipeline(transaction=True) as p:  # one moment's view
+                    p.get(KEYS.latest(REF))
+                    p.hgetall(KEYS.version(REF, 2))
+                    pointer, v2 = await p.execute()
+                newest = int(pointer) if pointer is not None else None
+                if newest is not None:
+                    self.seen.add(newest)
+                    data = await r.hgetall(KEYS.version(REF, newest)) if newest != 2 else v2
+                    if data.get(b"envelope") != self.fleet.signed.get(newest):
+                        self.wrong.append(f"latest -> v{newest}, not the signed envelope")
+                self.reads += 1
+                await asyncio.sleep(0.01)
+        finally:
+            await r.aclose()
+
+
+@pytest.mark.parametrize("moment", ["stored", "mid-publish"])
+async def test_the_syncer_killed_as_it_publishes_leaves_no_partial_version(
+    fleet: Fleet, moment: str
+) -> None:
+    """SIGKILL the syncer (a real `blockd run`) as soon as it has stored a large new version,
+    or once Redis has received part of its publication of it (its connection goes through a
+    relay that holds the rest). Redis only ever points to a whole version, the other node
+    only ever enforces v1 or the whole v2, it takes over within the lease, and everything
+    converges on v2, the killed node too once it runs again."""
+    fleet.publish(1, ["one.example", *BIG])
+    r = redis(fleet.redis)
+    async with relay(fleet.redis.port) as link, contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(r.aclose)
+        server = f'redis = "{link.url}"'
+        a = await stack.enter_async_context(blockd_run(fleet, "a", server))
+        await until(lambda: _is(r.get(KEYS.lease), b"1 a"), "a is the syncer")
+        await until(lambda: _is(latest(r), 1), "a published v1")
+        b = await stack.enter_async_context(fleet.node("b"))
+        await until(lambda: version(b) == 1, "b enforces v1 from Redis")
+        seen: set[int | None] = set()
+
+        async def keep() -> None:
+            while True:
+                seen.add(version(b))
+                await asyncio.sleep(0.01)
+
+        async with Watch(fleet) as watch, Asking([b]) as asking:
+            keeper = asyncio.get_running_loop().create_task(keep())
+            stack.push_async_callback(tasks.cancel, keeper)
+            if moment == "mid-publish":
+                link.stall(after=100_000)  # of a publication of some 1.3 MB
+            fleet.publish(2, ["one.example", *BIG, *NEW])
+            if moment == "stored":
+                stored = fleet.tmp / "a" / "lists" / "auth" / "hosts" / "2.dsse"
+                await until(stored.exists, "a stores v2", within=RECONNECT)
+            else:
+                await until(link.stalled.is_set, "a is publishing v2", within=RECONNECT)
+            a.proc.kill()
+            await a.proc.wait()
+            link.cut()  # its connections close with it
+            if moment == "mid-publish":  # Redis dropped the half-received script
+                assert await latest(r) == 1 and not await r.exists(KEYS.version(REF, 2))
+            await until(lambda: is_syncer(b), "b takes over", within=LEASE + WAIT)
+            await until(lambda: version(b) == 2, "b enforces v2")
+            await until(lambda: _is(latest(r), 2), "v2 is published")
+            assert await blocked(b, "new999.example")
+            published = await r.hgetall(KEYS.version(REF, 2))
+            assert published[b"node"] in (b"a", b"b")  # a, before it died, or b after
+            await tasks.cancel(keeper)
+        assert seen <= {1, 2}, seen
+        assert watch.reads > 0 and not watch.wrong, watch.wrong
+        assert watch.seen <= {1, 2}, watch.seen
+        assert asking.asked > 0 and not asking.wrong, asking.wrong
+        # The killed node starts again on what it left on disk, and converges.
+        link.restore()
+        async with blockd_run(fleet, "a", server) as again:
+
+            async def enforces_v2() -> bool:
+                reply = await asyncio.to_thread(query, again.dns, "new999.example")
+                return addresses(reply) == ["127.0.0.1"]
+
+            await until(enforces_v2, "a, started again, enforces v2")
+            assert is_syncer(b) and version(b) == 2
