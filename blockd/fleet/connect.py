@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
 from blockd.config.fleet import FleetConfig
@@ -38,9 +38,29 @@ def client(cfg: FleetConfig, password: str | None) -> Redis:
         socket_connect_timeout=timeout,
     )
     primary: Redis = sentinel.master_for(
-        cfg.service, retry=Retry(NoBackoff(), 0), client_name=f"blockd-{cfg.node}"
+        cfg.service,
+        redis_class=_Primary,
+        retry=Retry(NoBackoff(), 0),
+        client_name=f"blockd-{cfg.node}",
     )
     return primary
+
+
+class _Primary(Redis):
+    """The primary the Sentinels name: closing it closes the connections to them too.
+
+    redis-py leaves those to the Sentinel object, and the fleet makes a client for every
+    session: without this, each reconnection left a connection open to a Sentinel.
+    """
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        """Close the client, its pool and the Sentinel clients that found the primary."""
+        try:
+            await super().aclose(close_connection_pool)
+        finally:
+            pool = self.connection_pool
+            if isinstance(pool, SentinelConnectionPool):
+                await pool.sentinel_manager.aclose()
 
 
 def _hostport(value: str) -> tuple[str, int]:

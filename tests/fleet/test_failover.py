@@ -18,7 +18,8 @@ import pytest
 from redis.asyncio import Redis
 
 from blockd import tasks
-from blockd.fleet import bus
+from blockd.config.fleet import FleetConfig
+from blockd.fleet import bus, connect
 from blockd.fleet.keys import Keys
 from tests.fleet.nodes import (
     LEASE,
@@ -152,6 +153,33 @@ def sentinel_set(redis_binary: str, sentinel_binary: str, tmp_path: Path) -> Ite
         yield s
     finally:
         s.stop()
+
+
+async def test_a_client_through_sentinel_closes_its_connections_to_the_sentinels(
+    sentinel_set: SentinelSet,
+) -> None:
+    """A node makes a client for every session: closing it must close its connections to
+    the Sentinels too (redis-py leaves them to the Sentinel object, open until collected)."""
+    s = Sentinel(
+        sentinel_set.sentinel_binary,
+        sentinel_set.directory,
+        service=SERVICE,
+        primary=sentinel_set.primary.port,
+        quorum=1,
+    )
+    sentinel_set.sentinels.append(s)
+    s.start()
+    cfg = FleetConfig(sentinels=[s.address], service=SERVICE, node="a")
+    for _ in range(3):
+        r = connect.client(cfg, None)
+        await r.set("k", "v")  # found the primary through the Sentinel
+        await r.aclose()
+    watcher = Redis(port=s.port)
+    try:
+        clients = await watcher.client_list()
+    finally:
+        await watcher.aclose()
+    assert len(clients) == 1, clients  # only the watcher's own
 
 
 async def test_sentinel_fails_over_and_the_nodes_follow_the_new_primary(
