@@ -91,10 +91,19 @@ class Process:
 class RedisServer(Process):
     """One redis-server; a replica of another when given its port."""
 
-    def __init__(self, binary: str, directory: Path, *, replica_of: int | None = None) -> None:
-        """Prepare a server keeping its files in directory, replicating replica_of if set."""
+    def __init__(
+        self,
+        binary: str,
+        directory: Path,
+        *,
+        replica_of: int | None = None,
+        extra: Sequence[str] = (),
+    ) -> None:
+        """Prepare a server keeping its files in directory, replicating replica_of if set,
+        with extra command-line settings."""
         super().__init__(binary, directory)
         self.replica_of = replica_of
+        self.extra = list(extra)
 
     @property
     def url(self) -> str:
@@ -120,14 +129,17 @@ class RedisServer(Process):
         ]
         if self.replica_of is not None:
             argv += ["--replicaof", "127.0.0.1", str(self.replica_of)]
-        return argv
+        return argv + self.extra
 
 
 class Sentinel(Process):
     """One redis-sentinel watching a primary as a service, quick to call it down."""
 
     DOWN_AFTER_MS = 1000  # a primary silent this long is down (subjectively, then by quorum)
-    FAILOVER_TIMEOUT_MS = 5000
+    # Long, though a failover takes a second or two: a Sentinel "fixes" a replica that
+    # replicates from another address than the primary's (as a test's replica does, through
+    # a relay) once it has known it this long; the relay would be bypassed.
+    FAILOVER_TIMEOUT_MS = 120_000
 
     def __init__(
         self, binary: str, directory: Path, *, service: str, primary: int, quorum: int
@@ -154,9 +166,3 @@ class Sentinel(Process):
     def argv(self) -> list[str]:
         """Return redis-sentinel's command line: its configuration file."""
         return [self.binary, str(self.conf)]
-
-
-def start_all(processes: Sequence[Process]) -> None:
-    """Start each process in turn."""
-    for p in processes:
-        p.start()

@@ -82,6 +82,7 @@ class SentinelSet:
     async def start(self, link: Relay) -> None:
         """Start the primary, the replica through link, then the Sentinels; wait until the
         Sentinels know one another and the replica."""
+        self.primary.start()
         self.replica = RedisServer(self.redis_binary, self.directory, replica_of=link.port)
         self.replica.start()
         r = Redis(port=self.replica.port)
@@ -148,7 +149,6 @@ def sentinel_set(redis_binary: str, sentinel_binary: str, tmp_path: Path) -> Ite
     directory = tmp_path / "redis"
     directory.mkdir()
     s = SentinelSet(redis_binary, sentinel_binary, directory)
-    s.primary.start()
     try:
         yield s
     finally:
@@ -168,6 +168,7 @@ async def test_a_client_through_sentinel_closes_its_connections_to_the_sentinels
         quorum=1,
     )
     sentinel_set.sentinels.append(s)
+    sentinel_set.primary.start()
     s.start()
     cfg = FleetConfig(sentinels=[s.address], service=SERVICE, node="a")
     for _ in range(3):
@@ -234,6 +235,10 @@ async def test_sentinel_fails_over_and_the_nodes_follow_the_new_primary(
 
 async def _not(check: Awaitable[bool]) -> bool:
     return not await check
+
+
+async def _latest_is(r: Redis, wanted: int) -> bool:
+    return await latest(r) == wanted
 
 
 async def _is(value: Awaitable[object], wanted: object) -> bool:
@@ -438,3 +443,60 @@ async def test_the_syncer_killed_as_it_publishes_leaves_no_partial_version(
 
             await until(enforces_v2, "a, started again, enforces v2")
             assert is_syncer(b) and version(b) == 2
+
+
+async def test_the_nodes_leave_a_replaced_primary_the_sentinels_cannot_demote(
+    tmp_path: Path, sentinel_set: SentinelSet, upstream: Upstream
+) -> None:
+    """A failover while the old primary lives on and the Sentinels cannot demote it (here it
+    refuses REPLICAOF; in life, a partition between it and them): the nodes must not keep
+    their sessions with it, or the fleet's versions would go where no new node reads them."""
+    s = sentinel_set
+    s.primary.extra = ["--rename-command", "REPLICAOF", "", "--rename-command", "SLAVEOF", ""]
+    async with relay(s.primary.port) as link:
+        await s.start(link)
+        assert s.replica is not None
+        old, new = s.primary.port, s.replica.port
+        fleet = Fleet(tmp_path, s.primary, upstream)
+        async with (
+            fleet.node("a", server=s.server) as a,
+            fleet.node("b", server=s.server) as b,
+        ):
+            await until(lambda: one_syncer(a, b), "one syncer")
+            await until(lambda: version(a) == 1 == version(b), "both enforce v1")
+            async with Asking([a, b]) as asking:
+                c = Redis(port=s.sentinels[0].port)
+                try:
+                    assert await c.sentinel_failover(SERVICE)
+                finally:
+                    await c.aclose()
+
+                async def swapped() -> bool:
+                    return await s.primary_port() == new
+
+                await until(swapped, "the Sentinels name the replica primary", within=RECONNECT)
+                r = Redis(port=new)
+                try:
+                    await until(
+                        functools.partial(_clients, r, {"blockd-a", "blockd-b"}),
+                        "both nodes on the new primary",
+                        within=RECONNECT,
+                    )
+                    await until(lambda: one_syncer(a, b), "one syncer", within=RECONNECT)
+                    fleet.publish(2, ["one.example", "two.example"])
+                    await syncer(a, b).feeds.sync_all()
+                    await until(lambda: version(a) == 2 == version(b), "both enforce v2")
+                    assert await latest(r) == 2
+                finally:
+                    await r.aclose()
+            assert asking.asked > 0 and not asking.wrong, asking.wrong
+            stale = Redis(port=old)
+            try:
+                assert (await stale.role())[0] == b"master"  # still: nothing demoted it
+                assert await latest(stale) == 1  # and nothing more went to it
+            finally:
+                await stale.aclose()
+
+
+async def _clients(r: Redis, names: set[str]) -> bool:
+    return names <= {c["name"] for c in await r.client_list()}
