@@ -1,5 +1,6 @@
 """The fleet when parts of it fail, with real processes on loopback: a Redis primary killed
-under Sentinel, one node or the syncer cut off from Redis, the syncer killed as it publishes.
+under Sentinel, or replaced while it lives on; one node or the syncer cut off from Redis;
+the syncer (a real `blockd run`) killed as it publishes.
 
 Throughout, every node must keep answering DNS from a verified policy; afterwards, every
 node must enforce the newest version.
