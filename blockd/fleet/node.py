@@ -7,6 +7,9 @@ against this node's own pinned trust policy and refuses rollbacks. The node hold
 lease is the syncer: only it runs the feed sync against the authorities, and each version
 it accepts is published. The others never fetch lists from an authority.
 
+With Sentinel, a session also ends when the Sentinels name another primary than the one
+it is connected to, so that no node goes on with a replaced primary.
+
 When Redis is unreachable the node keeps enforcing what it has, keeps answering, stops
 fetching if it was the syncer (its lease may pass to another node), says so in readiness
 and metrics, and reconnects with back-off.
@@ -24,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from blockd import __version__, tasks
@@ -173,6 +177,8 @@ class FleetNode:
                 asyncio.ensure_future(self._listen(r, pubsub)),
                 asyncio.ensure_future(self._beat(r)),
             }
+            if self.cfg.sentinels:
+                loops.add(asyncio.ensure_future(self._follow_primary(r)))
             try:
                 done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -213,6 +219,14 @@ class FleetNode:
                 await asyncio.wait({waiter}, timeout=self.cfg.heartbeat)
             finally:
                 waiter.cancel()
+
+    async def _follow_primary(self, r: Redis) -> None:
+        """End the session once the Sentinels name another primary than this session's
+        (a failover): the next session connects to the new one."""
+        while True:
+            await asyncio.sleep(self.cfg.heartbeat)
+            if (where := await connect.moved(r)) is not None:
+                raise RedisConnectionError(f"the Sentinels name another primary now: {where}")
 
     # -- election ---------------------------------------------------------------------
 

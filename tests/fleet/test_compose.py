@@ -13,7 +13,7 @@ import pytest
 
 from blockd.config import load as load_config
 from tests.daemon import ROOT
-from tests.fleet.conftest import RedisServer
+from tests.fleet.servers import RedisServer
 from tests.test_deploy import CONTAINER, load_yaml
 from tests.test_workers import Blockd, addresses, query, run, until
 

@@ -10,10 +10,7 @@ import asyncio
 import contextlib
 import json
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING
+from datetime import timedelta
 
 import pytest
 from redis.asyncio import Redis
@@ -30,130 +27,23 @@ from blockd.fleet import bus, connect
 from blockd.fleet.keys import Keys
 from blockd.fleet.lease import Lease
 from blockd.fleet.node import FleetNode
-from tests.daemon import ask, running
-from tests.factories import Recorder, authority, key, signed_list, signed_trust, trust
-from tests.fleet.conftest import RedisServer
-
-if TYPE_CHECKING:
-    from tests.dnsupstream import Upstream
+from tests.factories import Recorder, key, signed_list
+from tests.fleet.nodes import (
+    NOW,
+    WAIT,
+    Fleet,
+    blocked,
+    fetched,
+    one_syncer,
+    redis,
+    sign,
+    syncer,
+    until,
+    version,
+)
+from tests.fleet.servers import RedisServer
 
 pytestmark = pytest.mark.slow
-NOW = datetime.now(UTC).replace(microsecond=0)
-WAIT = 20.0  # seconds any one convergence may take before the test fails
-LEASE, HEARTBEAT = 2, 0.5
-
-
-def sign(version: int, entries: list[str]) -> bytes:
-    return signed_list(
-        entries,
-        version=version,
-        issued_at=NOW - timedelta(hours=1),
-        expires=NOW + timedelta(days=3),
-    )
-
-
-class Fleet:
-    """The authority's source, the trust file, and how to start a node."""
-
-    def __init__(self, tmp: Path, redis: RedisServer, upstream: Upstream) -> None:
-        """Write the trust policy and v1 of auth/hosts."""
-        self.tmp = tmp
-        self.redis = redis
-        self.upstream = upstream
-        (tmp / "trust.dsse").write_bytes(
-            signed_trust(trust([authority()], expires=NOW + timedelta(days=30)))
-        )
-        self.src = tmp / "hosts.dsse"
-        self.publish(1, ["one.example"])
-
-    def publish(self, version: int, entries: list[str]) -> None:
-        """Sign a new version at the authority's source."""
-        self.src.write_bytes(sign(version, entries))
-
-    def config(self, node: str, *, start: str = "forward") -> str:
-        """Return a node's configuration: its own state directory, the shared Redis."""
-        host, port = self.upstream.addr
-        state = self.tmp / node
-        return f"""demo = true
-[trust]
-pinned = "{self.tmp / "trust.dsse"}"
-[state]
-dir = "{state}"
-[dns]
-listen = ["127.0.0.1:0"]
-upstreams = ["{host}:{port}"]
-attempt_timeout = 0.5
-total_timeout = 1.5
-start = "{start}"
-[http]
-listen = ["127.0.0.1:0"]
-tls_listen = []
-[admin]
-listen = ["127.0.0.1:0"]
-[selftest]
-interval = 0
-[fleet]
-redis = "{self.redis.url}"
-node = "{node}"
-prefix = "test"
-lease = {LEASE}
-heartbeat = {HEARTBEAT}
-[[lists]]
-authority = "auth"
-list = "hosts"
-source = "file://{self.src}"
-interval = 86400
-"""
-
-    @contextlib.asynccontextmanager
-    async def node(self, name: str, **kw: str) -> AsyncIterator[App]:
-        """Run one node (it syncs only as the fleet decides); stop it after."""
-        (self.tmp / name).mkdir(exist_ok=True)
-        async with running(self.config(name, **kw), self.tmp / name, sync=False) as app:
-            yield app
-
-
-@pytest.fixture
-def fleet(tmp_path: Path, redis_server: RedisServer, upstream: Upstream) -> Fleet:
-    return Fleet(tmp_path, redis_server, upstream)
-
-
-async def until(check: Callable[[], Awaitable[bool] | bool], what: str) -> None:
-    """Wait until check() is true (polling), or fail saying what did not happen."""
-    deadline = asyncio.get_running_loop().time() + WAIT
-    while asyncio.get_running_loop().time() < deadline:
-        result = check()
-        if result if isinstance(result, bool) else await result:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not within {WAIT} s: {what}")
-
-
-async def blocked(app: App, name: str) -> bool:
-    reply = await ask(app, name)
-    return [str(rr.rdata) for rr in reply.rr] == ["127.0.0.1"]
-
-
-def version(app: App) -> int | None:
-    return app.feeds.snapshot.versions.get("auth/hosts")
-
-
-def fetched(app: App) -> bool:
-    """Say whether this node ever fetched the list from the authority itself."""
-    return app.feeds.store.state("auth", "hosts").last_attempt is not None
-
-
-def syncer(*apps: App) -> App:
-    [one] = [a for a in apps if a.fleet_node is not None and a.fleet_node.syncer]
-    return one
-
-
-def one_syncer(*apps: App) -> bool:
-    return sum(a.fleet_node is not None and a.fleet_node.syncer for a in apps) == 1
-
-
-def redis(server: RedisServer) -> Redis:
-    return Redis.from_url(server.url)
 
 
 # -- the lease and the publish script, against Redis alone ------------------------------------

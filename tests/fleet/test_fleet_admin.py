@@ -15,11 +15,11 @@ from blockd.app import App
 from blockd.fleet import status
 from blockd.fleet.keys import Keys
 from tests.daemon import running
-from tests.fleet.test_fleet import Fleet, redis, until, version
+from tests.fleet.nodes import Fleet, redis, until, version
 
 if TYPE_CHECKING:
     from tests.dnsupstream import Upstream
-    from tests.fleet.conftest import RedisServer
+    from tests.fleet.servers import RedisServer
 
 pytestmark = pytest.mark.slow
 TOKEN = "fleet-admin-token-for-tests"

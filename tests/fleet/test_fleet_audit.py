@@ -21,18 +21,12 @@ from blockd.audit import note
 from blockd.cli import main
 from blockd.fleet import status
 from blockd.fleet.keys import Keys
-from tests.fleet.test_fleet import Fleet, fetched, one_syncer, redis, syncer, until, version
+from tests.fleet.nodes import Fleet, fetched, one_syncer, redis, syncer, until, version
 
 if TYPE_CHECKING:
-    from tests.dnsupstream import Upstream
-    from tests.fleet.conftest import RedisServer
+    pass
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def fleet(tmp_path: Path, redis_server: RedisServer, upstream: Upstream) -> Fleet:
-    return Fleet(tmp_path, redis_server, upstream)
 
 
 def cli(*args: str) -> tuple[int, str, str]:
