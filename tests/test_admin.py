@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ from blockd.cli import main
 from blockd.events import OperatorAction, SelfTestResult
 from tests.daemon import demo_config, running
 from tests.factories import Recorder
+from tests.ports import free_port
 
 if TYPE_CHECKING:
     from tests.dnsupstream import Upstream
@@ -191,12 +191,6 @@ async def test_selftest_fails_when_a_probe_is_not_blocked(
         result = await app.run_selftest()
         assert not result.passed
         assert any("selftest.demo.test" in f for f in result.failures)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_the_selftest_command_checks_a_running_daemon(

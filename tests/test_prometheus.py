@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -23,6 +22,7 @@ import pytest
 from aiohttp import web
 
 from blockd.metrics import Metrics
+from tests.ports import free_port
 from tests.test_dashboard import expressions, load, runnable
 from tests.test_metrics import populated
 
@@ -38,14 +38,6 @@ def tool(name: str) -> str:
     found = shutil.which(name) or shutil.which(name, path="/usr/bin:/usr/sbin")
     assert found, f"{name} not found after installing Debian's prometheus package"
     return found
-
-
-def free_port() -> int:
-    """Return a loopback TCP port nothing listens on just now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Exporter:

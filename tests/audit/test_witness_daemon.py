@@ -8,7 +8,6 @@ the cosignature and verifies with the witness's key.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,18 +17,13 @@ import pytest
 
 from blockd.cli import main
 from tests.daemon import ask, demo_config, running
+from tests.ports import free_port
 from tests.witness.process import witness, witness_key
 
 if TYPE_CHECKING:
     from tests.dnsupstream import Upstream
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def until(condition: Callable[[], bool], seconds: float = 30) -> None:

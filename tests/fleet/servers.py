@@ -17,6 +17,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from tests.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 START_WITHIN = 30.0  # seconds for a server to answer PING (a loaded machine)
 
@@ -27,14 +29,6 @@ def install(command: str, package: str) -> str:
     found = shutil.which(command) or shutil.which(command, path="/usr/bin:/usr/sbin")
     assert found, f"{command} not found after installing Debian's {package} package"
     return found
-
-
-def free_port() -> int:
-    """Return a loopback TCP port nothing listens on just now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Process:

@@ -28,6 +28,7 @@ import pytest
 
 from blockd.app import App
 from tests.http.test_proxy import TlsOrigin, exchange, start, status
+from tests.ports import free_port
 
 if TYPE_CHECKING:
     from tests.dnsupstream import Upstream
@@ -82,13 +83,6 @@ class RealOrigin:
         self.name = name
         self.process = process
         self.port = port
-
-
-def free_port() -> int:
-    """Return a loopback port nobody listens on (for servers that cannot bind port 0)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_listening(port: int, process: subprocess.Popen[bytes], what: str) -> None:

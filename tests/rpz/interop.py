@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,6 +18,8 @@ from pathlib import Path
 import dns.message
 import dns.query
 import dns.rcode
+
+from tests import ports
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "deploy" / "resolvers"
@@ -56,15 +57,7 @@ def program(name: str) -> str:
 
 def free_port() -> int:
     """Return a loopback port free for both UDP and TCP just now."""
-    while True:
-        with socket.socket() as tcp, socket.socket(type=socket.SOCK_DGRAM) as udp:
-            tcp.bind(("127.0.0.1", 0))
-            port: int = tcp.getsockname()[1]
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
+    return ports.free_port(udp_too=True)
 
 
 def unbound_conf(
