@@ -90,7 +90,7 @@ _FAST_URL = re.compile(
 )
 # A lowercase LDH(+underscore) name, <= 253 characters, labels of 1-63, whose last label cannot
 # be an IPv4 part (all digits, or 0x-hex): canonical as it stands.
-_FAST_NAME = re.compile(
+CANONICAL_NAME = _FAST_NAME = re.compile(
     r"(?=.{1,253}\Z)(?:[a-z0-9_-]{1,63}\.)*(?![0-9]*\Z|0x[0-9a-f]*\Z)[a-z0-9_-]{1,63}"
 )
 

@@ -47,6 +47,11 @@ def _rules() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
     return frozenset(exact), frozenset(wild), frozenset(exceptions)
 
 
+def public_suffix_rules() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """Return (exact, wildcard parents, exceptions): is_public_suffix's data, for hot loops."""
+    return _rules()
+
+
 def is_public_suffix(name: str) -> bool:
     """Say whether a canonical host name is a public suffix or a bare TLD."""
     if "." not in name:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from blockd.feeds.authoring import hashed_entry
 from blockd.feeds.model import Format, ListPayload, dump
@@ -147,3 +150,67 @@ def test_self_test_entries_obey_the_list_format(
     out = build(fmt, [], p.test_entries)
     assert bool(out.probes) is kept and out.count == int(kept)
     assert out.rejected == ({} if kept else {"test-format": 1})
+
+
+# The hosts format's inline fast path must take exactly the rule host_key states.
+_TRICKY_HOSTS = [
+    "blocked.example",
+    "Blocked.Example",
+    "blocked.example.",
+    "www.blocked.example",
+    "com",
+    "co.uk",
+    "example.co.uk",
+    "kawasaki.jp",
+    "foo.kawasaki.jp",
+    "city.kawasaki.jp",
+    "www.city.kawasaki.jp",
+    "0e.vc",
+    "x.0e.vc",
+    "y.x.0e.vc",
+    "1.2.3.4",
+    "01.2.3.4",
+    "0x7f.1",
+    "example.123",
+    "example.0x1f",
+    "123.example",
+    "_dmarc.example",
+    "-a.example",
+    "a..example",
+    ".example",
+    "",
+    " ",
+    "ex ample.test",
+    "bücher.example",
+    "xn--bcher-kva.example",
+    "[::1]",
+    "[fe80::1%eth0]",
+    "a" * 63 + ".test",
+    "a" * 64 + ".test",
+    ".".join(["a" * 60] * 4) + ".tst",
+    ".".join(["a" * 61] * 4),
+    "blocked.example",
+    "BLOCKED.example",
+    "localhost",
+    "test",
+    "a.b.c.d.e.f.g.example",
+]
+_HOST_ALPHABET = "abcxyz019-_.ABÜ[]:%0x "
+
+
+@pytest.mark.parametrize("extra", [[], ["bad", "ck", "www.ck", "a.ck"]])
+def test_the_hosts_fast_path_keeps_host_keys_rule(extra: list[str]) -> None:
+    lines = _TRICKY_HOSTS + extra
+    fast = build("hosts", lines)
+    slow_rejected: Counter[str] = Counter()
+    slow = entry_rules._collect(lines, entry_rules.host_key, slow_rejected)
+    assert fast.hosts == slow and fast.rejected == slow_rejected
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.text(_HOST_ALPHABET, max_size=80) | st.sampled_from(_TRICKY_HOSTS)))
+def test_the_hosts_fast_path_agrees_with_host_key_on_any_lines(lines: list[str]) -> None:
+    slow_rejected: Counter[str] = Counter()
+    slow = entry_rules._collect(lines, entry_rules.host_key, slow_rejected)
+    fast = build("hosts", lines)
+    assert fast.hosts == slow and fast.rejected == slow_rejected
