@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from blockd import control
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCKD = Path(sys.executable).parent / "blockd"
@@ -73,14 +73,13 @@ def first_screen() -> list[str]:
 
 
 def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """Return n distinct free loopback ports (TCP and UDP: the demo serves DNS on both)."""
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_port(udp_too=True)
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 def with_ports(text: str, ports: dict[int, int]) -> str:
