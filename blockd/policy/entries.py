@@ -156,10 +156,7 @@ def _collect(lines: Iterable[str], key_of: Callable[[str], K], rejected: Counter
             append(key_of(line))
         except ValueError as e:
             rejected[str(e)] += 1
-    distinct = list(dict.fromkeys(valid))
-    if len(distinct) != len(valid):
-        rejected["duplicate"] += len(valid) - len(distinct)
-    return distinct
+    return _distinct(valid, rejected)
 
 
 def _collect_hosts(lines: Iterable[str], rejected: Counter[str]) -> list[str]:
@@ -188,6 +185,11 @@ def _collect_hosts(lines: Iterable[str], rejected: Counter[str]) -> list[str]:
             append(host_key(line))
         except ValueError as e:
             rejected[str(e)] += 1
+    return _distinct(valid, rejected)
+
+
+def _distinct(valid: list[K], rejected: Counter[str]) -> list[K]:
+    """Return valid without repeats, in order; count the repeats as duplicates."""
     distinct = list(dict.fromkeys(valid))
     if len(distinct) != len(valid):
         rejected["duplicate"] += len(valid) - len(distinct)

@@ -16,10 +16,9 @@ import aiohttp
 
 # Flags that keep Chromium quiet and local: no first-run work, no background traffic, and
 # every host name unresolvable, so the only thing it can reach is a loopback IP literal.
-_FLAGS = [
-    "--headless",
+QUIET = [
     # The sandbox needs user namespaces, which containers and root often lack; the browser
-    # loads only the test's own page from loopback.
+    # loads only the test's own pages from loopback.
     "--no-sandbox",
     "--disable-gpu",
     "--no-first-run",
@@ -29,6 +28,10 @@ _FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--disable-default-apps",
+]
+_FLAGS = [
+    "--headless",
+    *QUIET,
     "--disable-domain-reliability",
     "--disable-client-side-phishing-detection",
     "--disable-features=Translate,OptimizationHints,MediaRouter",

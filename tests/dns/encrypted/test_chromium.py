@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 
 from blockd.app import App
 from tests.daemon import ROOT, demo_config, port, running
+from tests.http.cdp import QUIET
 
 if TYPE_CHECKING:
     from tests.dnsupstream import Upstream
@@ -72,16 +73,7 @@ async def dump_dom(binary: str, profile: Path, url: str, *flags: str) -> str:
     proc = await asyncio.create_subprocess_exec(
         binary,
         "--headless=new",
-        # The sandbox needs user namespaces, which containers and root often lack.
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--no-default-browser-check",
-        "--disable-extensions",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-default-apps",
+        *QUIET,
         # No https:// first attempt for an http:// URL: what is tested is DNS, then HTTP.
         "--disable-features=HttpsUpgrades,Translate,OptimizationHints,MediaRouter",
         f"--user-data-dir={profile}",
